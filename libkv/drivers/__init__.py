@@ -1,0 +1,1 @@
+"""First-party drivers with no third-party dependency."""

@@ -1,0 +1,134 @@
+"""Key, prefix, value and glob validation: the one place libkv checks its input.
+
+Everything here runs before a driver is called, so rejected input never reaches a
+backend and nothing is partially written.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from libkv.errors import InvalidKeyError, InvalidValueError
+
+__all__ = [
+    "MAX_KEY_BYTES",
+    "compile_glob",
+    "glob_prefix",
+    "normalize_key",
+    "normalize_prefix",
+    "to_bytes",
+]
+
+MAX_KEY_BYTES = 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+@functools.lru_cache(maxsize=4096)
+def _check(text: str, allow_empty: bool) -> str:
+    key = text.strip("/")
+    if not key:
+        if allow_empty:
+            return ""
+        raise InvalidKeyError(f"empty key: {text!r}")
+    if _CONTROL.search(key):
+        raise InvalidKeyError(f"control character in key: {text!r}")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidKeyError(f"key longer than {MAX_KEY_BYTES} UTF-8 bytes: {text[:40]!r}...")
+    for segment in key.split("/"):
+        if segment in ("", ".", ".."):
+            raise InvalidKeyError(f"empty, '.' or '..' segment in key: {text!r}")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidKeyError(f"key is not valid Unicode text: {text!r}") from error
+    return key
+
+
+def normalize_key(key: object) -> str:
+    """Return ``key`` without leading/trailing ``/``; raise InvalidKeyError if malformed."""
+    if type(key) is not str:
+        raise InvalidKeyError(f"key must be str, not {type(key).__name__}")
+    return _check(key, False)
+
+
+def normalize_prefix(prefix: object) -> str:
+    """Like :func:`normalize_key`, but ``""`` (the whole namespace) is allowed."""
+    if type(prefix) is not str:
+        raise InvalidKeyError(f"prefix must be str, not {type(prefix).__name__}")
+    return _check(prefix, True)
+
+
+def to_bytes(value: object) -> bytes:
+    """Return ``value`` as bytes: bytes-like values copied, ``str`` encoded as UTF-8."""
+    if type(value) is bytes:
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise InvalidValueError(f"value is not valid Unicode text: {error}") from error
+    raise InvalidValueError(f"value must be bytes-like or str, not {type(value).__name__}")
+
+
+def glob_prefix(pattern: str) -> str:
+    """The longest run of whole literal segments a glob pattern starts with."""
+    literal: list[str] = []
+    for segment in pattern.split("/"):
+        if any(character in segment for character in "*?["):
+            break
+        literal.append(segment)
+    return "/".join(literal)
+
+
+@functools.lru_cache(maxsize=256)
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """Compile a key glob: ``*``/``?`` stay within a segment, ``**`` spans segments.
+
+    ``[abc]``/``[!abc]`` are character classes (never matching ``/``). A ``**``
+    segment also matches zero segments, so ``a/**/b`` matches ``a/b``.
+    """
+    if type(pattern) is not str:
+        raise InvalidKeyError(f"pattern must be str, not {type(pattern).__name__}")
+    pattern = pattern.strip("/")
+    if _CONTROL.search(pattern):
+        raise InvalidKeyError(f"control character in pattern: {pattern!r}")
+    out: list[str] = []
+    index = 0
+    length = len(pattern)
+    while index < length:
+        character = pattern[index]
+        if pattern.startswith("**", index):
+            at_segment_start = index == 0 or pattern[index - 1] == "/"
+            at_segment_end = index + 2 == length or pattern[index + 2] == "/"
+            if at_segment_start and at_segment_end and index + 2 < length:
+                out.append("(?:.*/)?")  # '**/' : zero or more whole segments
+                index += 3
+            else:
+                out.append(".*")
+                index += 2
+        elif character == "*":
+            out.append("[^/]*")
+            index += 1
+        elif character == "?":
+            out.append("[^/]")
+            index += 1
+        elif character == "[":
+            end = pattern.find(
+                "]", index + 2 if pattern[index + 1 : index + 2] in "!^" else index + 1
+            )
+            if end == -1:
+                raise InvalidKeyError(f"unterminated character class in pattern: {pattern!r}")
+            body = pattern[index + 1 : end]
+            negate = body[:1] in ("!", "^")
+            if negate:
+                body = body[1:]
+            escaped = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")
+            out.append(f"[^/{escaped}]" if negate else f"(?!/)[{escaped}]")
+            index = end + 1
+        else:
+            out.append(re.escape(character))
+            index += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)

@@ -1,0 +1,121 @@
+"""Leases: a time-to-live shared by keys, kept alive in the background.
+
+Service registration is built on this: keys written with ``lease=`` vanish when the
+lease is revoked, or ``ttl`` (+ the driver's slack) after the holder stops
+refreshing it, for instance because its process died.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from libkv.errors import KVError, NotReachableError, StoreClosedError
+
+if TYPE_CHECKING:
+    from libkv.api import Store
+
+__all__ = ["Lease"]
+
+log = logging.getLogger(__name__)
+
+
+class Lease:
+    """A lease granted by :meth:`Store.lease`.
+
+    ``lost`` is set when the lease expired while held (keep-alives failed for a whole
+    ttl, the backend dropped it, or ``keepalive=False`` and the ttl ran out). Keep-alives
+    run every ttl/3 until :meth:`revoke` or ``store.close()``. As a context manager
+    the lease is revoked on exit.
+    """
+
+    def __init__(self, store: Store, lease_id: int, ttl: float, *, keepalive: bool) -> None:
+        self.store = store
+        self.id = lease_id
+        self.ttl = ttl
+        self.keepalive = keepalive
+        self.lost = threading.Event()
+        self._revoked = False
+        self._stopped = threading.Event()
+        self._listeners: list[Callable[[bool], None]] = []
+        self._thread = threading.Thread(
+            target=self._run, name=f"libkv-lease-{lease_id}", daemon=True
+        )
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        state = "revoked" if self._revoked else "lost" if self.lost.is_set() else "held"
+        return f"<Lease {self.id} ttl={self.ttl} {state}>"
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._revoked and not self.store.closed:
+            self.revoke()
+
+    @property
+    def revoked(self) -> bool:
+        """True once :meth:`revoke` was called."""
+        return self._revoked
+
+    def revoke(self) -> None:
+        """Delete the lease and, now, every key attached to it."""
+        self._stop()
+        if self._revoked:
+            return
+        self._revoked = True
+        self.store._call(self.store._revoke_lease, self.id)
+
+    def _stop(self) -> None:
+        self._stopped.set()
+
+    def _listen(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(True)`` after every keep-alive, ``listener(False)`` once lost."""
+        self._listeners.append(listener)
+
+    def _set_lost(self) -> None:
+        self.lost.set()
+        for listener in self._listeners:
+            listener(False)
+
+    def _run(self) -> None:
+        store = self.store
+        interval = self.ttl / 3
+        alive_until = time.monotonic() + self.ttl
+        while not self._stopped.wait(
+            interval if self.keepalive else max(alive_until - time.monotonic(), 0.05)
+        ):
+            try:
+                if self.keepalive:
+                    alive = store._call(store._keepalive_lease, self.id)
+                    remaining = self.ttl
+                else:
+                    remaining_or_none = store._call(store._lease_ttl, self.id)
+                    alive = remaining_or_none is not None
+                    remaining = remaining_or_none or 0.0
+            except StoreClosedError:
+                return
+            except NotReachableError as error:
+                if time.monotonic() >= alive_until:
+                    log.warning(
+                        "lease %s lost: backend unreachable for its ttl (%s)", self.id, error
+                    )
+                    self._set_lost()
+                    return
+                continue
+            except KVError:
+                log.exception("lease %s: keep-alive failed", self.id)
+                continue
+            if self._stopped.is_set():
+                return
+            if not alive:
+                log.warning("lease %s expired", self.id)
+                self._set_lost()
+                return
+            alive_until = time.monotonic() + remaining
+            for listener in self._listeners:
+                listener(True)

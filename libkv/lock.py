@@ -1,0 +1,128 @@
+"""Distributed locks with fencing tokens, built on leases and watches.
+
+Holding the lock on ``key`` means having created ``key`` (with the lock's value)
+under a lease that we keep alive. The fencing token is the version of that write:
+a store-wide revision, so strictly larger for every acquisition by anyone. Waiters
+watch the key and retry when it is deleted, so a waiter gets the lock promptly once
+it is released or its holder's lease expires.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from libkv.errors import KeyExistsError, KeyModifiedError, KeyNotFoundError, KVError, LockError
+
+if TYPE_CHECKING:
+    from libkv.api import Store
+    from libkv.lease import Lease
+
+__all__ = ["Lock"]
+
+
+class Lock:
+    """A lock on one key; see the module docstring.
+
+    ``lost`` is set if ownership is lost while held (the lease expired, or the key was
+    deleted or overwritten by someone else). ``token`` is the fencing token of the
+    current acquisition, or None. Not re-entrant.
+    """
+
+    def __init__(self, store: Store, key: str, ttl: float, value: bytes) -> None:
+        self.store = store
+        self.key = key
+        self.ttl = ttl
+        self.value = value
+        self.lost = threading.Event()
+        self.token: int | None = None
+        self._lease: Lease | None = None
+        self._mutex = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Lock {self.key!r} token={self.token}>"
+
+    def __enter__(self) -> Lock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def locked(self) -> bool:
+        """Whether this Lock object holds the lock (and has not lost it)."""
+        return self.token is not None and not self.lost.is_set()
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take the lock; return False if not blocking (or ``timeout`` passed) and it is held."""
+        with self._mutex:
+            if self.token is not None:
+                raise LockError(f"lock {self.key!r} is already held by this Lock object")
+            deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+            lease = self.store.lease(self.ttl)
+            try:
+                while True:
+                    try:
+                        pair = self.store.create(self.key, self.value, lease=lease)
+                    except KeyExistsError:
+                        if not blocking or not self._wait_for_release(deadline):
+                            lease.revoke()
+                            return False
+                        continue
+                    break
+            except BaseException:
+                if not self.store.closed:
+                    lease.revoke()
+                raise
+            self.lost = threading.Event()
+            self.token = pair.version
+            self._lease = lease
+            lost = self.lost
+            lease._listen(lambda alive: self._verify(alive, pair.version, lost))
+            return True
+
+    def release(self) -> None:
+        """Release the lock: its key is deleted. LockError if not held (or lost)."""
+        with self._mutex:
+            lease, token = self._lease, self.token
+            if lease is None or token is None:
+                raise LockError(f"lock {self.key!r} is not held")
+            self._lease, self.token = None, None
+            was_lost = self.lost.is_set()
+            try:
+                self.store.delete(self.key, version=token)
+            except (KeyNotFoundError, KeyModifiedError):
+                was_lost = True
+            finally:
+                lease.revoke()
+            if was_lost:
+                self.lost.set()
+                raise LockError(f"lock {self.key!r} was lost before release")
+
+    def _wait_for_release(self, deadline: float | None) -> bool:
+        """Wait until the key is absent; False if ``deadline`` passes first."""
+        with self.store.watch(self.key) as watch:
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                event = watch.next_event(remaining)
+                if event is None:
+                    if watch.closed:
+                        return False
+                    continue
+                if event.pair is None:
+                    return True
+
+    def _verify(self, alive: bool, token: int, lost: threading.Event) -> None:
+        """Called by the lease after each keep-alive: is the key still ours?"""
+        if not alive:
+            lost.set()
+            return
+        try:
+            pair = self.store._call(self.store._get, self.store._root + self.key)
+        except KVError:
+            return  # unreachable: the lease's own bookkeeping decides
+        if pair is None or pair.version != token:
+            lost.set()

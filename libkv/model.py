@@ -1,0 +1,61 @@
+"""Value types shared by the public API and the drivers."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["Action", "Capabilities", "Event", "KVPair"]
+
+
+@dataclass(frozen=True, slots=True)
+class KVPair:
+    """A key, its value, and the store revision of the key's last write (> 0)."""
+
+    key: str
+    value: bytes
+    version: int
+
+
+class Action(enum.Enum):
+    """What a watch :class:`Event` reports."""
+
+    INIT = "init"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One watch event.
+
+    ``INIT`` carries the consistent snapshot the watch starts from (``snapshot``, and
+    for a single-key watch also ``pair``) at store revision ``revision``. ``UPDATE``
+    carries the new pair; ``DELETE`` has ``pair=None``.
+    """
+
+    action: Action
+    key: str
+    pair: KVPair | None
+    revision: int
+    snapshot: tuple[KVPair, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a driver guarantees; the conformance suite holds it to these.
+
+    ``watch_every_change``: every change is delivered in revision order (otherwise
+    intermediate states of a key may be merged, but watchers converge).
+    ``watch_resume``: ``watch(since=...)`` is supported.
+    ``ttl_min``/``ttl_slack``: shortest accepted TTL, and how late (seconds) an
+    expiry may be observed. ``max_value_size`` in bytes; ``max_transaction_ops``
+    per transaction.
+    """
+
+    watch_every_change: bool
+    watch_resume: bool
+    ttl_min: float
+    ttl_slack: float
+    max_value_size: int
+    max_transaction_ops: int

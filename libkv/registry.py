@@ -1,0 +1,109 @@
+"""Scheme -> driver initializer, found through the ``libkv.stores`` entry points.
+
+A third-party package makes its driver usable by URL by declaring, e.g.::
+
+    [options.entry_points]
+    libkv.stores =
+        myscheme = mypackage.driver:open_store
+
+where ``open_store(url: libkv.StoreURL) -> libkv.Store``. Entry points are loaded
+lazily, on first use of their scheme. :func:`register` adds one at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import stevedore
+
+from libkv.errors import UnknownSchemeError
+from libkv.url import StoreURL
+
+if TYPE_CHECKING:
+    from libkv.api import Store
+
+__all__ = ["Initializer", "open", "register", "schemes"]
+
+log = logging.getLogger(__name__)
+
+Initializer = Callable[[StoreURL], "Store"]
+
+NAMESPACE = "libkv.stores"
+
+# First-party drivers that live in their own distributions: scheme -> what to install.
+KNOWN_DRIVERS = {
+    "etcd": "libkv-etcd (pip install 'libkv[etcd]')",
+    "zookeeper": "libkv-zookeeper (pip install 'libkv[zookeeper]')",
+    "consul": "libkv-consul (pip install 'libkv[consul]')",
+    "redis": "libkv-redis (pip install 'libkv[redis]')",
+    "rediss": "libkv-redis (pip install 'libkv[redis]')",
+}
+
+_registered: dict[str, Initializer] = {}
+_loaded: dict[str, Initializer] = {}
+_lock = threading.Lock()
+
+
+def register(scheme: str, initializer: Initializer) -> None:
+    """Make ``scheme://`` URLs open with ``initializer``; ValueError if the scheme is taken."""
+    name = scheme.lower()
+    if not name or not name.replace("+", "").replace("-", "").replace(".", "").isalnum():
+        raise ValueError(f"invalid scheme name: {scheme!r}")
+    if not callable(initializer):
+        raise TypeError("initializer must be callable: initializer(url: StoreURL) -> Store")
+    with _lock:
+        if name in _registered or name in _entry_point_names():
+            raise ValueError(f"scheme {name!r} is already registered")
+        _registered[name] = initializer
+
+
+def schemes() -> list[str]:
+    """Every scheme usable here: installed entry points and run-time registrations, sorted."""
+    return sorted(set(_registered) | _entry_point_names())
+
+
+def open(url: str | StoreURL, **options: object) -> Store:  # noqa: A001 - the public name
+    """Open a store from a URL; keyword options override the URL's query options.
+
+    Raises UnknownSchemeError (naming what is installed, and what to install for a
+    first-party scheme) and InvalidURLError for a malformed URL or option.
+    """
+    parsed = url if isinstance(url, StoreURL) else StoreURL.parse(url)
+    parsed = parsed.with_options(**options)
+    return _initializer(parsed.scheme)(parsed)
+
+
+def _initializer(scheme: str) -> Initializer:
+    with _lock:
+        found = _registered.get(scheme) or _loaded.get(scheme)
+    if found is not None:
+        return found
+    if scheme in _entry_point_names():
+        try:
+            manager: Any = stevedore.DriverManager(NAMESPACE, scheme, invoke_on_load=False)
+        except Exception as error:
+            raise UnknownSchemeError(
+                f"the driver for {scheme}:// is installed but failed to load: {error}"
+            ) from error
+        initializer: Initializer = manager.driver
+        with _lock:
+            _loaded[scheme] = initializer
+        return initializer
+    installed = ", ".join(schemes()) or "none"
+    hint = KNOWN_DRIVERS.get(scheme)
+    message = f"unknown store scheme {scheme!r} (installed: {installed})"
+    if hint:
+        message += f"; install {hint}"
+    raise UnknownSchemeError(message)
+
+
+def _entry_point_names() -> set[str]:
+    try:
+        manager: Any = stevedore.ExtensionManager(NAMESPACE)
+        return {entry_point.name for entry_point in manager.list_entry_points()}
+    except Exception:  # a broken environment must not hide run-time registrations
+        log.warning("could not read the %s entry points", NAMESPACE, exc_info=True)
+        return set()
