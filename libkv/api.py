@@ -161,13 +161,13 @@ class Store:
         self, key: str, value: object, *, ttl: float | None = None, lease: Lease | None = None
     ) -> KVPair:
         """Write ``value`` unconditionally; without ttl/lease any earlier expiry is cleared."""
-        return self._write(Op(OpKind.PUT, key, value, None, ttl, lease))  # type: ignore[arg-type]
+        return self._write(OpKind.PUT, key, value, None, ttl, lease)
 
     def create(
         self, key: str, value: object, *, ttl: float | None = None, lease: Lease | None = None
     ) -> KVPair:
         """Write ``value`` only if ``key`` is absent; KeyExistsError otherwise."""
-        return self._write(Op(OpKind.CREATE, key, value, None, ttl, lease))  # type: ignore[arg-type]
+        return self._write(OpKind.CREATE, key, value, None, ttl, lease)
 
     def update(
         self,
@@ -182,11 +182,11 @@ class Store:
 
         KeyNotFoundError if absent, KeyModifiedError if at another version.
         """
-        return self._write(Op(OpKind.UPDATE, key, value, version, ttl, lease))  # type: ignore[arg-type]
+        return self._write(OpKind.UPDATE, key, value, version, ttl, lease)
 
     def delete(self, key: str, *, version: int | None = None) -> None:
         """Delete ``key``: KeyNotFoundError if absent, KeyModifiedError if not at ``version``."""
-        self._write(Op(OpKind.DELETE, key, b"", version))
+        self._write(OpKind.DELETE, key, b"", version, None, None)
 
     def delete_tree(self, prefix: str) -> int:
         """Delete every key under ``prefix``; return how many were deleted."""
@@ -216,7 +216,7 @@ class Store:
         ``capabilities.max_transaction_ops``, raise ValueError before anything is sent.
         Returns the new pair for each write and None for deletes and checks.
         """
-        operations = [self._prepare(operation) for operation in ops]
+        operations = [self._prepare_op(operation) for operation in ops]
         if len(operations) > self.capabilities.max_transaction_ops:
             raise ValueError(
                 f"{len(operations)} operations exceed this store's limit of "
@@ -381,16 +381,20 @@ class Store:
     def _raise_closed(self) -> NoReturn:
         raise StoreClosedError(f"store is closed: {self.url}")
 
-    def _write(self, operation: Op) -> KVPair:
-        prepared = self._prepare(operation)
+    def _write(
+        self,
+        kind: OpKind,
+        key: str,
+        value: object,
+        version: int | None,
+        ttl: float | None,
+        lease: Lease | None,
+    ) -> KVPair:
+        prepared = self._prepare(kind, key, value, version, ttl, lease)
         pair = self._commit_checked([prepared])[0]
-        if pair is None:
-            return None  # type: ignore[return-value]  # delete: the public method returns None
-        return (
-            KVPair(prepared.key[len(self._root) :], pair.value, pair.version)
-            if self._root
-            else pair
-        )
+        if pair is None or not self._root:
+            return pair  # type: ignore[return-value]  # None only for delete, which returns None
+        return KVPair(prepared.key[len(self._root) :], pair.value, pair.version)
 
     def _commit_checked(self, operations: builtins.list[Op]) -> builtins.list[KVPair | None]:
         if self._closed:
@@ -404,34 +408,49 @@ class Store:
         except Exception as error:
             self._reraise(error)
 
-    def _prepare(self, operation: Op) -> Op:
-        """Validate one op and return it with a full key and a bytes value."""
+    def _prepare_op(self, operation: object) -> Op:
         if not isinstance(operation, Op):
             raise TypeError(
                 f"transaction takes libkv.ops operations, not {type(operation).__name__}"
             )
-        key = self._root + keyspace.normalize_key(operation.key)
-        kind = operation.kind
-        version = operation.version
-        conditional = kind is OpKind.UPDATE or kind is OpKind.CHECK or kind is OpKind.DELETE
-        if conditional and (version is not None or kind is not OpKind.DELETE):
-            _check_version(version)
-        if not kind.writes:
-            return Op(kind, key, b"", version)
-        value = keyspace.to_bytes(operation.value)
-        if len(value) > self.capabilities.max_value_size:
+        return self._prepare(
+            operation.kind,
+            operation.key,
+            operation.value,
+            operation.version,
+            operation.ttl,
+            operation.lease,
+        )
+
+    def _prepare(
+        self,
+        kind: OpKind,
+        key: str,
+        value: object,
+        version: int | None,
+        ttl: float | None,
+        lease: Lease | None,
+    ) -> Op:
+        """Validate one operation; return it with a full key and a bytes value."""
+        full = self._root + keyspace.normalize_key(key)
+        if kind is not OpKind.PUT and kind is not OpKind.CREATE:
+            if version is not None or kind is not OpKind.DELETE:
+                _check_version(version)
+            if kind is OpKind.DELETE or kind is OpKind.CHECK:
+                return Op(kind, full, b"", version)
+        data = keyspace.to_bytes(value)
+        if len(data) > self.capabilities.max_value_size:
             raise ValueTooLargeError(
-                f"value of {len(value)} bytes for {operation.key!r} exceeds "
+                f"value of {len(data)} bytes for {key!r} exceeds "
                 f"{self.capabilities.max_value_size} bytes"
             )
-        ttl, lease = operation.ttl, operation.lease
         if ttl is not None:
             if lease is not None:
                 raise ValueError("give a write either ttl or lease, not both")
             ttl = self._check_ttl(ttl)
-        if lease is not None:
+        elif lease is not None:
             self._check_lease(lease)
-        return Op(kind, key, value, version, ttl, lease)
+        return Op(kind, full, data, version, ttl, lease)
 
     def _check_ttl(self, ttl: object) -> float:
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl):

@@ -37,9 +37,13 @@ class OpKind(enum.Enum):
         return self in (OpKind.PUT, OpKind.CREATE, OpKind.UPDATE)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Op:
-    """One operation of a transaction; build it with the functions of this module."""
+    """One operation of a transaction; build it with the functions of this module.
+
+    Not frozen, because it is built on every write and a frozen dataclass costs twice
+    as much to construct; treat it as immutable.
+    """
 
     kind: OpKind
     key: str

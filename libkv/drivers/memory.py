@@ -64,22 +64,24 @@ class _Database:
         self.entries: dict[str, _Entry] = {}
         self.revision = 0
         self.history = history
-        self.log: list[Event] = []
+        self.log: list[tuple[int, str, KVPair | None]] = []  # (revision, key, pair or None)
         self.compacted = 0  # changes with revision <= compacted are gone
         self.leases: dict[int, _LeaseRecord] = {}
         self.lease_ids = itertools.count(1)
         self.deadlines: list[tuple[float, int, str]] = []  # (when, lease id or 0, key)
         self.reaper: threading.Thread | None = None
         self.stores = 0
+        self.waiting = 0  # threads blocked in condition.wait(); skip notify when none
 
-    def record(self, events: list[Event]) -> None:
+    def record(self, events: list[tuple[int, str, KVPair | None]]) -> None:
         log = self.log
         log.extend(events)
         if len(log) > self.history + self.history // 4 + 1:
             cut = len(log) - self.history
-            self.compacted = log[cut - 1].revision
+            self.compacted = log[cut - 1][0]
             del log[:cut]
-        self.condition.notify_all()
+        if self.waiting:
+            self.condition.notify_all()
 
     def schedule(self, when: float, lease_id: int, key: str) -> None:
         heapq.heappush(self.deadlines, (when, lease_id, key))
@@ -97,16 +99,14 @@ class _Database:
             if record is not None:
                 record.keys.discard(key)
 
-    def remove(self, keys: Sequence[str]) -> list[Event]:
+    def remove(self, keys: Sequence[str]) -> list[tuple[int, str, KVPair | None]]:
         """Delete ``keys`` (which exist) as one new revision."""
         if not keys:
             return []
         self.revision += 1
-        events = []
         for key in keys:
             self.detach(key, self.entries.pop(key))
-            events.append(Event(Action.DELETE, key, None, self.revision))
-        return events
+        return [(self.revision, key, None) for key in keys]
 
     def expire(self, now: float) -> None:
         """Remove every key and lease whose deadline has passed."""
@@ -139,8 +139,15 @@ def _reap(database_ref: weakref.ref[_Database]) -> None:
             database.expire(now)
             wait = database.deadlines[0][0] - now if database.deadlines else 1.0
             condition = database.condition
-            del database
-            condition.wait(min(max(wait, 0.0), 1.0))
+            database.waiting += 1
+            try:
+                del database
+                condition.wait(min(max(wait, 0.0), 1.0))
+            finally:
+                database = database_ref()
+                if database is not None:
+                    database.waiting -= 1
+                del database
 
 
 class _MemoryFeed:
@@ -154,7 +161,11 @@ class _MemoryFeed:
         database = self._database
         with database.condition:
             if database.revision <= self._after and not self._closed:
-                database.condition.wait(timeout)
+                database.waiting += 1
+                try:
+                    database.condition.wait(timeout)
+                finally:
+                    database.waiting -= 1
             if self._closed:
                 return None
             if self._after < database.compacted:
@@ -165,9 +176,13 @@ class _MemoryFeed:
             if database.revision <= self._after:
                 return None
             log = database.log
-            start = bisect.bisect_right(log, self._after, key=lambda event: event.revision)
-            changes = [event for event in log[start:] if in_prefix(event.key, self._prefix)]
+            start = bisect.bisect_right(log, self._after, key=_revision_of)
+            found = [change for change in log[start:] if in_prefix(change[1], self._prefix)]
             self._after = database.revision
+        changes = [
+            Event(Action.DELETE if pair is None else Action.UPDATE, key, pair, revision)
+            for revision, key, pair in found
+        ]
         return FeedBatch(self._after, changes)
 
     def close(self) -> None:
@@ -219,31 +234,30 @@ class MemoryStore(Store):
             database.revision += 1
             revision = database.revision
             results: list[KVPair | None] = []
-            events: list[Event] = []
-            now = time.monotonic()
+            events: list[tuple[int, str, KVPair | None]] = []
             for op in ops:
                 kind, key = op.kind, op.key
                 if kind is OpKind.CHECK:
                     results.append(None)
                     continue
                 previous = entries.get(key)
-                if previous is not None:
+                if previous is not None and previous.lease is not None:
                     database.detach(key, previous)
                 if kind is OpKind.DELETE:
                     del entries[key]
-                    events.append(Event(Action.DELETE, key, None, revision))
+                    events.append((revision, key, None))
                     results.append(None)
                     continue
                 pair = KVPair(key, op.value, revision)
                 entry = _Entry(pair)
                 if op.ttl is not None:
-                    entry.expires_at = now + op.ttl
+                    entry.expires_at = time.monotonic() + op.ttl
                     database.schedule(entry.expires_at, 0, key)
                 elif op.lease is not None:
                     entry.lease = op.lease.id
                     database.leases[op.lease.id].keys.add(key)
                 entries[key] = entry
-                events.append(Event(Action.UPDATE, key, pair, revision))
+                events.append((revision, key, pair))
                 results.append(pair)
             database.record(events)
             return results
@@ -303,7 +317,7 @@ class MemoryStore(Store):
             floor = min(revision - 1, database.revision)
             if floor <= database.compacted:
                 return
-            cut = bisect.bisect_right(database.log, floor, key=lambda event: event.revision)
+            cut = bisect.bisect_right(database.log, floor, key=_revision_of)
             del database.log[:cut]
             database.compacted = floor
             database.condition.notify_all()
@@ -328,6 +342,10 @@ def open_memory(url: StoreURL) -> MemoryStore:
             database = _Database(history)
             _databases[name or f"\0private-{next(_private_names)}"] = database
     return MemoryStore(url, database, namespace)
+
+
+def _revision_of(change: tuple[int, str, KVPair | None]) -> int:
+    return change[0]
 
 
 def _positive_int(value: object) -> int:
