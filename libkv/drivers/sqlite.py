@@ -223,7 +223,9 @@ class SQLiteStore(Store):
             failure = first_failure(ops, current)
             if failure is not None:
                 raise failure
-            revision = self._meta(cursor)[0] + 1
+            if all(op.kind is OpKind.CHECK for op in ops):
+                return [None] * len(ops)
+            revision = self._next_revision(cursor)
             results: list[KVPair | None] = []
             for op in ops:
                 if op.kind is OpKind.CHECK:
@@ -246,7 +248,6 @@ class SQLiteStore(Store):
                         "INSERT INTO changes VALUES (?, ?, ?)", (revision, op.key, op.value)
                     )
                     results.append(KVPair(op.key, op.value, revision))
-            self._set_revision(cursor, revision)
         self._notify()
         return results
 
@@ -379,10 +380,14 @@ class SQLiteStore(Store):
         expires_at: float = row[0]
         return expires_at
 
-    def _set_revision(self, cursor: sqlite3.Cursor, revision: int) -> None:
-        cursor.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (revision,))
+    def _next_revision(self, cursor: sqlite3.Cursor) -> int:
+        """Take the next store revision (and now and then trim the change log)."""
+        revision: int = cursor.execute(
+            "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value"
+        ).fetchone()[0]
         if revision % self._trim_every == 0 and revision > self._history:
             self._trim(cursor, revision - self._history)
+        return revision
 
     @staticmethod
     def _trim(cursor: sqlite3.Cursor, floor: int) -> None:
@@ -393,15 +398,19 @@ class SQLiteStore(Store):
         """Delete existing ``keys`` as one new revision."""
         if not keys:
             return
-        revision = self._meta(cursor)[0] + 1
+        revision = self._next_revision(cursor)
         cursor.executemany("DELETE FROM kv WHERE key = ?", [(key,) for key in keys])
         cursor.executemany(
             "INSERT INTO changes VALUES (?, ?, NULL)", [(revision, key) for key in keys]
         )
-        self._set_revision(cursor, revision)
 
     def _expire(self, cursor: sqlite3.Cursor, now: float) -> None:
-        """Reap expired keys (one DELETE revision) and leases, inside a write transaction."""
+        """Inside a write transaction, delete expired keys as one revision.
+
+        Every write does this first, so a key that expired is reported as deleted
+        before it is written again. Keys of a lease carry the lease's expiry, so this
+        also covers lost leases; the lease rows themselves go in the reaper's sweep.
+        """
         keys = [
             row[0]
             for row in cursor.execute(
@@ -409,7 +418,6 @@ class SQLiteStore(Store):
             )
         ]
         self._remove(cursor, keys)
-        cursor.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
 
     def _sweep(self) -> None:
         now = time.time()
@@ -421,7 +429,9 @@ class SQLiteStore(Store):
             ).fetchone()[0]
         if due:
             with self._transaction(write=True) as cursor:
-                self._expire(cursor, time.time())
+                now = time.time()
+                self._expire(cursor, now)
+                cursor.execute("DELETE FROM leases WHERE expires_at <= ?", (now,))
             self._notify()
 
     def _reap(self) -> None:

@@ -1,0 +1,49 @@
+"""Scheme registry: entry points, run-time registration, actionable errors."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+import libkv
+from libkv import StoreURL, UnknownSchemeError
+from libkv.drivers.memory import open_memory
+
+
+def test_builtin_schemes_come_from_entry_points() -> None:
+    assert {"memory", "sqlite"} <= set(libkv.schemes())
+    assert libkv.schemes() == sorted(libkv.schemes())
+
+
+def test_unknown_scheme_names_installed_schemes() -> None:
+    with pytest.raises(UnknownSchemeError, match="installed: .*memory") as raised:
+        libkv.open("nosuch://h")
+    assert isinstance(raised.value, libkv.InvalidURLError)
+
+
+def test_first_party_scheme_not_installed_says_what_to_install() -> None:
+    if "consul" in libkv.schemes():  # pragma: no cover - once libkv-consul exists
+        pytest.fail("update this test: pick a first-party scheme that is not installed")
+    with pytest.raises(UnknownSchemeError, match=r"pip install 'libkv\[consul\]'"):
+        libkv.open("consul://127.0.0.1:8500")
+
+
+def test_register_at_run_time_and_duplicates() -> None:
+    scheme = f"test{uuid.uuid4().hex[:8]}"
+    seen: list[StoreURL] = []
+
+    def initializer(url: StoreURL) -> libkv.Store:
+        seen.append(url)
+        return open_memory(StoreURL.parse("memory://"))
+
+    libkv.register(scheme, initializer)
+    assert scheme in libkv.schemes()
+    with libkv.open(f"{scheme}://host/path", timeout=3) as store:
+        store.put("a", "1")
+        assert store.get("a").value == b"1"
+    assert seen[0].host == "host" and seen[0].options["timeout"] == 3
+    with pytest.raises(ValueError, match="already"):
+        libkv.register(scheme, initializer)
+    with pytest.raises(ValueError, match="already"):
+        libkv.register("memory", initializer)
