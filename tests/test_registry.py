@@ -17,7 +17,7 @@ def test_builtin_schemes_come_from_entry_points() -> None:
 
 
 def test_unknown_scheme_names_installed_schemes() -> None:
-    with pytest.raises(UnknownSchemeError, match="installed: .*memory") as raised:
+    with pytest.raises(UnknownSchemeError, match=r"installed: .*memory") as raised:
         libkv.open("nosuch://h")
     assert isinstance(raised.value, libkv.InvalidURLError)
 
