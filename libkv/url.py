@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from libkv.errors import InvalidURLError
 
-__all__ = ["StoreURL", "parse_bool", "parse_seconds"]
+__all__ = ["StoreURL", "parse_bool", "parse_positive_int", "parse_seconds"]
 
 T = TypeVar("T")
 
@@ -190,3 +190,11 @@ def parse_seconds(value: object) -> float:
     if not 0 < seconds < float("inf"):
         raise ValueError("expected a positive number of seconds")
     return seconds
+
+
+def parse_positive_int(value: object) -> int:
+    """A whole number > 0."""
+    number = int(str(value))
+    if number <= 0:
+        raise ValueError("expected a positive integer")
+    return number

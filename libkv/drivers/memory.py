@@ -23,7 +23,7 @@ from libkv.api import Store, in_prefix
 from libkv.errors import HistoryLostError, InvalidURLError, LeaseNotFoundError
 from libkv.model import Action, Capabilities, Event, KVPair
 from libkv.ops import Op, OpKind, first_failure
-from libkv.url import StoreURL
+from libkv.url import StoreURL, parse_positive_int
 from libkv.watching import FeedBatch
 
 __all__ = ["MemoryStore", "open_memory"]
@@ -332,7 +332,7 @@ class MemoryStore(Store):
 
 def open_memory(url: StoreURL) -> MemoryStore:
     """The ``memory`` scheme's initializer."""
-    options = url.read_options({"history": _positive_int})
+    options = url.read_options({"history": parse_positive_int})
     if len(url.hosts) > 1 or url.port is not None or url.username or url.password:
         raise InvalidURLError(f"memory:// takes at most a database name: {url}")
     namespace = options.get("prefix", url.path.strip("/"))
@@ -348,10 +348,3 @@ def open_memory(url: StoreURL) -> MemoryStore:
 
 def _revision_of(change: tuple[int, str, KVPair | None]) -> int:
     return change[0]
-
-
-def _positive_int(value: object) -> int:
-    number = int(str(value))
-    if number <= 0:
-        raise ValueError("expected a positive integer")
-    return number

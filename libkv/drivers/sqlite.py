@@ -35,7 +35,7 @@ from libkv.errors import (
 )
 from libkv.model import Action, Capabilities, Event, KVPair
 from libkv.ops import Op, OpKind, first_failure
-from libkv.url import StoreURL, parse_seconds
+from libkv.url import StoreURL, parse_positive_int, parse_seconds
 from libkv.watching import FeedBatch
 
 __all__ = ["SQLiteStore", "open_sqlite"]
@@ -464,7 +464,7 @@ def open_sqlite(url: StoreURL) -> SQLiteStore:
     ``sqlite:///abs/path.db`` names the file; ``sqlite://`` is :func:`default_path`.
     """
     options = url.read_options(
-        {"timeout": parse_seconds, "history": _positive_int, "synchronous": _synchronous}
+        {"timeout": parse_seconds, "history": parse_positive_int, "synchronous": _synchronous}
     )
     if url.hosts or url.username or url.password:
         raise InvalidURLError(
@@ -485,13 +485,6 @@ def open_sqlite(url: StoreURL) -> SQLiteStore:
         history=options.get("history", 100_000),
         synchronous=options.get("synchronous", "NORMAL"),
     )
-
-
-def _positive_int(value: object) -> int:
-    number = int(str(value))
-    if number <= 0:
-        raise ValueError("expected a positive integer")
-    return number
 
 
 def _synchronous(value: object) -> str:
