@@ -79,9 +79,8 @@ def test_trimmed_log_raises_history_lost(tmp_path: Path) -> None:
         first = store.put("a", "0")
         for index in range(20):
             store.put("a", str(index))
-        with pytest.raises(HistoryLostError):
-            with store.watch("a", since=first.version) as watch:
-                watch.next_event(2)
+        with pytest.raises(HistoryLostError), store.watch("a", since=first.version) as watch:
+            watch.next_event(2)
         latest = store.get("a").version
         with store.watch("a", since=latest - 1) as watch:
             event = watch.next_event(2)
