@@ -7,6 +7,7 @@ every backend, and what a backend cannot do is declared in ``store.capabilities`
 from libkv import ops
 from libkv.api import Store
 from libkv.errors import (
+    AuthenticationError,
     HistoryLostError,
     InvalidKeyError,
     InvalidURLError,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Action",
+    "AuthenticationError",
     "Capabilities",
     "Event",
     "HistoryLostError",

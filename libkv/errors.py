@@ -8,6 +8,7 @@ backend client's exceptions into these at one boundary and chain the original as
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "HistoryLostError",
     "InvalidKeyError",
     "InvalidURLError",
@@ -104,6 +105,10 @@ class UnknownSchemeError(InvalidURLError):
 
 class NotReachableError(KVError, ConnectionError):
     """The backend could not be reached within the store's timeout."""
+
+
+class AuthenticationError(KVError, PermissionError):
+    """The backend refused our credentials or denied permission (not retried)."""
 
 
 class UnknownOutcomeError(NotReachableError):

@@ -1,0 +1,1 @@
+"""Real-server integration test harness for libkv (see README.md)."""

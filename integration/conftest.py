@@ -1,0 +1,69 @@
+"""Pytest fixtures that run real servers for the libkv integration tests.
+
+Fixtures never skip: a missing binary is a test error telling you to run
+``integration/install.sh``. Servers are stopped at teardown, also after failures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+
+from integration.servers import (
+    ConsulServer,
+    EtcdCluster,
+    EtcdServer,
+    RedisServer,
+    Server,
+    ZooKeeperEnsemble,
+    ZooKeeperServer,
+)
+
+ServerType = TypeVar("ServerType", bound=Server)
+
+
+def _run(factory: Callable[[], ServerType]) -> Iterator[ServerType]:
+    server = factory()  # raises BinaryNotFoundError (an error, not a skip) when not installed
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis server shared by the whole test session."""
+    yield from _run(RedisServer)
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[EtcdServer]:
+    """A single-member etcd 3.4 cluster shared by the whole test session."""
+    yield from _run(EtcdServer)
+
+
+@pytest.fixture(scope="session")
+def zookeeper_server() -> Iterator[ZooKeeperServer]:
+    """A standalone ZooKeeper server (TTL nodes enabled) shared by the whole test session."""
+    yield from _run(ZooKeeperServer)
+
+
+@pytest.fixture(scope="session")
+def consul_server() -> Iterator[ConsulServer]:
+    """A single Consul server agent shared by the whole test session."""
+    yield from _run(ConsulServer)
+
+
+@pytest.fixture
+def etcd_cluster() -> Iterator[EtcdCluster]:
+    """A fresh 3-member etcd cluster for one (fault-injection) test."""
+    yield from _run(EtcdCluster)
+
+
+@pytest.fixture
+def zookeeper_ensemble() -> Iterator[ZooKeeperEnsemble]:
+    """A fresh 3-member ZooKeeper ensemble for one (fault-injection) test."""
+    yield from _run(ZooKeeperEnsemble)

@@ -1,0 +1,296 @@
+"""The etcd driver against a real etcd 3.4: the conformance suite plus driver specifics."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from libkv_etcd import EtcdStore
+from pyetcd import etcdrpc  # type: ignore[import-untyped]
+
+import libkv
+from integration.servers import EtcdServer, free_port
+from libkv import Action
+from libkv.testing import StoreConformance
+from libkv.testing.polling import wait_until
+
+
+class TestEtcdConformance(StoreConformance):
+    @pytest.fixture
+    def url(self, etcd_server: EtcdServer) -> str:
+        return f"{etcd_server.url}/t{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def stopped_server() -> Iterator[EtcdServer]:
+    """A dedicated server, started; the test stops it."""
+    server = EtcdServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+def test_url_with_several_hosts_credentials_prefix_and_options() -> None:
+    store = libkv.open("etcd://alice:secret@10.0.0.1,10.0.0.2:2380,[::1]:2381/apps/one?timeout=2.5")
+    try:
+        assert isinstance(store, EtcdStore)
+        assert [endpoint.address for endpoint in store._endpoints] == [
+            "10.0.0.1:2379",
+            "10.0.0.2:2380",
+            "[::1]:2381",
+        ]
+        assert store.endpoint == "10.0.0.1:2379"
+        assert store.namespace == "apps/one"
+        assert store.timeout == 2.5
+        assert store._credentials == ("alice", "secret")
+        assert "secret" not in repr(store)
+    finally:
+        store.close()
+
+
+def test_default_host_and_prefix_option() -> None:
+    with libkv.open("etcd://?prefix=p/q") as store:
+        assert isinstance(store, EtcdStore)
+        assert store.endpoint == "127.0.0.1:2379"
+        assert store.namespace == "p/q"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "bogus=1",
+        "timeout=0",
+        "timeout=soon",
+        "tls=maybe",
+        "cert=/nonexistent.pem",  # without key=
+        "ca=/nonexistent/ca.pem",
+        "tls=false&ca=/etc/hostname",
+    ],
+)
+def test_bad_option_raises_invalid_url(query: str) -> None:
+    with pytest.raises(libkv.InvalidURLError):
+        libkv.open(f"etcd://127.0.0.1:2379?{query}")
+
+
+def test_server_down_raises_not_reachable(stopped_server: EtcdServer) -> None:
+    with libkv.open(f"{stopped_server.url}/down?timeout=1") as store:
+        store.put("k", b"v")
+        stopped_server.stop()
+        with pytest.raises(libkv.NotReachableError) as raised:
+            store.get("k")
+        assert not isinstance(raised.value, libkv.UnknownOutcomeError)
+        with pytest.raises(libkv.NotReachableError):
+            store.put("k", b"w")
+        with pytest.raises(libkv.NotReachableError):
+            store.list()
+
+
+def test_nothing_listens_raises_not_reachable() -> None:
+    store = libkv.open(f"etcd://127.0.0.1:{free_port()}?timeout=0.5")
+    with store, pytest.raises(libkv.NotReachableError):
+        store.get("k")
+
+
+def test_failover_to_the_next_endpoint(etcd_server: EtcdServer) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    with libkv.open(f"etcd://{dead},{etcd_server.endpoint}/t{uuid.uuid4().hex}") as store:
+        assert isinstance(store, EtcdStore)
+        assert store.endpoint == dead
+        store.put("k", b"v")  # refused by the dead one: certainly not applied, so retried
+        assert store.get("k").value == b"v"
+        assert store.endpoint == etcd_server.endpoint
+
+
+def test_history_lost_after_a_real_compaction(etcd_server: EtcdServer) -> None:
+    with libkv.open(f"{etcd_server.url}/t{uuid.uuid4().hex}") as store:
+        first = store.put("a", b"1")
+        store.put("a", b"2")
+        last = store.put("b", b"1")
+        store.compact(last.version)
+        store.compact(first.version)  # behind the compaction point: nothing to do
+        with (
+            pytest.raises(libkv.HistoryLostError),
+            store.watch("", recursive=True, since=first.version) as watch,
+        ):
+            watch.next_event(timeout=5)
+        with store.watch("", recursive=True, since=last.version) as watch:
+            created = store.put("c", b"1")
+            event = watch.next_event(timeout=5)
+        assert event is not None
+        assert (event.action, event.pair) == (Action.UPDATE, created)
+
+
+def test_siblings_sharing_a_name_prefix_stay_out_of_a_prefix(etcd_server: EtcdServer) -> None:
+    """'a-x' and 'a.x' sort between 'a' and 'a/...' in etcd; they are not under 'a'."""
+    with libkv.open(f"{etcd_server.url}/t{uuid.uuid4().hex}") as store:
+        for key in ("a", "a-x", "a.x", "a/b", "a/c/d", "a0", "b"):
+            store.put(key, key)
+        with store.watch("a", recursive=True) as watch:
+            init = watch.next_event(timeout=5)
+            assert init is not None
+            assert [pair.key for pair in init.snapshot] == ["a", "a/b", "a/c/d"]
+            store.put("a-y", b"out")
+            store.put("a/e", b"in")
+            event = watch.next_event(timeout=5)
+            assert event is not None and event.key == "a/e"
+        assert [pair.key for pair in store.list("a")] == ["a", "a/b", "a/c/d", "a/e"]
+        assert store.delete_tree("a") == 4
+        assert [pair.key for pair in store.list()] == ["a-x", "a-y", "a.x", "a0", "b"]
+
+
+def test_ttl_is_rounded_up_to_whole_seconds(etcd_server: EtcdServer) -> None:
+    with libkv.open(f"{etcd_server.url}/t{uuid.uuid4().hex}") as store:
+        assert isinstance(store, EtcdStore)
+        with store.lease(2.2, keepalive=False) as lease:
+            request = etcdrpc.LeaseTimeToLiveRequest(ID=lease.id)
+            assert store._endpoints[0].lease.LeaseTimeToLive(request).grantedTTL == 3
+        with pytest.raises(ValueError):
+            store.put("k", b"v", ttl=1.5)  # below etcd's 2 s minimum
+
+
+def test_value_as_large_as_declared_is_accepted(etcd_server: EtcdServer) -> None:
+    with libkv.open(f"{etcd_server.url}/t{uuid.uuid4().hex}") as store:
+        value = b"x" * store.capabilities.max_value_size
+        key = "k" * 1000
+        store.create(key, value)
+        assert store.update(key, value, version=store.get(key).version).value == value
+
+
+def test_authentication(stopped_server: EtcdServer) -> None:
+    """user:password@ authenticates; bad credentials raise AuthenticationError."""
+    endpoint = f"http://{stopped_server.endpoint}"
+    for command in (["user", "add", "root:rootpw"], ["auth", "enable"]):
+        subprocess.run(
+            ["etcdctl", "--endpoints", endpoint, *command],
+            check=True,
+            capture_output=True,
+            env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+        )
+    host = stopped_server.endpoint
+    with libkv.open(f"etcd://root:rootpw@{host}/auth") as store:
+        store.put("k", b"v")
+        assert store.get("k").value == b"v"
+        with store.watch("k") as watch:
+            assert watch.next_event(timeout=5) is not None
+    store = libkv.open(f"etcd://root:wrong@{host}/auth")
+    with store, pytest.raises(libkv.AuthenticationError):
+        store.get("k")
+    with libkv.open(f"etcd://{host}/auth") as store:
+        with pytest.raises(libkv.AuthenticationError) as raised:
+            store.get("k")
+        assert not isinstance(raised.value, libkv.NotReachableError)
+
+
+class _TLSEtcdServer(EtcdServer):
+    """An etcd member that serves clients over TLS and requires a client certificate."""
+
+    def __init__(self, certificates: Path) -> None:
+        super().__init__()
+        self.certificates = certificates
+
+    @property
+    def url(self) -> str:
+        return f"etcd://{self.endpoint}"
+
+    def command(self) -> list[str]:
+        https = f"https://{self.endpoint}"
+        command = [
+            https if part == f"http://{self.endpoint}" else part for part in super().command()
+        ]
+        return [
+            *command,
+            "--client-cert-auth",
+            "--trusted-ca-file", str(self.certificates / "ca.pem"),
+            "--cert-file", str(self.certificates / "server.pem"),
+            "--key-file", str(self.certificates / "server-key.pem"),
+        ]  # fmt: skip
+
+    def is_healthy(self) -> bool:
+        context = ssl.create_default_context(cafile=str(self.certificates / "ca.pem"))
+        context.load_cert_chain(
+            str(self.certificates / "client.pem"), str(self.certificates / "client-key.pem")
+        )
+        try:
+            with urllib.request.urlopen(
+                f"https://{self.endpoint}/health", timeout=2, context=context
+            ) as response:
+                return bool(json.loads(response.read()).get("health") == "true")
+        except (OSError, ValueError):
+            return False
+
+
+def _make_certificates(directory: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, by openssl."""
+
+    def openssl(*arguments: str) -> None:
+        subprocess.run(["openssl", *arguments], cwd=directory, check=True, capture_output=True)
+
+    openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-keyout", "ca-key.pem", "-out", "ca.pem", "-subj", "/CN=libkv-test-ca",
+    )  # fmt: skip
+    (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    (directory / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for name in ("server", "client"):
+        openssl(
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}-key.pem",
+            "-out", f"{name}.csr", "-subj", f"/CN={name}",
+        )  # fmt: skip
+        openssl(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+            "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext",
+        )  # fmt: skip
+
+
+def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    _make_certificates(tmp_path)
+    server = _TLSEtcdServer(tmp_path)
+    try:
+        server.start()
+        files = f"ca={tmp_path / 'ca.pem'}&cert={tmp_path / 'client.pem'}"
+        url = f"{server.url}/tls?{files}&key={tmp_path / 'client-key.pem'}"
+        with libkv.open(url) as store:
+            written = store.put("k", b"v")
+            assert store.get("k") == written
+            with store.watch("k") as watch:
+                init = watch.next_event(timeout=5)
+                assert init is not None and init.pair == written
+        plain = libkv.open(f"{server.url}/tls?timeout=1")
+        with plain, pytest.raises(libkv.NotReachableError):
+            plain.get("k")
+    finally:
+        server.close()
+
+
+class _FrequentProgressEtcdServer(EtcdServer):
+    """An etcd member that sends watch progress notifications every second."""
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--experimental-watch-progress-notify-interval", "1s"]
+
+
+def test_progress_notifications_advance_an_idle_watch() -> None:
+    """Writes elsewhere advance Watch.revision of a watch that sees no change."""
+    with _FrequentProgressEtcdServer() as server, libkv.open(f"{server.url}/p") as store:
+        with store.watch("quiet", recursive=True) as watch:
+            init = watch.next_event(timeout=5)
+            assert init is not None
+            elsewhere = store.put("busy", b"1")
+
+            def advanced() -> bool:
+                assert watch.next_event(timeout=0.2) is None  # nothing under "quiet"
+                return watch.revision >= elsewhere.version
+
+            wait_until(advanced, 5.0, message=f"revision stuck at {watch.revision}")
+        with store.watch("quiet", recursive=True, since=watch.revision) as resumed:
+            created = store.put("quiet/k", b"1")
+            event = resumed.next_event(timeout=5)
+            assert event is not None and event.pair == created

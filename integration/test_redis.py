@@ -1,0 +1,301 @@
+"""The Redis driver against real redis-server processes (see integration/servers.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+import libkv
+from integration.servers import RedisServer
+from libkv import (
+    Action,
+    HistoryLostError,
+    InvalidURLError,
+    NotReachableError,
+    UnknownOutcomeError,
+)
+from libkv.testing import StoreConformance, wait_until
+
+
+def _url(server: RedisServer, **options: object) -> str:
+    query = "&".join(f"{name}={value}" for name, value in options.items())
+    return f"{server.url}?prefix=t{uuid.uuid4().hex}" + (f"&{query}" if query else "")
+
+
+@pytest.fixture
+def dedicated_redis() -> Iterator[RedisServer]:
+    """A Redis server of this test's own, free to be stopped and restarted."""
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+class TestRedisConformance(StoreConformance):
+    @pytest.fixture
+    def url(self, redis_server: RedisServer) -> str:
+        return _url(redis_server)
+
+
+# -- URLs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("redis://127.0.0.1:1?colour=blue", id="unknown-option"),
+        pytest.param("redis://127.0.0.1:1?ssl_ca_certs=/ca.pem", id="tls-option-without-rediss"),
+        pytest.param("rediss://127.0.0.1:1?ssl_cert_reqs=sometimes", id="bad-cert-reqs"),
+        pytest.param("rediss://127.0.0.1:1?ssl_ca_certs=", id="empty-ca-certs"),
+        pytest.param("rediss://127.0.0.1:1?tls=yes", id="unknown-tls-option"),
+        pytest.param("redis://127.0.0.1:1?sentinel=", id="empty-sentinel"),
+        pytest.param("redis://?sentinel=mymaster", id="sentinel-without-hosts"),
+        pytest.param("redis://127.0.0.1:1,127.0.0.1:2", id="two-hosts-without-sentinel"),
+        pytest.param("redis://127.0.0.1:1/myapp", id="path-is-not-a-db-number"),
+        pytest.param("redis://127.0.0.1:1?timeout=0", id="zero-timeout"),
+        pytest.param("redis://127.0.0.1:1?history=-5", id="negative-history"),
+        pytest.param("redis://127.0.0.1:1?hashtag={x}", id="hashtag-with-braces"),
+    ],
+)
+def test_invalid_urls_are_rejected(url: str) -> None:
+    with pytest.raises(InvalidURLError):
+        libkv.open(url)
+
+
+def test_valid_tls_and_sentinel_urls_open_without_contacting_a_server() -> None:
+    tls = "rediss://u:secret@127.0.0.1:1/2?ssl_cert_reqs=none&ssl_ca_certs=/ca.pem&timeout=1"
+    with libkv.open(tls) as store:
+        assert "secret" not in repr(store)
+        with pytest.raises(NotReachableError):
+            store.get("a")
+    sentinels = "redis://127.0.0.1:1,127.0.0.1:2?sentinel=mymaster&timeout=1"
+    with libkv.open(sentinels) as store, pytest.raises(NotReachableError):
+        store.get("a")
+
+
+def test_db_number_and_hashtag_separate_stores(redis_server: RedisServer) -> None:
+    prefix = f"t{uuid.uuid4().hex}"
+    base = f"{redis_server.url}/3?prefix={prefix}"
+    with libkv.open(base) as first, libkv.open(f"{base}&hashtag=other") as second:
+        first.put("k", b"1")
+        assert not second.exists("k")
+    with libkv.open(f"{redis_server.url}/3?prefix={prefix}") as again:
+        assert again.get("k").value == b"1"
+    with libkv.open(f"{redis_server.url}?prefix={prefix}") as database_zero:
+        assert not database_zero.exists("k")
+
+
+def test_physical_keys_share_one_hash_tag_and_bookkeeping_is_hidden(
+    redis_server: RedisServer,
+) -> None:
+    url = f"{redis_server.url}/5?hashtag=layout{uuid.uuid4().hex}"
+    with libkv.open(url) as store, store.lease(5) as lease:
+        store.put("a", b"1", lease=lease)
+        store.put("b", b"2", ttl=30)
+        client = redis.Redis(port=redis_server.port, db=5)
+        tag = url.rpartition("hashtag=")[2]
+        physical = [key.decode() for key in client.scan_iter(match=f"*{tag}*")]
+        client.close()
+        assert physical
+        assert all(key.startswith("{" + tag + "}:") for key in physical)
+        assert [pair.key for pair in store.list()] == ["a", "b"]
+        assert list(store.keys()) == ["a", "b"]
+
+
+# -- history ----------------------------------------------------------------------------
+
+
+def test_trimmed_log_raises_history_lost(redis_server: RedisServer) -> None:
+    url = _url(redis_server, history=5, hashtag=f"trim{uuid.uuid4().hex}")
+    with libkv.open(url) as store:
+        first = store.put("k", b"0").version
+        for number in range(1, 10):
+            store.put("k", str(number))
+        with store.watch("k", since=first) as watch, pytest.raises(HistoryLostError):
+            watch.next_event(5)
+        # The last five revisions are still there.
+        last = store.get("k").version
+        with store.watch("k", since=last - 5) as watch:
+            event = watch.next_event(5)
+            assert event is not None and event.revision == last - 4
+
+
+def test_watch_that_falls_behind_the_trimmed_log_raises_history_lost(
+    redis_server: RedisServer,
+) -> None:
+    url = _url(redis_server, history=3, hashtag=f"behind{uuid.uuid4().hex}")
+    with libkv.open(url) as store, store.watch("k") as watch:
+        assert watch.next_event(5) is not None  # INIT
+        for number in range(10):  # the watch does not read meanwhile
+            store.put("k", str(number))
+        with pytest.raises(HistoryLostError):
+            while watch.next_event(5) is not None:
+                pass
+
+
+# -- expiry with the writer gone --------------------------------------------------------
+
+
+def test_ttl_delete_is_reported_when_the_writer_is_closed(redis_server: RedisServer) -> None:
+    url = _url(redis_server)
+    with libkv.open(url) as watcher_store:
+        with watcher_store.watch("k") as watch:
+            assert watch.next_event(5) is not None  # INIT
+            writer = libkv.open(url)
+            writer.put("k", b"short-lived", ttl=0.5)
+            written = time.monotonic()
+            writer.close()
+            update = watch.next_event(5)
+            assert update is not None and update.action is Action.UPDATE
+            delete = watch.next_event(5)
+            elapsed = time.monotonic() - written
+            assert delete is not None and delete.action is Action.DELETE
+            assert elapsed <= 0.5 + watcher_store.capabilities.ttl_slack + 0.25
+        assert not watcher_store.exists("k")
+
+
+def test_expiry_with_no_client_connected_is_logged_by_the_next_one(
+    redis_server: RedisServer,
+) -> None:
+    tag = f"alone{uuid.uuid4().hex}"  # no other test's Store reaps this database
+    url = f"{redis_server.url}?hashtag={tag}"
+    with libkv.open(url) as writer:
+        version = writer.put("k", b"v", ttl=0.2).version
+    client = redis.Redis(port=redis_server.port)
+    try:
+        # Nobody is connected at the deadline: Redis drops the value itself
+        # (PEXPIREAT), so reads are exact, but no DELETE is logged yet ...
+        wait_until(lambda: not client.exists("{" + tag + "}:v:k"), 5)
+        assert client.get("{" + tag + "}:revision") == str(version).encode()
+    finally:
+        client.close()
+    # ... until a client connects again.
+    with libkv.open(url) as reader:
+        assert not reader.exists("k")
+        with reader.watch("k", since=version) as watch:
+            event = watch.next_event(5)
+            assert event is not None and event.action is Action.DELETE
+            assert event.revision == version + 1
+
+
+def test_scripts_are_reloaded_after_a_script_flush(redis_server: RedisServer) -> None:
+    with libkv.open(_url(redis_server)) as store:
+        store.put("a", b"1")
+        client = redis.Redis(port=redis_server.port)
+        client.script_flush()
+        client.close()
+        with store.watch("", recursive=True) as watch:
+            init = watch.next_event(5)
+            assert init is not None and [pair.key for pair in init.snapshot] == ["a"]
+            client = redis.Redis(port=redis_server.port)
+            client.script_flush()
+            client.close()
+            store.put("b", b"2", ttl=30)
+            event = watch.next_event(5)
+            assert event is not None and event.key == "b"
+        assert store.get("b").value == b"2"
+
+
+# -- failures ---------------------------------------------------------------------------
+
+
+def test_stopped_server_raises_not_reachable(dedicated_redis: RedisServer) -> None:
+    with libkv.open(f"{dedicated_redis.url}?timeout=2") as store:
+        store.put("k", b"v")
+        dedicated_redis.stop()
+        with pytest.raises(NotReachableError) as raised:
+            store.get("k")
+        assert isinstance(raised.value.__cause__, redis.RedisError)
+        with pytest.raises(NotReachableError):
+            store.put("k", b"w")
+        with pytest.raises(NotReachableError):
+            store.list()
+
+
+def test_write_to_a_frozen_server_has_an_unknown_outcome(dedicated_redis: RedisServer) -> None:
+    with libkv.open(f"{dedicated_redis.url}?timeout=0.5") as store:
+        store.put("k", b"v")
+        dedicated_redis.pause()
+        try:
+            with pytest.raises(UnknownOutcomeError):
+                store.put("k", b"w")
+            with pytest.raises(NotReachableError):
+                store.get("k")
+        finally:
+            dedicated_redis.resume()
+        assert store.get("k").value == b"w"  # it was applied after all
+
+
+def test_watch_survives_a_restart_of_a_persistent_server(dedicated_redis: RedisServer) -> None:
+    """With the data saved (here by SAVE; in production by RDB/AOF persistence), a
+    restart is only a connection loss: the watch carries on and misses nothing."""
+    with libkv.open(f"{dedicated_redis.url}?timeout=10") as store:
+        store.put("k", b"0")
+        with store.watch("k") as watch:
+            assert watch.next_event(5) is not None  # INIT
+            store.put("k", b"1")
+            client = redis.Redis(port=dedicated_redis.port)
+            client.save()
+            client.close()
+            dedicated_redis.restart()
+            store.put("k", b"2")
+            values = []
+            for _ in range(2):
+                event = watch.next_event(15)
+                assert event is not None and event.pair is not None
+                values.append(event.pair.value)
+            assert values == [b"1", b"2"]
+
+
+def test_watch_survives_a_restart_and_reports_the_lost_history(
+    dedicated_redis: RedisServer,
+) -> None:
+    """Without persistence a restart empties Redis: the revision goes back, and the
+    watch raises HistoryLostError instead of carrying on over a different history."""
+    with libkv.open(f"{dedicated_redis.url}?timeout=10") as store:
+        for number in range(5):
+            store.put("k", str(number))
+        with store.watch("k") as watch:
+            assert watch.next_event(5) is not None  # INIT
+            store.put("k", b"before")
+            event = watch.next_event(5)
+            assert event is not None and event.pair is not None
+            assert event.pair.value == b"before"
+            dedicated_redis.restart()
+            with pytest.raises(HistoryLostError):
+                watch.next_event(15)
+
+
+def test_watch_rides_out_a_short_outage(dedicated_redis: RedisServer) -> None:
+    """A connection loss without data loss: the watch reconnects and misses nothing."""
+    with libkv.open(f"{dedicated_redis.url}?timeout=10") as store, store.watch("k") as watch:
+        assert watch.next_event(5) is not None  # INIT
+        received: list[bytes] = []
+        stop = threading.Event()
+
+        def consume() -> None:
+            while not stop.is_set():
+                event = watch.next_event(0.2)
+                if event is not None and event.pair is not None:
+                    received.append(event.pair.value)
+
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        try:
+            store.put("k", b"1")
+            wait_until(lambda: received == [b"1"], 5)
+            client = redis.Redis(port=dedicated_redis.port)
+            client.client_kill_filter(_type="normal", skipme=True)
+            client.close()
+            store.put("k", b"2")  # the pool replaces its killed connections
+            wait_until(lambda: received == [b"1", b"2"], 10, message=lambda: str(received))
+        finally:
+            stop.set()
+            consumer.join(5)
