@@ -14,6 +14,7 @@ import libkv
 from integration.servers import RedisServer
 from libkv import (
     Action,
+    AuthenticationError,
     HistoryLostError,
     InvalidURLError,
     NotReachableError,
@@ -62,6 +63,9 @@ class TestRedisConformance(StoreConformance):
         pytest.param("redis://127.0.0.1:1?timeout=0", id="zero-timeout"),
         pytest.param("redis://127.0.0.1:1?history=-5", id="negative-history"),
         pytest.param("redis://127.0.0.1:1?hashtag={x}", id="hashtag-with-braces"),
+        pytest.param("redis://127.0.0.1:1?cluster=maybe", id="cluster-not-a-bool"),
+        pytest.param("redis://127.0.0.1:1?cluster=true&sentinel=m", id="cluster-and-sentinel"),
+        pytest.param("redis://127.0.0.1:1/2?cluster=true", id="cluster-with-a-database"),
     ],
 )
 def test_invalid_urls_are_rejected(url: str) -> None:
@@ -78,6 +82,12 @@ def test_valid_tls_and_sentinel_urls_open_without_contacting_a_server() -> None:
     sentinels = "redis://127.0.0.1:1,127.0.0.1:2?sentinel=mymaster&timeout=1"
     with libkv.open(sentinels) as store, pytest.raises(NotReachableError):
         store.get("a")
+
+
+def test_unreachable_cluster_raises_not_reachable_at_open() -> None:
+    """A Cluster client reads the slot map when it is created, so open() fails early."""
+    with pytest.raises(NotReachableError):
+        libkv.open("redis://127.0.0.1:1?cluster=true&timeout=1")
 
 
 def test_db_number_and_hashtag_separate_stores(redis_server: RedisServer) -> None:
@@ -204,6 +214,16 @@ def test_scripts_are_reloaded_after_a_script_flush(redis_server: RedisServer) ->
 
 
 # -- failures ---------------------------------------------------------------------------
+
+
+def test_wrong_credentials_raise_authentication_error(redis_server: RedisServer) -> None:
+    url = redis_server.url.replace("redis://", "redis://ghost:wrong@")
+    with libkv.open(url) as store:
+        with pytest.raises(AuthenticationError) as raised:
+            store.get("k")
+        assert isinstance(raised.value.__cause__, redis.AuthenticationError)
+        with pytest.raises(AuthenticationError):
+            store.put("k", b"v")
 
 
 def test_stopped_server_raises_not_reachable(dedicated_redis: RedisServer) -> None:

@@ -21,6 +21,10 @@ always on full (namespace-qualified) keys:
 ``_close()``                           release connections
 =====================================  ==============================================
 
+A driver overrides only these (and ``capabilities``); every other name of the
+base class, public or private (``_write``, ``_prepare``, ``_call``, ``_root``...),
+is the core's.
+
 Prefixes passed to drivers: ``""`` is everything, ``"p/"`` every key starting with
 ``p/``, and ``"p"`` the key ``p`` and every key starting with ``p/``
 (:func:`in_prefix` says exactly that).
@@ -376,6 +380,9 @@ class Store:
         translated = self._translate_error(error)
         if translated is None:
             raise error
+        if self._closed:
+            # The call raced close(): its connection went away under it.
+            raise StoreClosedError(f"store is closed: {self.url}") from error
         raise translated from error
 
     def _raise_closed(self) -> NoReturn:
