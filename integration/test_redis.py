@@ -293,6 +293,28 @@ def test_watch_survives_a_restart_and_reports_the_lost_history(
                 watch.next_event(15)
 
 
+def test_a_reset_database_written_past_the_watch_revision_is_history_lost(
+    dedicated_redis: RedisServer,
+) -> None:
+    """Without persistence a restart empties Redis; if other clients then write past the
+    watch's revision before it polls again, the revision alone looks fine, but the
+    history is a different one: the epoch tells, and the watch raises HistoryLostError."""
+    url = f"{dedicated_redis.url}?timeout=10"
+    with libkv.open(url) as store, store.watch("k") as watch:
+        store.put("k", b"before")
+        assert watch.next_event(5) is not None  # INIT
+        event = watch.next_event(5)
+        assert event is not None and event.pair is not None and event.pair.value == b"before"
+        revision = watch.revision
+        dedicated_redis.restart()
+        with libkv.open(url) as writer:
+            for number in range(revision + 3):
+                writer.put("k", str(number))
+            assert writer.get("k").version > revision
+        with pytest.raises(HistoryLostError, match="reset"):
+            watch.next_event(15)
+
+
 def test_watch_rides_out_a_short_outage(dedicated_redis: RedisServer) -> None:
     """A connection loss without data loss: the watch reconnects and misses nothing."""
     with libkv.open(f"{dedicated_redis.url}?timeout=10") as store, store.watch("k") as watch:

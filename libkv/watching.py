@@ -44,11 +44,15 @@ class FeedBatch:
     ``revision``: the store revision the feed is now consistent with (>= every change
     in the batch). ``changes``: UPDATE/DELETE events on full keys, in revision order.
     ``snapshot``: for snapshot feeds, every pair under the prefix at ``revision``.
+    ``epoch``: optional identity of the backend's history; revisions are comparable only
+    within one epoch, so a watch that sees it change (a wiped and rewritten database)
+    raises HistoryLostError even when the revision did not go backwards.
     """
 
     revision: int
     changes: Sequence[Event] = ()
     snapshot: Sequence[KVPair] | None = None
+    epoch: str | None = None
 
 
 class Feed(Protocol):
@@ -92,6 +96,7 @@ class Watch:
         self._state: dict[str, KVPair] = {}  # snapshot feeds: what the consumer has seen
         self._versions: dict[str, int] = {}  # change feeds: last revision delivered per key
         self._unreachable_since: float | None = None
+        self._epoch: str | None = None
         self.revision = 0
         try:
             if since is None:
@@ -215,6 +220,13 @@ class Watch:
                 f"store revision went back from {self.revision} to {batch.revision}"
             )
             return
+        if batch.epoch is not None:
+            if self._epoch is not None and batch.epoch != self._epoch:
+                self._failure = HistoryLostError(
+                    f"the backend's history was reset (epoch {self._epoch} -> {batch.epoch})"
+                )
+                return
+            self._epoch = batch.epoch
         if batch.snapshot is not None:
             self._diff(batch.snapshot, batch.revision)
         else:

@@ -112,6 +112,18 @@ def test_revision_going_backwards_is_history_lost() -> None:
     assert watch.closed
 
 
+def test_a_new_epoch_is_history_lost_even_when_revisions_move_on() -> None:
+    store = ScriptedStore(every_change=True, snapshot=[], revision=10)
+    store.feeds = [
+        [FeedBatch(10, epoch="first"), NotReachableError("restarted")],
+        [FeedBatch(50, epoch="second")],
+    ]
+    watch = store.watch("x")
+    assert watch.next_event(1) is not None  # INIT
+    with pytest.raises(HistoryLostError, match="reset"):
+        watch.next_event(2)
+
+
 def test_unreachable_past_the_store_timeout_raises() -> None:
     store = ScriptedStore(every_change=True, snapshot=[], revision=1)
     store.feeds = [[NotReachableError("down")]]  # and every reopen fails

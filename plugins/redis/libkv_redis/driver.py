@@ -251,8 +251,11 @@ class RedisStore(Store):
     def _revoke_lease(self, lease_id: int) -> None:
         self._run_write(self._revoke_script, [*self._arguments, lease_id])
 
-    def _reap(self) -> int:
-        return int(self._reap_script(self._client, self._script_keys, self._arguments))
+    def _reap(self) -> tuple[int, str]:
+        """Expire what is due; return the revision and the epoch of this history."""
+        return _revision_and_epoch(
+            self._reap_script(self._client, self._script_keys, self._arguments)
+        )
 
     def _reap_loop(self) -> None:
         failing = False
@@ -341,6 +344,7 @@ class _RedisFeed:
         self._prefix = prefix
         self._after = after
         self._closed = threading.Event()
+        self._epoch_reported = False
 
     def poll(self, timeout: float) -> FeedBatch | None:
         if self._closed.is_set():
@@ -351,7 +355,7 @@ class _RedisFeed:
         streams: dict[Any, Any] = {store._log_key: f"{self._after}-0"}
         try:
             if store._cluster:
-                revision_reply = store._reap()
+                revision, epoch = store._reap()
                 reply = store._client.xread(streams, count=FEED_BATCH, block=block)
             else:  # one round trip
                 pipeline = store._client.pipeline(transaction=False)
@@ -362,7 +366,8 @@ class _RedisFeed:
                     *store._arguments,
                 )
                 pipeline.xread(streams, count=FEED_BATCH, block=block)
-                revision_reply, reply = pipeline.execute()
+                reap_reply, reply = pipeline.execute()
+                revision, epoch = _revision_and_epoch(reap_reply)
         except redis.exceptions.NoScriptError:
             store._reap()  # loads the script; the next poll reads the log
             return None
@@ -374,12 +379,15 @@ class _RedisFeed:
             return None
         entries = _stream_entries(reply)
         if not entries:
-            revision = int(revision_reply)
             if revision > self._after:
                 raise HistoryLostError(
                     f"changes after revision {self._after} were discarded from the log"
                 )
-            return FeedBatch(revision) if revision < self._after else None
+            if revision < self._after or not self._epoch_reported:
+                # Always report the epoch once, so even an idle watch notices a reset.
+                self._epoch_reported = True
+                return FeedBatch(revision, epoch=epoch)
+            return None
         changes: list[Event] = []
         expected = self._after + 1
         for entry_id, fields in entries:
@@ -391,7 +399,7 @@ class _RedisFeed:
             expected += 1
             changes += _decode_changes(fields[b"c"], revision, self._prefix)
         self._after = expected - 1
-        return FeedBatch(self._after, changes)
+        return FeedBatch(self._after, changes, epoch=epoch)
 
     def close(self) -> None:
         self._closed.set()
@@ -400,6 +408,11 @@ class _RedisFeed:
 def _milliseconds(seconds: float) -> int:
     """A ttl in whole milliseconds, rounded up past the server clock's truncation to ms."""
     return math.ceil(seconds * 1000) + 1
+
+
+def _revision_and_epoch(reply: Any) -> tuple[int, str]:
+    revision, epoch = reply
+    return int(revision), epoch.decode("ascii") if isinstance(epoch, bytes) else str(epoch)
 
 
 def _entry_revision(entry_id: bytes | str) -> int:

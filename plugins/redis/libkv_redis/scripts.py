@@ -12,6 +12,7 @@ ZSET (score 0) of live keys; ``P revision`` the counter; ``P log`` a stream with
 entry ``<revision>-0`` per revision whose field ``c`` packs that revision's changes
 as ``<u|d><key length>:<key><value length>:<value>``; ``P expiry`` a ZSET of
 deadlines (ms, server clock) of ``k<key>`` (ttl keys) and ``l<lease id>`` (leases);
+``P epoch`` the identity of this history (see REAP);
 ``P leases`` a hash lease id -> ttl ms; ``P lease:<id>`` the set of a lease's keys;
 ``P attached`` a hash key -> ``t`` (has a ttl) or its lease id; ``P leaseid`` the
 lease id counter.
@@ -120,7 +121,11 @@ REAP = (
     _PRELUDE
     + r"""
 reap(now_ms())
-return current_revision()
+-- The epoch names this history: a wiped database gets a new one at its first reap,
+-- so a watch can tell a reset from a revision that merely moved on.
+local t = redis.call('TIME')
+redis.call('SET', P .. 'epoch', t[1] .. '.' .. t[2], 'NX')
+return {current_revision(), redis.call('GET', P .. 'epoch')}
 """
 )
 """Reap expired keys and leases; returns the current revision."""
