@@ -451,10 +451,13 @@ class SQLiteStore(Store):
 
 
 def default_path() -> str:
-    """The default database file: ``$XDG_DATA_HOME/libkv/libkv.db`` (or ~/.local/share)."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share"
-    )
+    """The default database file: ``$XDG_DATA_HOME/libkv/libkv.db`` (or ~/.local/share).
+
+    A relative ``XDG_DATA_HOME`` is ignored, as the XDG base directory spec says.
+    """
+    base = os.environ.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, "libkv", "libkv.db")
 
 
