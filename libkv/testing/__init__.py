@@ -1,0 +1,22 @@
+"""Testing support for libkv drivers: the conformance suite and its helpers.
+
+A driver proves it honours the contract by subclassing `StoreConformance` in a test
+module and providing a function-scoped `url` fixture (see `libkv.testing.conformance`);
+a driver whose URL another process can open subclasses `CrossProcessConformance`, the
+same suite plus the tests that need a second process.
+"""
+
+from libkv.testing.conformance import StoreConformance
+from libkv.testing.cross_process import CrossProcessConformance
+from libkv.testing.history import WatchRecorder, assert_valid_history, replay
+from libkv.testing.polling import assert_holds_until, wait_until
+
+__all__ = [
+    "CrossProcessConformance",
+    "StoreConformance",
+    "WatchRecorder",
+    "assert_holds_until",
+    "assert_valid_history",
+    "replay",
+    "wait_until",
+]
