@@ -17,11 +17,11 @@ from pyetcd import etcdrpc  # type: ignore[import-untyped]
 import libkv
 from integration.servers import EtcdServer, free_port
 from libkv import Action
-from libkv.testing import StoreConformance
+from libkv.testing import CrossProcessConformance
 from libkv.testing.polling import wait_until
 
 
-class TestEtcdConformance(StoreConformance):
+class TestEtcdConformance(CrossProcessConformance):
     @pytest.fixture
     def url(self, etcd_server: EtcdServer) -> str:
         return f"{etcd_server.url}/t{uuid.uuid4().hex}"

@@ -20,7 +20,7 @@ from libkv import (
     NotReachableError,
     UnknownOutcomeError,
 )
-from libkv.testing import StoreConformance, wait_until
+from libkv.testing import CrossProcessConformance, wait_until
 
 
 def _url(server: RedisServer, **options: object) -> str:
@@ -39,7 +39,7 @@ def dedicated_redis() -> Iterator[RedisServer]:
         server.close()
 
 
-class TestRedisConformance(StoreConformance):
+class TestRedisConformance(CrossProcessConformance):
     @pytest.fixture
     def url(self, redis_server: RedisServer) -> str:
         return _url(redis_server)

@@ -52,7 +52,7 @@ from libkv.errors import (
     WaitTimeoutError,
     _ConditionError,
 )
-from libkv.model import Action, Capabilities, KVPair
+from libkv.model import Capabilities, KVPair
 from libkv.ops import Op, OpKind
 
 if TYPE_CHECKING:
@@ -272,12 +272,10 @@ class Store:
                     if self._closed:
                         self._raise_closed()
                     raise WaitTimeoutError(f"no change of {relative!r} within {timeout} s")
-                if event.pair is None:
+                if event.pair is None:  # absent at INIT, or a DELETE
                     raise KeyNotFoundError(relative)
                 if event.pair.version != version:
                     return event.pair
-                if event.action is Action.DELETE:
-                    raise KeyNotFoundError(relative)
 
     def lease(self, ttl: float, *, keepalive: bool = True) -> Lease:
         """Grant a lease of ``ttl`` seconds, refreshed in the background if ``keepalive``."""
@@ -293,6 +291,8 @@ class Store:
         """A distributed lock on ``key`` (not acquired yet); see :class:`Lock`."""
         from libkv.lock import Lock
 
+        if self._closed:
+            self._raise_closed()
         return Lock(
             self, keyspace.normalize_key(key), self._check_ttl(ttl), keyspace.to_bytes(value)
         )
