@@ -37,6 +37,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import ClassVar, Self, TypeVar
 
+from libkv.testing.polling import wait_until
+
 __all__ = [
     "BinaryNotFoundError",
     "ConsulServer",
@@ -55,7 +57,6 @@ __all__ = [
     "free_port",
     "http_request",
     "redis_command",
-    "wait_until",
     "zookeeper_command",
 ]
 
@@ -105,28 +106,6 @@ def free_port(host: str = HOST) -> int:
         _handed_out_ports.add(port)
         return port
     raise ServerError(f"no free port found on {host}")
-
-
-def wait_until(
-    predicate: Callable[[], T],
-    timeout: float,
-    interval: float = 0.1,
-    description: str = "condition",
-) -> T:
-    """Call ``predicate`` until it returns a truthy value and return that value.
-
-    Raises ``TimeoutError`` when ``timeout`` seconds pass first. Exceptions raised by the
-    predicate propagate.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {description}")
-        time.sleep(min(interval, remaining))
 
 
 def cache_directory() -> Path:
@@ -403,7 +382,7 @@ class ServerProcess(Server):
 
         started = time.monotonic()
         try:
-            wait_until(healthy, timeout, HEALTH_INTERVAL, f"{self.kind} to become healthy")
+            wait_until(healthy, timeout, HEALTH_INTERVAL, error=TimeoutError)
         except TimeoutError as error:
             raise ServerError(
                 f"{self.kind} at {self.endpoint} not healthy after {timeout:.0f}s; "
@@ -532,7 +511,7 @@ class ServerCluster(Server):
 
         started = time.monotonic()
         try:
-            wait_until(healthy, timeout, HEALTH_INTERVAL, f"{self.kind} to become healthy")
+            wait_until(healthy, timeout, HEALTH_INTERVAL, error=TimeoutError)
         except TimeoutError as error:
             raise ServerError(
                 f"{self.kind} {self.url} not healthy after {timeout:.0f}s\n{self.log_tail()}"

@@ -22,9 +22,9 @@ from integration.servers import (
     find_binary,
     http_request,
     redis_command,
-    wait_until,
     zookeeper_command,
 )
+from libkv.testing.polling import wait_until
 
 COMMAND_TIMEOUT = 60.0
 REJOIN_TIMEOUT = 120.0
@@ -132,7 +132,7 @@ def test_etcd_cluster_survives_member_kill(etcd_cluster: EtcdCluster) -> None:
         put_succeeds,
         REJOIN_TIMEOUT,
         interval=0.5,
-        description="a write to the two surviving etcd members",
+        message="a write to the two surviving etcd members",
     )
 
     victim.start()  # same ports and data directory: it rejoins and catches up
@@ -173,7 +173,7 @@ def test_zookeeper_ensemble_survives_member_kill(zookeeper_ensemble: ZooKeeperEn
         lambda: "two" in zookeeper_cli([leader.endpoint], "get", path).splitlines(),
         REJOIN_TIMEOUT,
         interval=0.5,
-        description=f"{path} on the rejoined member",
+        message=f"{path} on the rejoined member",
     )
 
 

@@ -17,13 +17,15 @@ def wait_until(
     interval: float = 0.01,
     *,
     message: str | Callable[[], str] = "",
+    error: Callable[[str], Exception] = AssertionError,
 ) -> T:
     """Poll `predicate` until it returns a truthy value, and return that value.
 
     The predicate is evaluated at least once, and once more at the deadline, so a
     condition that became true just in time is not reported as a timeout. Raises
-    AssertionError naming the timeout (and `message`, called if it is a function, so it
-    can describe the state at the time of failure) when the predicate stayed falsy.
+    `error` (AssertionError by default) naming the timeout (and `message`, called if it
+    is a function, so it can describe the state at the time of failure) when the
+    predicate stayed falsy.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -38,9 +40,7 @@ def wait_until(
     if result:
         return result
     detail = message() if callable(message) else message
-    raise AssertionError(
-        f"condition still false after {timeout:.2f} s" + (f": {detail}" if detail else "")
-    )
+    raise error(f"condition still false after {timeout:.2f} s" + (f": {detail}" if detail else ""))
 
 
 def assert_holds_until(
