@@ -231,7 +231,7 @@ class MemoryStore(Store):
             for op in ops:
                 if op.lease is not None and op.lease.id not in database.leases:
                     raise LeaseNotFoundError(f"lease {op.lease.id} has expired or was revoked")
-            if all(op.kind is OpKind.CHECK for op in ops):
+            if ops[0].kind is OpKind.CHECK and all(op.kind is OpKind.CHECK for op in ops):
                 return [None] * len(ops)
             database.revision += 1
             revision = database.revision

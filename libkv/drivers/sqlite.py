@@ -223,7 +223,7 @@ class SQLiteStore(Store):
             failure = first_failure(ops, current)
             if failure is not None:
                 raise failure
-            if all(op.kind is OpKind.CHECK for op in ops):
+            if ops[0].kind is OpKind.CHECK and all(op.kind is OpKind.CHECK for op in ops):
                 return [None] * len(ops)
             revision = self._next_revision(cursor)
             results: list[KVPair | None] = []
