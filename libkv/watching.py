@@ -179,7 +179,7 @@ class Watch:
             self._versions = {pair.key: pair.version for pair in pairs}
         else:
             self._state = {pair.key: pair for pair in pairs}
-        snapshot = tuple(self._relative(pair) for pair in pairs)
+        snapshot = tuple(self._store._relative_pair(pair) for pair in pairs)
         single = snapshot[0] if snapshot and not self._recursive else None
         self._pending.append(Event(Action.INIT, self._key, single, revision, snapshot))
         self._feed = store._call(store._open_feed, self._prefix, revision)
@@ -242,7 +242,7 @@ class Watch:
             return  # delivered already (a replay after reconnect)
         self._versions[key] = event.revision
         relative = key[len(self._root) :]
-        pair = event.pair if event.pair is None else self._relative(event.pair)
+        pair = event.pair if event.pair is None else self._store._relative_pair(event.pair)
         self._pending.append(Event(event.action, relative, pair, event.revision))
 
     def _diff(self, snapshot: Sequence[KVPair], revision: int) -> None:
@@ -261,7 +261,7 @@ class Watch:
         events.sort(key=lambda event: (event.revision, event.key))
         for event in events:
             relative = event.key[len(self._root) :]
-            shown = event.pair if event.pair is None else self._relative(event.pair)
+            shown = event.pair if event.pair is None else self._store._relative_pair(event.pair)
             self._pending.append(Event(event.action, relative, shown, event.revision))
 
     def _lost_connection(self, feed: Feed, error: NotReachableError) -> None:
@@ -310,8 +310,3 @@ class Watch:
 
     def _wanted(self, key: str) -> bool:
         return in_prefix(key, self._prefix) if self._recursive else key == self._prefix
-
-    def _relative(self, pair: KVPair) -> KVPair:
-        if not self._root:
-            return pair
-        return KVPair(pair.key[len(self._root) :], pair.value, pair.version)
