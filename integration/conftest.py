@@ -15,6 +15,7 @@ from integration.servers import (
     ConsulServer,
     EtcdCluster,
     EtcdServer,
+    RedisSentinelGroup,
     RedisServer,
     Server,
     ZooKeeperEnsemble,
@@ -37,6 +38,19 @@ def _run(factory: Callable[[], ServerType]) -> Iterator[ServerType]:
 def redis_server() -> Iterator[RedisServer]:
     """A Redis server shared by the whole test session."""
     yield from _run(RedisServer)
+
+
+@pytest.fixture(scope="session")
+def redis_tls_server() -> Iterator[RedisServer]:
+    """A Redis server speaking only TLS and requiring a client certificate, shared by the
+    whole test session (``url`` is ``rediss://``; add its ``tls_options`` to the URL)."""
+    yield from _run(lambda: RedisServer(tls=True))
+
+
+@pytest.fixture
+def redis_sentinel_group() -> Iterator[RedisSentinelGroup]:
+    """A fresh Redis master, one replica and a Sentinel (``url``) for one test."""
+    yield from _run(RedisSentinelGroup)
 
 
 @pytest.fixture(scope="session")

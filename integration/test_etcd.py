@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import ssl
 import subprocess
 import urllib.request
 import uuid
@@ -15,7 +14,7 @@ from libkv_etcd import EtcdStore
 from pyetcd import etcdrpc  # type: ignore[import-untyped]
 
 import libkv
-from integration.servers import EtcdServer, free_port
+from integration.servers import Certificates, EtcdServer, free_port, make_test_certificates
 from libkv import Action
 from libkv.testing import CrossProcessConformance
 from libkv.testing.polling import wait_until
@@ -214,10 +213,7 @@ class _TLSEtcdServer(EtcdServer):
         ]  # fmt: skip
 
     def is_healthy(self) -> bool:
-        context = ssl.create_default_context(cafile=str(self.certificates / "ca.pem"))
-        context.load_cert_chain(
-            str(self.certificates / "client.pem"), str(self.certificates / "client-key.pem")
-        )
+        context = Certificates(self.certificates).client_context()
         try:
             with urllib.request.urlopen(
                 f"https://{self.endpoint}/health", timeout=2, context=context
@@ -227,31 +223,8 @@ class _TLSEtcdServer(EtcdServer):
             return False
 
 
-def _make_certificates(directory: Path) -> None:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, by openssl."""
-
-    def openssl(*arguments: str) -> None:
-        subprocess.run(["openssl", *arguments], cwd=directory, check=True, capture_output=True)
-
-    openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        "-keyout", "ca-key.pem", "-out", "ca.pem", "-subj", "/CN=libkv-test-ca",
-    )  # fmt: skip
-    (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    (directory / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for name in ("server", "client"):
-        openssl(
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}-key.pem",
-            "-out", f"{name}.csr", "-subj", f"/CN={name}",
-        )  # fmt: skip
-        openssl(
-            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
-            "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext",
-        )  # fmt: skip
-
-
 def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
-    _make_certificates(tmp_path)
+    make_test_certificates(tmp_path)
     server = _TLSEtcdServer(tmp_path)
     try:
         server.start()

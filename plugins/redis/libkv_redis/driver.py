@@ -21,8 +21,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import ssl
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -311,7 +312,19 @@ class RedisStore(Store):
         ):
             return AuthenticationError(f"{self.url} refused our credentials: {error}")
         if isinstance(error, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-            sent = not isinstance(error, _NOT_SENT) and "connecting to" not in str(error)
+            causes = list(_causes(error))
+            if any(_refuses_certificate(cause) for cause in causes):
+                # TLS 1.3 reports a rejected client certificate at the first read, after
+                # the command was sent, but the server never ran it.
+                return AuthenticationError(
+                    f"{self.url} refused our TLS client certificate: {error}"
+                )
+            refused = any(isinstance(cause, redis.exceptions.ReadOnlyError) for cause in causes)
+            sent = (
+                not isinstance(error, _NOT_SENT)
+                and "connecting to" not in str(error)
+                and not refused  # redis-py's Sentinel client re-raises READONLY this way
+            )
             if outcome_unknown and sent:
                 return UnknownOutcomeError(
                     f"write to {self.url} may or may not have been applied: {error}"
@@ -403,6 +416,26 @@ class _RedisFeed:
 
     def close(self) -> None:
         self._closed.set()
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the exceptions it was raised from or while handling."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _refuses_certificate(error: BaseException) -> bool:
+    """Whether ``error`` is the server's TLS alert refusing our client certificate."""
+    reason = getattr(error, "reason", None) if isinstance(error, ssl.SSLError) else None
+    return (
+        isinstance(reason, str)
+        and "_ALERT_" in reason
+        and any(word in reason for word in ("CERTIFICATE", "UNKNOWN_CA", "ACCESS_DENIED"))
+    )
 
 
 def _milliseconds(seconds: float) -> int:
