@@ -15,7 +15,7 @@ CACHE_DIR="${LIBKV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/libkv}"
 # Go toolchain used only when no usable `go` (>= 1.21, which can fetch newer toolchains) exists.
 BOOTSTRAP_GO_VERSION="1.25.9"
 GO_PROXY_URL="${GOPROXY_URL:-https://proxy.golang.org}"
-APT_PACKAGES=(redis-server redis-tools etcd-server etcd-client zookeeper default-jre-headless)
+APT_PACKAGES=(redis-server redis-tools etcd-server etcd-client zookeeper default-jre-headless openssl)
 
 log() { printf 'install.sh: %s\n' "$*" >&2; }
 fail() { log "ERROR: $*"; exit 1; }

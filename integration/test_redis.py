@@ -2,30 +2,41 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 import libkv
-from integration.servers import RedisServer
+from integration.servers import (
+    RedisSentinelGroup,
+    RedisServer,
+    ServerError,
+    make_test_certificates,
+)
 from libkv import (
     Action,
     AuthenticationError,
     HistoryLostError,
     InvalidURLError,
+    KVError,
     NotReachableError,
     UnknownOutcomeError,
 )
-from libkv.testing import CrossProcessConformance, wait_until
+from libkv.testing import CrossProcessConformance, WatchRecorder, wait_until
 
 
-def _url(server: RedisServer, **options: object) -> str:
-    query = "&".join(f"{name}={value}" for name, value in options.items())
-    return f"{server.url}?prefix=t{uuid.uuid4().hex}" + (f"&{query}" if query else "")
+def _url(server: RedisServer | RedisSentinelGroup, **options: object) -> str:
+    """The server's URL with a fresh namespace, its TLS client files and ``options``."""
+    tls = server.tls_options if isinstance(server, RedisServer) else {}
+    query = "&".join(f"{name}={value}" for name, value in {**tls, **options}.items())
+    separator = "&" if "?" in server.url else "?"
+    return f"{server.url}{separator}prefix=t{uuid.uuid4().hex}" + (f"&{query}" if query else "")
 
 
 @pytest.fixture
@@ -341,3 +352,202 @@ def test_watch_rides_out_a_short_outage(dedicated_redis: RedisServer) -> None:
         finally:
             stop.set()
             consumer.join(5)
+
+
+# -- TLS (rediss://) --------------------------------------------------------------------
+
+
+class TestRedisTLSConformance(CrossProcessConformance):
+    """The whole suite over TLS with a client certificate (the server requires one)."""
+
+    @pytest.fixture
+    def url(self, redis_tls_server: RedisServer) -> str:
+        return _url(redis_tls_server)
+
+
+def test_tls_with_a_client_certificate(redis_tls_server: RedisServer) -> None:
+    assert redis_tls_server.url.startswith("rediss://")
+    with libkv.open(_url(redis_tls_server)) as store:
+        written = store.put("k", b"v")
+        assert store.get("k") == written
+        with store.watch("k") as watch:
+            init = watch.next_event(5)
+            assert init is not None and init.action is Action.INIT and init.pair == written
+            updated = store.put("k", b"w")
+            event = watch.next_event(5)
+            assert event is not None and event.pair == updated
+        with store.lock("lock", ttl=5) as lock:
+            assert lock.token is not None and store.exists("lock")
+        assert not store.exists("lock")
+    # The server speaks nothing but TLS.
+    plain = redis_tls_server.url.replace("rediss://", "redis://") + "?timeout=2"
+    with libkv.open(plain) as store, pytest.raises(NotReachableError):
+        store.get("k")
+
+
+def test_tls_with_an_untrusted_server_certificate_is_not_reachable(
+    redis_tls_server: RedisServer, tmp_path: Path
+) -> None:
+    """A server whose certificate is not signed by ``ssl_ca_certs``: the handshake fails
+    before any command is sent, so even a write is NotReachable, not UnknownOutcome."""
+    foreign = make_test_certificates(tmp_path)
+    with libkv.open(_url(redis_tls_server, ssl_ca_certs=foreign.ca, timeout=2)) as store:
+        for operation in (lambda: store.get("k"), lambda: store.put("k", b"v")):
+            with pytest.raises(NotReachableError) as raised:
+                operation()
+            assert not isinstance(raised.value, UnknownOutcomeError)
+            assert isinstance(raised.value.__cause__, redis.ConnectionError)
+            assert "certificate verify failed" in str(raised.value)
+
+
+@pytest.mark.parametrize("client", ["none", "foreign"])
+def test_tls_without_an_accepted_client_certificate_is_refused(
+    redis_tls_server: RedisServer, tmp_path: Path, client: str
+) -> None:
+    """The server requires a client certificate signed by its CA. TLS 1.3 reports the
+    refusal (an alert) at the first read: AuthenticationError, or NotReachableError when
+    the server closed the connection before the command went out."""
+    tls = redis_tls_server.tls_options
+    options: dict[str, object] = {"ssl_ca_certs": tls["ssl_ca_certs"], "timeout": 2}
+    if client == "foreign":
+        foreign = make_test_certificates(tmp_path)
+        options |= {"ssl_certfile": foreign.client, "ssl_keyfile": foreign.client_key}
+    prefix = f"t{uuid.uuid4().hex}"
+    query = "&".join(f"{name}={value}" for name, value in options.items())
+    with libkv.open(f"{redis_tls_server.url}?prefix={prefix}&{query}") as store:
+        for operation in (lambda: store.get("k"), lambda: store.put("k", b"v")):
+            with pytest.raises(KVError) as raised:
+                operation()
+            assert isinstance(raised.value, AuthenticationError | NotReachableError)
+            assert not isinstance(raised.value, UnknownOutcomeError)  # the server ran nothing
+            assert isinstance(raised.value.__cause__, redis.ConnectionError)
+            if isinstance(raised.value, AuthenticationError):
+                assert isinstance(_root(raised.value), ssl.SSLError)
+    # The refused write was not applied.
+    good = "&".join(f"{name}={value}" for name, value in tls.items())
+    with libkv.open(f"{redis_tls_server.url}?prefix={prefix}&{good}") as store:
+        assert not store.exists("k")
+
+
+def _root(error: BaseException) -> BaseException:
+    """The innermost exception ``error`` was raised from or while handling."""
+    while (inner := error.__cause__ or error.__context__) is not None:
+        error = inner
+    return error
+
+
+# -- Sentinel ---------------------------------------------------------------------------
+
+
+def test_sentinel_reaches_the_master(redis_sentinel_group: RedisSentinelGroup) -> None:
+    group = redis_sentinel_group
+    url = _url(group)
+    assert "sentinel=mymaster" in url
+    with libkv.open(url) as store:
+        written = store.put("k", b"v")
+        assert store.get("k") == written
+        with store.watch("", recursive=True) as watch:
+            init = watch.next_event(5)
+            assert init is not None and init.action is Action.INIT
+            assert [pair.key for pair in init.snapshot] == ["k"]
+            created = store.create("other", b"1")
+            event = watch.next_event(5)
+            assert event is not None and event.pair == created
+        with store.lock("lock", ttl=5) as lock:
+            assert lock.token is not None and store.exists("lock")
+        assert not store.exists("lock")
+        revision = str(store.put("last", b"x").version).encode()
+    # The writes went to the master (the Sentinel names it), and replicated.
+    assert group.master() is group.primary
+    assert group.primary.call("GET", "{libkv}:revision") == revision
+    for replica in group.replicas:
+        wait_until(lambda: replica.call("GET", "{libkv}:revision") == revision, 5)  # noqa: B023
+
+
+def test_sentinel_failover_moves_the_store_and_its_watch_to_the_new_master(
+    redis_sentinel_group: RedisSentinelGroup,
+) -> None:
+    """After ``SENTINEL FAILOVER`` the Store follows the new master and keeps working,
+    and a watch open across the failover delivers exactly the acknowledged writes, in
+    order. Writes are paused while the roles switch (and the replica has them all), so
+    no history is lost and the watch must carry on, not raise HistoryLostError: Redis
+    replicates asynchronously, so a write acknowledged by the old master in that window
+    could be lost, as for any Redis client (see the README)."""
+    group = redis_sentinel_group
+    old_master, new_master = group.primary, group.replicas[0]
+    with libkv.open(_url(group, timeout=5)) as store:
+        acknowledged = [store.put("k", f"before{number}") for number in range(5)]
+        with (
+            store.watch("k", since=acknowledged[0].version - 1) as watch,
+            WatchRecorder(watch) as recorder,
+        ):
+            client = redis.Redis(port=old_master.port)
+            try:  # every acknowledged write is on the replica
+                assert client.wait(1, 5000) == 1
+            finally:
+                client.close()
+            group.sentinel.failover()
+            wait_until(lambda: group.master() is new_master, 20, 0.1)
+            # The Store leaves the old master within about a second, long before
+            # Sentinel demotes it (8 s or more): no write goes to it meanwhile.
+            wait_until(lambda: not _clients(old_master), 5, 0.05, message="store still there")
+            # No write was in flight during the switch: none has an unknown outcome.
+            acknowledged += [store.put("k", f"after{number}") for number in range(5)]
+            assert store.get("k") == acknowledged[-1]
+
+            def caught_up() -> bool:
+                return recorder.error is not None or len(recorder.events) >= len(acknowledged)
+
+            wait_until(caught_up, 20, message=lambda: f"{recorder.events} {recorder.error}")
+        assert recorder.error is None, repr(recorder.error)
+        assert [event.pair for event in recorder.events] == acknowledged
+        # The writes went to the new master, and the old one comes back as its replica
+        # with the same history.
+        revision = str(acknowledged[-1].version).encode()
+        assert new_master.call("GET", "{libkv}:revision") == revision
+        wait_until(lambda: _role(old_master) == b"slave", 20, 0.2)
+        wait_until(lambda: _probe(old_master, "GET", "{libkv}:revision") == revision, 10, 0.1)
+
+
+def _probe(server: RedisServer, *arguments: str) -> object:
+    """The reply to one command, or None if the connection failed (Sentinel kills the
+    client connections of a master it demotes)."""
+    try:
+        return server.call(*arguments)
+    except (OSError, ServerError):
+        return None
+
+
+def _role(server: RedisServer) -> object:
+    """``master`` or ``slave`` (bytes), or None if the server did not answer."""
+    reply = _probe(server, "ROLE")
+    return reply[0] if isinstance(reply, list) else None
+
+
+def _clients(server: RedisServer) -> list[str]:
+    """The normal client connections of ``server`` but ours and the Sentinel's."""
+    reply = server.call("CLIENT", "LIST", "TYPE", "normal")
+    assert isinstance(reply, bytes)
+    return [
+        line
+        for line in reply.decode().splitlines()
+        if " name=sentinel-" not in line and " cmd=client|list " not in line
+    ]
+
+
+def test_a_write_refused_by_a_demoted_master_is_not_an_unknown_outcome(
+    redis_sentinel_group: RedisSentinelGroup,
+) -> None:
+    """redis-py's Sentinel client turns READONLY (the master it still talks to became a
+    replica) into a ConnectionError; the write was refused, so NotReachableError."""
+    group = redis_sentinel_group
+    with libkv.open(_url(group, timeout=2)) as store:
+        store.put("k", b"v")
+        group.primary.call("REPLICAOF", "127.0.0.1", "1")  # a replica of nothing, read-only
+        with pytest.raises(NotReachableError) as raised:
+            store.put("k", b"w")
+        assert not isinstance(raised.value, UnknownOutcomeError)
+        assert isinstance(raised.value.__cause__, redis.ConnectionError)
+        assert isinstance(raised.value.__cause__.__context__, redis.ReadOnlyError)
+        group.primary.call("REPLICAOF", "NO", "ONE")
+        assert store.get("k").value == b"v"

@@ -31,7 +31,7 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
-from redis.sentinel import MasterNotFoundError, Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from libkv.api import Store, in_prefix
 from libkv.errors import (
@@ -63,6 +63,7 @@ CAPABILITIES = Capabilities(
 )
 
 REAP_INTERVAL = 0.2  # seconds between two reaps by each open Store
+FOLLOW_INTERVAL = 1.0  # seconds between two Sentinel look-ups of the master by each Store
 FEED_BLOCK = 0.2  # longest XREAD BLOCK, so a closed feed returns promptly
 FEED_BATCH = 1000  # log entries read per poll
 
@@ -83,6 +84,9 @@ _NOT_SENT = (
     redis.exceptions.MaxConnectionsError,
     MasterNotFoundError,
 )
+# How redis-py words failures while connecting, or while sending a command (then the
+# server got at most part of it, and Redis runs only complete commands).
+_NOT_SENT_WORDS = ("connecting to", "while writing to socket", "Timeout writing to socket")
 
 
 class _Script:
@@ -134,6 +138,8 @@ class RedisStore(Store):
         self._keepalive_script = _Script(scripts.KEEPALIVE_LEASE)
         self._lease_ttl_script = _Script(scripts.LEASE_TTL)
         self._revoke_script = _Script(scripts.REVOKE_LEASE)
+        pool = getattr(client, "connection_pool", None)
+        self._sentinel_pool = pool if isinstance(pool, SentinelConnectionPool) else None
         self._stopping = threading.Event()
         self._reaper = threading.Thread(
             target=self._reap_loop, name="libkv-redis-reaper", daemon=True
@@ -258,9 +264,30 @@ class RedisStore(Store):
             self._reap_script(self._client, self._script_keys, self._arguments)
         )
 
+    def _follow_master(self) -> None:
+        """Ask the Sentinels for the master; if it moved, drop the connections to the old one.
+
+        redis-py looks the master up only when it opens a connection, so a pooled one
+        would go on writing to a replaced master until Sentinel demotes it (8 s or more
+        after the failover) and those writes would be lost; this bounds that window to
+        about ``FOLLOW_INTERVAL``.
+        """
+        if self._sentinel_pool is not None:
+            self._sentinel_pool.get_master_address()  # type: ignore[no-untyped-call]
+
     def _reap_loop(self) -> None:
         failing = False
+        ticks_per_follow = max(1, round(FOLLOW_INTERVAL / REAP_INTERVAL))
+        ticks = 0
         while not self._stopping.wait(REAP_INTERVAL):
+            ticks += 1
+            if self._sentinel_pool is not None and ticks % ticks_per_follow == 0:
+                try:
+                    self._follow_master()
+                except Exception as error:
+                    if self._stopping.is_set():
+                        return
+                    log.info("cannot ask the Sentinels of %s for the master: %s", self.url, error)
             try:
                 self._reap()
             except Exception as error:
@@ -322,7 +349,7 @@ class RedisStore(Store):
             refused = any(isinstance(cause, redis.exceptions.ReadOnlyError) for cause in causes)
             sent = (
                 not isinstance(error, _NOT_SENT)
-                and "connecting to" not in str(error)
+                and not any(words in str(error) for words in _NOT_SENT_WORDS)
                 and not refused  # redis-py's Sentinel client re-raises READONLY this way
             )
             if outcome_unknown and sent:
