@@ -466,6 +466,10 @@ class Store:
             raise ValueError(
                 f"ttl {ttl} s is below this store's minimum of {self.capabilities.ttl_min} s"
             )
+        if ttl > self.capabilities.ttl_max:
+            raise ValueError(
+                f"ttl {ttl} s is above this store's maximum of {self.capabilities.ttl_max:g} s"
+            )
         return float(ttl)
 
     def _check_lease(self, lease: object) -> None:

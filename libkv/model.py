@@ -48,14 +48,21 @@ class Capabilities:
     ``watch_every_change``: every change is delivered in revision order (otherwise
     intermediate states of a key may be merged, but watchers converge).
     ``watch_resume``: ``watch(since=...)`` is supported.
-    ``ttl_min``/``ttl_slack``: shortest accepted TTL, and how late (seconds) an
-    expiry may be observed. ``max_value_size`` in bytes; ``max_transaction_ops``
-    per transaction.
+    ``ttl_min``/``ttl_max``: the shortest and longest TTL accepted (seconds).
+    ``ttl_slack`` and ``ttl_slack_ratio``: how late an expiry may be observed, a
+    fixed number of seconds plus a fraction of the TTL (see :meth:`latest_expiry`).
+    ``max_value_size`` in bytes; ``max_transaction_ops`` per transaction.
     """
 
     watch_every_change: bool
     watch_resume: bool
     ttl_min: float
+    ttl_max: float
     ttl_slack: float
     max_value_size: int
     max_transaction_ops: int
+    ttl_slack_ratio: float = 0.0
+
+    def latest_expiry(self, ttl: float) -> float:
+        """Seconds after a write with ``ttl`` by which the key is guaranteed gone."""
+        return ttl + self.ttl_slack + self.ttl_slack_ratio * ttl

@@ -40,7 +40,7 @@ class ScriptedStore(Store):
     """Serves a fixed snapshot and hands out scripted feeds, recording each open."""
 
     def __init__(self, *, every_change: bool, snapshot: list[KVPair], revision: int) -> None:
-        self.capabilities = Capabilities(every_change, every_change, 1.0, 1.0, 1024, 8)
+        self.capabilities = Capabilities(every_change, every_change, 1.0, 60.0, 1.0, 1024, 8)
         super().__init__(StoreURL.parse("scripted://"), namespace="ns", timeout=0.5)
         self.snapshot, self.revision = snapshot, revision
         self.feeds: list[list[FeedBatch | Exception]] = []

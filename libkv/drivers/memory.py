@@ -32,6 +32,7 @@ CAPABILITIES = Capabilities(
     watch_every_change=True,
     watch_resume=True,
     ttl_min=0.01,
+    ttl_max=1e9,  # about 31 years; every backend represents it
     ttl_slack=0.5,
     max_value_size=16 * 1024 * 1024,
     max_transaction_ops=10_000,

@@ -284,8 +284,8 @@ class StoreConformance:
 
     @staticmethod
     def expiry_bound(store: Store, ttl: float) -> float:
-        """How long after a write with `ttl` the key must be gone: ttl + ttl_slack."""
-        return ttl + store.capabilities.ttl_slack
+        """How long after a write with `ttl` the key must be gone (see Capabilities)."""
+        return store.capabilities.latest_expiry(ttl)
 
     @staticmethod
     def first_event(watch: libkv.Watch) -> Event:

@@ -59,6 +59,7 @@ CAPABILITIES = Capabilities(
     # etcd raises shorter leases to 3/2 election timeouts (1.5 s, so 2 s) by default.
     ttl_min=2.0,
     # ttl rounded up to whole seconds (< 1 s), the leader's 500 ms expiry scan, raft.
+    ttl_max=1e9,  # about 31 years; every backend represents it
     ttl_slack=2.0,
     max_value_size=MAX_REQUEST_BYTES - 8 * 1024,  # room for the key and the Txn around it
     max_transaction_ops=128,  # etcd's default --max-txn-ops
