@@ -249,7 +249,11 @@ class Watch:
             if remaining <= 0:
                 if polled:
                     return None
-                remaining = 0.0  # look once for what the feed has ready
+                # Look once for what the feed has ready. A feed read by a thread of
+                # its own (a gRPC stream) may hold a response that thread cannot queue
+                # while this one keeps the GIL; yielding once lets it.
+                remaining = 0.0
+                time.sleep(0)
             polled = True
             self._step(min(remaining, _POLL_SLICE))
 
