@@ -74,13 +74,13 @@ class Feed(Protocol):
         ``timeout`` may be 0: then look for news that is ready (already received, or
         answered by the backend at once) without waiting for more.
 
-        Returning (a batch, or None) asserts that the feed is in contact with the
-        backend: it received something from the server during this poll, or its
-        connection is one the server has proven alive recently enough (a stream that
-        is open and has not failed, within the store's timeout). A feed that could
-        not reach the server raises NotReachableError instead of returning None, so
-        that a watch on a dead backend fails after the store's timeout rather than
-        waiting forever. Raises HistoryLostError when the changes asked for are gone.
+        Returning (a batch, or None) asserts contact with the backend: the feed heard
+        from the server during this poll, or within the store's timeout before it (a
+        reply, a progress notification, an answered keep-alive). A feed that has not
+        (the server is down or stopped, the connection broken) raises
+        NotReachableError instead of returning None, so that a watch on a dead
+        backend fails once the store's timeout has passed rather than waiting
+        forever. Raises HistoryLostError when the changes asked for are gone.
         """
         ...
 
@@ -160,11 +160,12 @@ class Watch:
     iteration within a second.
 
     ``revision`` is a safe resume point: every change under the watch up to it has
-    been returned to the consumer (by INIT, or as an event), so ``watch(since=
-    revision)`` never skips an event this watch had not yet returned (it may repeat
-    some of the last ones). It starts at INIT's snapshot revision (or ``since``) and
-    advances as events are returned, to a batch's revision once nothing from that
-    batch or before it is pending; it never runs ahead of an event still pending.
+    been returned to the consumer (by INIT, or as an event), so
+    ``watch(since=revision)`` never skips an event this watch had not yet returned
+    (it may repeat the part of a transaction already returned). It starts at INIT's
+    snapshot revision (or ``since``) and advances as events are returned, to a
+    batch's revision once nothing from that batch or before it is pending; it never
+    runs ahead of an event still pending.
     """
 
     def __init__(self, store: Store, key: str, *, recursive: bool, since: int | None) -> None:
