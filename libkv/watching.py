@@ -7,10 +7,14 @@ Drivers feed it through a :class:`Feed`:
 * a *snapshot feed* returns complete snapshots of the prefix whenever it may have
   changed; the engine diffs each against the state it has delivered.
 
-The engine takes the INIT snapshot, filters to the watched key or prefix, drops
-duplicates and spurious wake-ups, strips the namespace, reconnects after
+The engine is the :class:`Watch` iterator plus a reconnect loop. It takes the INIT
+snapshot, filters to the watched key or prefix, strips the namespace, reconnects after
 NotReachableError (resuming from the last revision, or re-reading a snapshot), and
-turns a revision that goes backwards into HistoryLostError.
+turns a revision that goes backwards into HistoryLostError. Each feed mode keeps its
+own bookkeeping in a small class: :class:`_ChangeDedup` drops changes delivered
+already (a replay after a reconnect), :class:`_SnapshotDiff` turns snapshots into
+events and drops spurious wake-ups. Both hold memory bounded by the live keys watched
+plus a constant, however many keys have come and gone.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ __all__ = ["Feed", "FeedBatch", "Watch"]
 log = logging.getLogger(__name__)
 
 _POLL_SLICE = 0.25  # longest a blocked poll runs before the engine re-checks close()
+_RECONNECT_INTERVAL = 0.1  # least time between two attempts to open a feed
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +61,26 @@ class FeedBatch:
 
 
 class Feed(Protocol):
-    """A driver's source of changes under one prefix (full keys)."""
+    """A driver's source of changes under one prefix (full keys).
+
+    Opening a feed (``Store._open_feed``) need not contact the backend; the engine
+    treats only :meth:`poll` as proof of contact, and measures the store's timeout
+    for an unreachable backend from the first failed poll until a poll succeeds.
+    """
 
     def poll(self, timeout: float) -> FeedBatch | None:
         """Wait up to ``timeout`` seconds for news; None if there is none.
 
-        Raises HistoryLostError when the changes asked for are gone, and
-        NotReachableError when the backend cannot be reached.
+        ``timeout`` may be 0: then look for news that is ready (already received, or
+        answered by the backend at once) without waiting for more.
+
+        Returning (a batch, or None) asserts contact with the backend: the feed heard
+        from the server during this poll, or within the store's timeout before it (a
+        reply, a progress notification, an answered keep-alive). A feed that has not
+        (the server is down or stopped, the connection broken) raises
+        NotReachableError instead of returning None, so that a watch on a dead
+        backend fails once the store's timeout has passed rather than waiting
+        forever. Raises HistoryLostError when the changes asked for are gone.
         """
         ...
 
@@ -71,38 +89,109 @@ class Feed(Protocol):
         ...
 
 
+class _ChangeDedup:
+    """Change-feed bookkeeping: which changes the watch has delivered already.
+
+    A change feed delivers in revision order, so one watermark tells them apart:
+    every change below ``revision`` was delivered, and at ``revision`` the changes to
+    ``keys`` were (a transaction gives several keys one revision). After a reconnect
+    the new feed may replay changes; those are dropped. Memory: the keys of one
+    revision, whatever the number of keys seen over the watch's life.
+    """
+
+    def __init__(self, after: int) -> None:
+        self.revision = after + 1
+        self.keys: set[str] = set()
+
+    def fresh(self, changes: Sequence[Event]) -> list[Event]:
+        """The changes not delivered before, which count as delivered from now on."""
+        fresh: list[Event] = []
+        for event in changes:
+            revision = event.revision
+            if revision <= 0 or revision < self.revision:
+                continue  # delivered already (a replay after reconnect)
+            if revision > self.revision:
+                self.revision = revision
+                self.keys = set()
+            elif event.key in self.keys:
+                continue
+            self.keys.add(event.key)
+            fresh.append(event)
+        return fresh
+
+
+class _SnapshotDiff:
+    """Snapshot-feed bookkeeping: the state the watch has shown its consumer.
+
+    Each snapshot is diffed against it: a changed version is an UPDATE, a missing key
+    a DELETE at the snapshot's revision, an unchanged pair nothing (a spurious
+    wake-up). Memory: the live keys under the prefix.
+    """
+
+    def __init__(self, pairs: Sequence[KVPair]) -> None:
+        self.state = {pair.key: pair for pair in pairs}
+
+    def diff(self, snapshot: Sequence[KVPair], revision: int) -> list[Event]:
+        """The events that turn the state into ``snapshot``, ordered by revision, key.
+
+        Raises HistoryLostError if a key's version went backwards.
+        """
+        current = {pair.key: pair for pair in snapshot}
+        events: list[Event] = []
+        for key, pair in current.items():
+            previous = self.state.get(key)
+            if previous is None or previous.version != pair.version:
+                if previous is not None and pair.version < previous.version:
+                    raise HistoryLostError(f"version of {key!r} went backwards")
+                events.append(Event(Action.UPDATE, key, pair, pair.version))
+        for key in self.state.keys() - current.keys():
+            events.append(Event(Action.DELETE, key, None, max(revision, self.state[key].version)))
+        self.state = current
+        events.sort(key=lambda event: (event.revision, event.key))
+        return events
+
+
 class Watch:
     """An iterator of :class:`~libkv.model.Event` over a key or a prefix.
 
     Without ``since`` the first event is INIT, a consistent snapshot at revision R;
     then UPDATE and DELETE events with revisions > R follow, with no gap, per key in
     strictly increasing revision and never twice. ``close()`` (from any thread) ends
-    iteration within a second. ``revision`` is the latest store revision the watch is
-    known to be consistent with.
+    iteration within a second.
+
+    ``revision`` is a safe resume point: every change under the watch up to it has
+    been returned to the consumer (by INIT, or as an event), so
+    ``watch(since=revision)`` never skips an event this watch had not yet returned
+    (it may repeat the part of a transaction already returned). It starts at INIT's
+    snapshot revision (or ``since``) and advances as events are returned, to a
+    batch's revision once nothing from that batch or before it is pending; it never
+    runs ahead of an event still pending.
     """
 
     def __init__(self, store: Store, key: str, *, recursive: bool, since: int | None) -> None:
         self._store = store
         self._key = key
         self._recursive = recursive
-        self._every_change = store.capabilities.watch_every_change
         self._root = store._root
         self._prefix = store._driver_prefix(key) if recursive else store._root + key
-        self._pending: collections.deque[Event] = collections.deque()
+        # Events not yet returned, each with the revision that is safe once it is.
+        self._pending: collections.deque[tuple[Event, int]] = collections.deque()
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._feed: Feed | None = None
         self._failure: BaseException | None = None
-        self._state: dict[str, KVPair] = {}  # snapshot feeds: what the consumer has seen
-        self._versions: dict[str, int] = {}  # change feeds: last revision delivered per key
-        self._unreachable_since: float | None = None
+        self._bookkeeping: _ChangeDedup | _SnapshotDiff = _SnapshotDiff(())
+        self._feed_revision = 0  # the revision the engine has read up to (pending included)
         self._epoch: str | None = None
+        self._unreachable_since: float | None = None  # start of the first failed poll
+        self._next_attempt = 0.0  # when a feed may be opened again after a failure
         self.revision = 0
         try:
             if since is None:
                 self._start_with_snapshot()
             else:
-                self.revision = since
+                self._bookkeeping = _ChangeDedup(since)
+                self.revision = self._feed_revision = since
                 self._feed = store._call(store._open_feed, self._prefix, since)
         except (HistoryLostError, NotReachableError) as error:
             # Reported from iteration, where the consumer handles watch failures.
@@ -139,13 +228,18 @@ class Watch:
     def next_event(self, timeout: float | None = None) -> Event | None:
         """The next event, or None if ``timeout`` seconds pass or the watch is closed.
 
-        Raises HistoryLostError if the history the watch needs is gone, and
-        NotReachableError if the backend stays unreachable past the store's timeout.
+        ``timeout=0`` returns an event that is pending, or that the feed has ready,
+        without waiting. Raises HistoryLostError if the history the watch needs is
+        gone, and NotReachableError if the backend stays unreachable past the store's
+        timeout.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        polled = False
         while True:
             if self._pending:
-                return self._pending.popleft()
+                event, resume = self._pending.popleft()
+                self.revision = max(self.revision, resume)
+                return event
             if self._failure is not None:
                 failure, self._failure = self._failure, None
                 self.close()
@@ -154,8 +248,15 @@ class Watch:
                 return None
             remaining = _POLL_SLICE if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
-                return None
-            self._poll(min(remaining, _POLL_SLICE))
+                if polled:
+                    return None
+                # Look once for what the feed has ready. A feed read by a thread of
+                # its own (a gRPC stream) may hold a response that thread cannot queue
+                # while this one keeps the GIL; yielding once lets it.
+                remaining = 0.0
+                time.sleep(0)
+            polled = True
+            self._step(min(remaining, _POLL_SLICE))
 
     def close(self) -> None:
         """End the watch; a blocked iteration in another thread ends within a second."""
@@ -163,10 +264,7 @@ class Watch:
         with self._lock:
             feed, self._feed = self._feed, None
         if feed is not None:
-            try:
-                feed.close()
-            except Exception:
-                log.debug("error closing a watch feed", exc_info=True)
+            _close_feed(feed)
 
     # -- engine ----------------------------------------------------------------------
 
@@ -174,50 +272,94 @@ class Watch:
         store = self._store
         pairs, revision = store._call(store._range, self._prefix, self._recursive)
         pairs = [pair for pair in pairs if self._wanted(pair.key)]
-        self.revision = revision
-        if self._every_change:
-            self._versions = {pair.key: pair.version for pair in pairs}
+        self.revision = self._feed_revision = revision
+        if store.capabilities.watch_every_change:
+            self._bookkeeping = _ChangeDedup(revision)
         else:
-            self._state = {pair.key: pair for pair in pairs}
-        snapshot = tuple(self._store._relative_pair(pair) for pair in pairs)
+            self._bookkeeping = _SnapshotDiff(pairs)
+        snapshot = tuple(store._relative_pair(pair) for pair in pairs)
         single = snapshot[0] if snapshot and not self._recursive else None
-        self._pending.append(Event(Action.INIT, self._key, single, revision, snapshot))
+        self._pending.append((Event(Action.INIT, self._key, single, revision, snapshot), revision))
         self._feed = store._call(store._open_feed, self._prefix, revision)
 
-    def _poll(self, timeout: float) -> None:
+    def _step(self, timeout: float) -> None:
+        """One poll of the feed (or one attempt to reopen it), for up to ``timeout``."""
         feed = self._feed
         if feed is None:
-            if self._closed.is_set():
-                return
-            self._reopen(timeout)
+            if not self._closed.is_set():
+                self._reconnect(timeout)
             return
+        started = time.monotonic()
         try:
             batch = feed.poll(timeout)
-        except HistoryLostError as error:
-            self._failure = error
+        except Exception as error:
+            self._poll_failed(feed, error, started)
             return
+        self._unreachable_since = None  # the poll proved contact with the backend
+        if batch is not None:
+            self._accept(batch)
+
+    def _poll_failed(self, feed: Feed, error: Exception, started: float) -> None:
+        try:
+            if isinstance(error, KVError):
+                raise error
+            self._store._reraise(error)
+        except NotReachableError as unreachable:
+            with self._lock:
+                if self._feed is feed:
+                    self._feed = None
+            _close_feed(feed)
+            self._unreachable(unreachable, started)
+        except BaseException as failure:  # HistoryLostError, or any other failure
+            self._failure = failure
+
+    def _unreachable(self, error: NotReachableError, started: float) -> None:
+        """Count a failed attempt; fail once the store's timeout has passed without contact."""
+        if self._unreachable_since is None:
+            self._unreachable_since = started
+            log.info("watch on %r lost its connection; reconnecting: %s", self._key, error)
+        self._next_attempt = time.monotonic() + _RECONNECT_INTERVAL
+        if time.monotonic() - self._unreachable_since > self._store.timeout:
+            self._failure = error
+
+    def _reconnect(self, timeout: float) -> None:
+        """Open a new feed after a connection loss, from the revision read up to.
+
+        Opening proves nothing about the backend (a driver may open without a network
+        call), so it leaves the unreachable clock running; the next poll stops it.
+        """
+        store = self._store
+        if store.closed:
+            self._failure = StoreClosedError(f"store is closed: {store.url}")
+            return
+        wait = self._next_attempt - time.monotonic()
+        # Back off between attempts; close() interrupts the wait.
+        if wait > 0 and (self._closed.wait(min(wait, timeout)) or wait > timeout):
+            return
+        started = time.monotonic()
+        try:
+            feed = store._call(store._open_feed, self._prefix, self._feed_revision)
+            if isinstance(self._bookkeeping, _SnapshotDiff):
+                # Re-read and bring the consumer's view up to date by diffing.
+                pairs, revision = store._call(store._range, self._prefix, self._recursive)
+                self._accept(FeedBatch(revision, snapshot=pairs))
         except NotReachableError as error:
-            self._lost_connection(feed, error)
+            self._unreachable(error, started)
             return
         except KVError as error:
             self._failure = error
             return
-        except Exception as error:
-            try:
-                self._store._reraise(error)
-            except NotReachableError as translated:
-                self._lost_connection(feed, translated)
-            except BaseException as translated:
-                self._failure = translated
-            return
-        self._unreachable_since = None
-        if batch is not None:
-            self._accept(batch)
+        with self._lock:
+            if self._closed.is_set():
+                _close_feed(feed)
+                return
+            self._feed = feed
 
     def _accept(self, batch: FeedBatch) -> None:
-        if batch.revision < self.revision:
+        """Check a batch's revision and epoch, and queue its new events."""
+        if batch.revision < self._feed_revision:
             self._failure = HistoryLostError(
-                f"store revision went back from {self.revision} to {batch.revision}"
+                f"store revision went back from {self._feed_revision} to {batch.revision}"
             )
             return
         if batch.epoch is not None:
@@ -227,86 +369,47 @@ class Watch:
                 )
                 return
             self._epoch = batch.epoch
-        if batch.snapshot is not None:
-            self._diff(batch.snapshot, batch.revision)
-        else:
-            for event in batch.changes:
-                self._change(event)
-        self.revision = max(self.revision, batch.revision)
-
-    def _change(self, event: Event) -> None:
-        key = event.key
-        if not self._wanted(key):
-            return
-        if event.revision <= self._versions.get(key, 0) or event.revision <= 0:
-            return  # delivered already (a replay after reconnect)
-        self._versions[key] = event.revision
-        relative = key[len(self._root) :]
-        pair = event.pair if event.pair is None else self._store._relative_pair(event.pair)
-        self._pending.append(Event(event.action, relative, pair, event.revision))
-
-    def _diff(self, snapshot: Sequence[KVPair], revision: int) -> None:
-        current = {pair.key: pair for pair in snapshot if self._wanted(pair.key)}
-        events: list[Event] = []
-        for key, pair in current.items():
-            previous = self._state.get(key)
-            if previous is None or previous.version != pair.version:
-                if previous is not None and pair.version < previous.version:
-                    self._failure = HistoryLostError(f"version of {key!r} went backwards")
-                    return
-                events.append(Event(Action.UPDATE, key, pair, pair.version))
-        for key in self._state.keys() - current.keys():
-            events.append(Event(Action.DELETE, key, None, max(revision, self._state[key].version)))
-        self._state = current
-        events.sort(key=lambda event: (event.revision, event.key))
-        for event in events:
-            relative = event.key[len(self._root) :]
-            shown = event.pair if event.pair is None else self._store._relative_pair(event.pair)
-            self._pending.append(Event(event.action, relative, shown, event.revision))
-
-    def _lost_connection(self, feed: Feed, error: NotReachableError) -> None:
-        now = time.monotonic()
-        if self._unreachable_since is None:
-            self._unreachable_since = now
-            log.info("watch on %r lost its connection; reconnecting: %s", self._key, error)
-        with self._lock:
-            if self._feed is feed:
-                self._feed = None
-        try:
-            feed.close()
-        except Exception:
-            log.debug("error closing a broken watch feed", exc_info=True)
-        if now - self._unreachable_since > self._store.timeout:
-            self._failure = error
-
-    def _reopen(self, timeout: float) -> None:
-        """Open a new feed after a connection loss, from the last consistent revision."""
-        store = self._store
-        if store.closed:
-            self._failure = StoreClosedError(f"store is closed: {store.url}")
-            return
-        time.sleep(min(timeout, 0.1))  # back off between reconnection attempts
-        try:
-            feed = store._call(store._open_feed, self._prefix, self.revision)
-            if not self._every_change:
-                # Re-read and bring the consumer's view up to date by diffing.
-                pairs, revision = store._call(store._range, self._prefix, self._recursive)
-                self._accept(FeedBatch(revision, snapshot=pairs))
-        except NotReachableError as error:
-            if self._unreachable_since is None:
-                self._unreachable_since = time.monotonic()
-            if time.monotonic() - self._unreachable_since > store.timeout:
+        bookkeeping = self._bookkeeping
+        if isinstance(bookkeeping, _SnapshotDiff):
+            snapshot = [pair for pair in batch.snapshot or () if self._wanted(pair.key)]
+            try:
+                events = bookkeeping.diff(snapshot, batch.revision)
+            except HistoryLostError as error:
                 self._failure = error
-            return
-        except KVError as error:
-            self._failure = error
-            return
-        with self._lock:
-            if self._closed.is_set():
-                feed.close()
                 return
-            self._feed = feed
-        self._unreachable_since = None
+        else:
+            events = bookkeeping.fresh([e for e in batch.changes if self._wanted(e.key)])
+        self._feed_revision = max(self._feed_revision, batch.revision)
+        self._enqueue(events, self._feed_revision)
+
+    def _enqueue(self, events: list[Event], revision: int) -> None:
+        """Queue events (full keys, in revision order) from a batch consistent to ``revision``.
+
+        Each carries the resume point that is safe once it is returned: just below the
+        next event's revision (a transaction's events share one), and ``revision``
+        after the batch's last.
+        """
+        if not events:
+            if self._pending:
+                last, resume = self._pending[-1]
+                self._pending[-1] = (last, max(resume, revision))
+            else:
+                self.revision = max(self.revision, revision)
+            return
+        store, cut = self._store, len(self._root)
+        for index, event in enumerate(events):
+            resume = events[index + 1].revision - 1 if index + 1 < len(events) else revision
+            pair = event.pair if event.pair is None else store._relative_pair(event.pair)
+            self._pending.append(
+                (Event(event.action, event.key[cut:], pair, event.revision), resume)
+            )
 
     def _wanted(self, key: str) -> bool:
         return in_prefix(key, self._prefix) if self._recursive else key == self._prefix
+
+
+def _close_feed(feed: Feed) -> None:
+    try:
+        feed.close()
+    except Exception:
+        log.debug("error closing a watch feed", exc_info=True)

@@ -2,19 +2,22 @@
 
 Real backends run the conformance suite; this checks the engine's own duties that a
 well-behaved backend rarely triggers: reconnection, replay de-duplication, snapshot
-diffing, and a revision going backwards.
+diffing, a revision going backwards, the resume point, a zero timeout, bounded
+bookkeeping, and the unreachable clock.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 
+import libkv
 from libkv import Action, HistoryLostError, KVPair, NotReachableError, Store, StoreURL
 from libkv.model import Capabilities, Event
+from libkv.testing.conformance_watch_properties import watch_footprint
 from libkv.watching import FeedBatch
 
 
@@ -39,9 +42,11 @@ class ScriptedFeed:
 class ScriptedStore(Store):
     """Serves a fixed snapshot and hands out scripted feeds, recording each open."""
 
-    def __init__(self, *, every_change: bool, snapshot: list[KVPair], revision: int) -> None:
+    def __init__(
+        self, *, every_change: bool, snapshot: list[KVPair], revision: int, timeout: float = 0.5
+    ) -> None:
         self.capabilities = Capabilities(every_change, every_change, 1.0, 60.0, 1.0, 1024, 8)
-        super().__init__(StoreURL.parse("scripted://"), namespace="ns", timeout=0.5)
+        super().__init__(StoreURL.parse("scripted://"), namespace="ns", timeout=timeout)
         self.snapshot, self.revision = snapshot, revision
         self.feeds: list[list[FeedBatch | Exception]] = []
         self.opened: list[int | None] = []
@@ -145,3 +150,167 @@ def test_close_from_another_thread_ends_iteration_promptly() -> None:
     started = time.monotonic()
     assert list(watch) == []
     assert time.monotonic() - started < 1.0
+
+
+def test_revision_is_a_safe_resume_point_after_partial_consumption() -> None:
+    """Watch.revision stays below every event not yet returned (issue 8, item 3)."""
+    store = ScriptedStore(every_change=True, snapshot=[], revision=5)
+    changes = [("a", 6), ("b", 7), ("t1", 8), ("t2", 8), ("c", 9)]  # t1, t2: one transaction
+    batch = FeedBatch(20, [Event(Action.UPDATE, f"ns/{k}", pair(k, r), r) for k, r in changes])
+    store.feeds = [[batch]]
+    watch = store.watch("", recursive=True)
+    assert watch.revision == 5
+    revisions = []
+    for _ in range(1 + len(changes)):
+        assert watch.next_event(2) is not None
+        revisions.append(watch.revision)
+    # After INIT: its snapshot revision; after a: below b; after t1: below t2 (same
+    # revision, so resuming from 8 would skip t2); after the last: the batch's revision.
+    assert revisions == [5, 6, 7, 7, 8, 20]
+    assert store.opened == [5]
+
+
+def test_zero_timeout_returns_what_the_feed_has_ready() -> None:
+    """next_event(0) polls the feed once without waiting (issue 8, item 4)."""
+    store = ScriptedStore(every_change=True, snapshot=[], revision=5)
+    store.feeds = [[FeedBatch(6, [Event(Action.UPDATE, "ns/x", pair("x", 6), 6)])]]
+    watch = store.watch("x")
+    assert watch.next_event(0) is not None  # INIT, pending since the watch opened
+    event = watch.next_event(0)
+    assert event is not None and (event.action, event.key) == (Action.UPDATE, "x")
+    started = time.monotonic()
+    assert watch.next_event(0) is None  # nothing ready: None at once
+    assert time.monotonic() - started < 0.1
+
+
+class GeneratedFeed:
+    """A change feed of `cycles` keys, each created and deleted, `per_batch` to a batch."""
+
+    def __init__(self, cycles: int, per_batch: int, after: int) -> None:
+        self.batches = self._generate(cycles, per_batch, after)
+
+    @staticmethod
+    def _generate(cycles: int, per_batch: int, revision: int) -> Iterator[FeedBatch]:
+        for start in range(0, cycles, per_batch):
+            changes = []
+            for index in range(start, start + per_batch):
+                key = f"ns/short/{index:06}"
+                changes.append(
+                    Event(Action.UPDATE, key, KVPair(key, b"v", revision + 1), revision + 1)
+                )
+                changes.append(Event(Action.DELETE, key, None, revision + 2))
+                revision += 2
+            yield FeedBatch(revision, changes)
+
+    def poll(self, timeout: float) -> FeedBatch | None:
+        return next(self.batches, None)
+
+    def close(self) -> None:
+        pass
+
+
+class SnapshotChurnFeed:
+    """A snapshot feed in which one new key appears and the previous one vanishes each poll."""
+
+    def __init__(self, cycles: int, after: int) -> None:
+        self.cycles, self.revision = cycles, after
+
+    def poll(self, timeout: float) -> FeedBatch | None:
+        if self.cycles == 0:
+            return None
+        self.cycles -= 1
+        self.revision += 2
+        return FeedBatch(self.revision, snapshot=[pair(f"short/{self.revision:06}", self.revision)])
+
+    def close(self) -> None:
+        pass
+
+
+class FeedStore(ScriptedStore):
+    """Hands every watch the one feed it is given."""
+
+    feed: GeneratedFeed | SnapshotChurnFeed
+
+    def _open_feed(self, prefix: str, after: int | None) -> GeneratedFeed | SnapshotChurnFeed:  # type: ignore[override]
+        return self.feed
+
+
+def drain_all(watch: libkv.Watch) -> int:
+    count = 0
+    while watch.next_event(0) is not None:
+        count += 1
+    return count
+
+
+@pytest.mark.parametrize("every_change", [True, False], ids=["change-feed", "snapshot-feed"])
+def test_bookkeeping_is_bounded_by_the_live_keys(every_change: bool) -> None:
+    """50,000 keys created and deleted leave no state behind (issue 8, item 10)."""
+    store = FeedStore(every_change=every_change, snapshot=[], revision=1)
+    store.feed = GeneratedFeed(50_000, 100, 1) if every_change else SnapshotChurnFeed(50_000, 1)
+    watch = store.watch("", recursive=True)
+    assert watch.next_event(0) is not None  # INIT
+    baseline = watch_footprint(watch, store)
+    # Every key's UPDATE and DELETE (the snapshot feed's last key is still live).
+    assert drain_all(watch) == 100_000 - (0 if every_change else 1)
+    grown = watch_footprint(watch, store) - baseline
+    assert grown < 16 * 1024, f"{grown} bytes kept after 50,000 keys came and went"
+
+
+class UnreachableFeed:
+    """A feed that opens without contacting anything and then never reaches the server."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def poll(self, timeout: float) -> FeedBatch | None:
+        self.polls += 1
+        raise NotReachableError("connection refused")
+
+    def close(self) -> None:
+        pass
+
+
+class UnreachableStore(ScriptedStore):
+    def _open_feed(self, prefix: str, after: int | None) -> UnreachableFeed:  # type: ignore[override]
+        self.opened.append(after)
+        return UnreachableFeed()
+
+
+def test_opening_a_feed_does_not_restart_the_unreachable_clock() -> None:
+    """A feed that opens (no network call) but cannot poll fails the watch once the
+    store's timeout has passed (issue 8, item 5), rather than retrying forever."""
+    store = UnreachableStore(every_change=True, snapshot=[], revision=1, timeout=0.5)
+    watch = store.watch("x")
+    assert watch.next_event(0) is not None  # INIT
+    started = time.monotonic()
+    with pytest.raises(NotReachableError):
+        while time.monotonic() - started < store.timeout + 2:
+            watch.next_event(0.1)
+    elapsed = time.monotonic() - started
+    assert store.timeout <= elapsed < store.timeout + 1
+    assert len(store.opened) > 2  # it did try to reconnect meanwhile
+    assert watch.closed
+
+
+def test_a_poll_that_returns_stops_the_unreachable_clock() -> None:
+    """After a lost connection, a poll that returns (contact) resets the clock: an idle
+    watch does not fail later for an old outage."""
+    store = ScriptedStore(every_change=True, snapshot=[], revision=1, timeout=0.3)
+    store.feeds = [[NotReachableError("reset")], []]  # the second feed idles, in contact
+    watch = store.watch("x")
+    assert watch.next_event(0) is not None  # INIT
+    deadline = time.monotonic() + 3 * store.timeout
+    while time.monotonic() < deadline:
+        assert watch.next_event(0.1) is None
+    assert store.opened == [1, 1]
+    assert not watch.closed
+
+
+def test_close_ends_iteration_promptly_while_the_backend_is_unreachable() -> None:
+    store = UnreachableStore(every_change=True, snapshot=[], revision=1, timeout=30)
+    watch = store.watch("x")
+    next(watch)
+    threading.Timer(0.3, watch.close).start()
+    started = time.monotonic()
+    assert list(watch) == []
+    assert time.monotonic() - started < 0.3 + 1.0

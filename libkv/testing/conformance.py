@@ -44,6 +44,7 @@ import pytest
 import libkv
 from libkv import Action, Event, KVPair, Store, ops
 from libkv.ops import Op
+from libkv.testing.conformance_watch_properties import WatchPropertyConformance
 from libkv.testing.history import (
     Change,
     WatchRecorder,
@@ -244,7 +245,7 @@ def _is_subsequence(observed: list[Change], actual: list[Change]) -> bool:
     return all(change in remaining for change in observed)
 
 
-class StoreConformance:
+class StoreConformance(WatchPropertyConformance):
     """Every contract point as a test. Subclass it and provide a function-scoped `url`."""
 
     # -- fixtures and helpers -------------------------------------------------------
