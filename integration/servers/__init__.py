@@ -20,7 +20,7 @@ Binaries come from ``integration/install.sh``.
 
 from .certificates import Certificates, make_test_certificates
 from .cluster import ServerCluster
-from .consul import ConsulServer, consul_binary, consul_version
+from .consul import ConsulCluster, ConsulServer, consul_binary, consul_version
 from .etcd import EtcdCluster, EtcdServer
 from .process import (
     BinaryNotFoundError,
@@ -45,7 +45,9 @@ from .zookeeper import (
     ZOOKEEPER_JAR,
     ZooKeeperEnsemble,
     ZooKeeperServer,
+    digest_id,
     zookeeper_command,
+    zookeeper_shell,
 )
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "ZOOKEEPER_JAR",
     "BinaryNotFoundError",
     "Certificates",
+    "ConsulCluster",
     "ConsulServer",
     "EtcdCluster",
     "EtcdServer",
@@ -69,6 +72,7 @@ __all__ = [
     "cache_directory",
     "consul_binary",
     "consul_version",
+    "digest_id",
     "find_binary",
     "free_port",
     "http_request",
@@ -76,4 +80,5 @@ __all__ = [
     "redis_call",
     "redis_command",
     "zookeeper_command",
+    "zookeeper_shell",
 ]

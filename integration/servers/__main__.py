@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from .cluster import ServerCluster
-from .consul import ConsulServer
+from .consul import ConsulCluster, ConsulServer
 from .etcd import EtcdCluster, EtcdServer
 from .process import BinaryNotFoundError, Server, ServerError, ServerProcess
 from .redis import RedisSentinelGroup, RedisServer
@@ -28,8 +28,13 @@ SERVER_KINDS: dict[str, Callable[[], Server]] = {
     "etcd": EtcdServer,
     "etcd-cluster": EtcdCluster,
     "zookeeper": ZooKeeperServer,
+    "zookeeper-tls": lambda: ZooKeeperServer(tls=True),
+    "zookeeper-auth": lambda: ZooKeeperServer(auth=True),
     "zookeeper-ensemble": ZooKeeperEnsemble,
     "consul": ConsulServer,
+    "consul-acl": lambda: ConsulServer(acl=True),
+    "consul-tls": lambda: ConsulServer(tls=True),
+    "consul-cluster": ConsulCluster,
 }
 
 
@@ -43,6 +48,14 @@ def _describe(server: Server) -> list[str]:
         lines.append(f"log: {server.log_path}")
     elif isinstance(server, ServerCluster):
         lines += [f"log: {member.log_path}" for member in server.members]
+    # Throwaway credentials of this server only, printed so a person can connect.
+    certificates = getattr(server, "certificates", None)
+    if certificates is not None:
+        lines.append(f"certificates: {certificates.directory} (ca.pem, client.pem, client-key.pem)")
+    if isinstance(server, ZooKeeperServer) and server.auth:
+        lines.append(f"digest user: {server.username}:{server.password} on {server.chroot}")
+    if isinstance(server, ConsulServer) and server.acl:
+        lines.append(f"management token: {server.token}")
     return lines
 
 

@@ -35,6 +35,16 @@ class Certificates:
     def client_key(self) -> Path:
         return self.directory / "client-key.pem"
 
+    @property
+    def server_bundle(self) -> Path:
+        """The server certificate followed by its key in one PEM file (a Java PEM key store)."""
+        return self.directory / "server-bundle.pem"
+
+    @property
+    def client_bundle(self) -> Path:
+        """The client certificate followed by its key in one PEM file."""
+        return self.directory / "client-bundle.pem"
+
     def client_context(self) -> ssl.SSLContext:
         """A client TLS context that trusts the CA and presents the client certificate."""
         context = ssl.create_default_context(cafile=str(self.ca))
@@ -65,4 +75,8 @@ def make_test_certificates(directory: Path) -> Certificates:
             "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
             "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext",
         )  # fmt: skip
+        bundle = (directory / f"{name}.pem").read_bytes() + (
+            directory / f"{name}-key.pem"
+        ).read_bytes()
+        (directory / f"{name}-bundle.pem").write_bytes(bundle)
     return Certificates(directory)

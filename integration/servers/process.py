@@ -12,17 +12,20 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
 from libkv.testing.polling import wait_until
+
+from .certificates import Certificates
 
 LOGGER = logging.getLogger(__name__)
 
@@ -92,11 +95,17 @@ def http_request(
     url: str,
     data: bytes | None = None,
     timeout: float = PROBE_TIMEOUT,
+    *,
+    headers: Mapping[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, bytes]:
-    """Send an HTTP request and return ``(status, body)``; HTTP errors are not raised."""
-    request = urllib.request.Request(url, data=data, method=method)
+    """Send an HTTP request and return ``(status, body)``; HTTP errors are not raised.
+
+    ``context`` is the TLS context of an ``https://`` URL.
+    """
+    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as error:
         return int(error.code), bytes(error.read())
@@ -211,7 +220,13 @@ class Server(abc.ABC):
 
 
 class ServerProcess(Server):
-    """One server process with its own directory, log file and fixed ports."""
+    """One server process with its own directory, log file and fixed ports.
+
+    A server that speaks TLS sets ``certificates`` (its throwaway CA, server and client
+    certificates); ``ssl_context()`` is then the client context its probes use.
+    """
+
+    certificates: Certificates | None = None
 
     def __init__(
         self,
@@ -253,6 +268,11 @@ class ServerProcess(Server):
     @abc.abstractmethod
     def port(self) -> int:
         """The client port."""
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A client TLS context that trusts the server and presents the client
+        certificate (None for a server without TLS)."""
+        return None if self.certificates is None else self.certificates.client_context()
 
     def is_leader(self) -> bool:
         """Whether this member leads its cluster now (servers that elect one say so)."""

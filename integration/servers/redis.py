@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from .certificates import Certificates, make_test_certificates
+from .certificates import make_test_certificates
 from .cluster import ServerCluster
 from .process import (
     DEFAULT_START_TIMEOUT,
@@ -140,10 +140,6 @@ class RedisProcess(ServerProcess):
     def port(self) -> int:
         return self._port
 
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The client TLS context for ``redis_command``/``redis_call`` (None without TLS)."""
-        return None
-
     def call(self, *arguments: str) -> RedisReply:
         """Send one command (over TLS if the server speaks it) and return its reply."""
         return redis_call(self.port, *arguments, context=self.ssl_context())
@@ -160,7 +156,6 @@ class RedisServer(RedisProcess):
     """
 
     kind = "redis"
-    certificates: Certificates | None
 
     def __init__(
         self,
@@ -197,9 +192,6 @@ class RedisServer(RedisProcess):
             "ssl_certfile": str(self.certificates.client),
             "ssl_keyfile": str(self.certificates.client_key),
         }
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        return None if self.certificates is None else self.certificates.client_context()
 
     def command(self) -> list[str]:
         command = [
