@@ -12,6 +12,7 @@ from typing import TypeVar
 import pytest
 
 from integration.servers import (
+    ConsulCluster,
     ConsulServer,
     EtcdCluster,
     EtcdServer,
@@ -66,9 +67,39 @@ def zookeeper_server() -> Iterator[ZooKeeperServer]:
 
 
 @pytest.fixture(scope="session")
+def zookeeper_tls_server() -> Iterator[ZooKeeperServer]:
+    """A standalone ZooKeeper server speaking only TLS and requiring a client certificate,
+    shared by the whole test session (files in its ``certificates``)."""
+    yield from _run(lambda: ZooKeeperServer(tls=True))
+
+
+@pytest.fixture(scope="session")
+def zookeeper_auth_server() -> Iterator[ZooKeeperServer]:
+    """A standalone ZooKeeper server that closes sessions not authenticated with the
+    digest scheme, with ``chroot`` readable and writable only by ``username`` /
+    ``password`` (``credentials_url``), shared by the whole test session."""
+    yield from _run(lambda: ZooKeeperServer(auth=True))
+
+
+@pytest.fixture(scope="session")
 def consul_server() -> Iterator[ConsulServer]:
     """A single Consul server agent shared by the whole test session."""
     yield from _run(ConsulServer)
+
+
+@pytest.fixture(scope="session")
+def consul_acl_server() -> Iterator[ConsulServer]:
+    """A Consul server agent with ACLs on and default deny; ``token`` is the management
+    token. Shared by the whole test session."""
+    yield from _run(lambda: ConsulServer(acl=True))
+
+
+@pytest.fixture(scope="session")
+def consul_tls_server() -> Iterator[ConsulServer]:
+    """A Consul server agent serving its API over HTTPS only and requiring a client
+    certificate (``url`` is ``consuls://``; files in its ``certificates``). Shared by the
+    whole test session."""
+    yield from _run(lambda: ConsulServer(tls=True))
 
 
 @pytest.fixture
@@ -81,3 +112,9 @@ def etcd_cluster() -> Iterator[EtcdCluster]:
 def zookeeper_ensemble() -> Iterator[ZooKeeperEnsemble]:
     """A fresh 3-member ZooKeeper ensemble for one (fault-injection) test."""
     yield from _run(ZooKeeperEnsemble)
+
+
+@pytest.fixture
+def consul_cluster() -> Iterator[ConsulCluster]:
+    """A fresh 3-server Consul cluster for one (fault-injection) test."""
+    yield from _run(ConsulCluster)

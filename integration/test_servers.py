@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import ssl
 import subprocess
 import uuid
 from collections.abc import Sequence
 
+import pytest
+
 from integration.servers import (
-    SLF4J_SIMPLE_JAR,
-    ZOOKEEPER_JAR,
+    ConsulCluster,
     ConsulServer,
     EtcdCluster,
     EtcdServer,
@@ -23,6 +25,7 @@ from integration.servers import (
     http_request,
     redis_command,
     zookeeper_command,
+    zookeeper_shell,
 )
 from libkv.testing.polling import wait_until
 
@@ -61,24 +64,6 @@ def etcdctl_command(endpoints: Sequence[str], *arguments: str) -> list[str]:
 
 def etcdctl(endpoints: Sequence[str], *arguments: str) -> str:
     return run(etcdctl_command(endpoints, *arguments), {"ETCDCTL_API": "3"})
-
-
-def zookeeper_cli(endpoints: Sequence[str], *arguments: str) -> str:
-    """Run one ZooKeeper shell command (``ZooKeeperMain``) against ``endpoints``."""
-    java = find_binary("java", ["/usr/bin/java"])
-    classpath = ":".join(str(jar) for jar in (ZOOKEEPER_JAR, SLF4J_SIMPLE_JAR) if jar.is_file())
-    return run(
-        [
-            java,
-            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-            "-cp",
-            classpath,
-            "org.apache.zookeeper.ZooKeeperMain",
-            "-server",
-            ",".join(endpoints),
-            *arguments,
-        ]
-    )
 
 
 def test_redis_answers(redis_server: RedisServer) -> None:
@@ -148,8 +133,8 @@ def test_zookeeper_answers(zookeeper_server: ZooKeeperServer) -> None:
     assert zookeeper_command(zookeeper_server.port, "ruok") == "imok"
     assert zookeeper_server.mode() == "standalone"
     path = "/" + unique_key()
-    assert f"Created {path}" in zookeeper_cli([zookeeper_server.endpoint], "create", path, "v1")
-    assert "v1" in zookeeper_cli([zookeeper_server.endpoint], "get", path).splitlines()
+    assert f"Created {path}" in zookeeper_shell([zookeeper_server.endpoint], f"create {path} v1")
+    assert "v1" in zookeeper_shell([zookeeper_server.endpoint], f"get {path}").splitlines()
     statistics = zookeeper_command(zookeeper_server.port, "mntr")
     assert "zk_server_state\tstandalone" in statistics
 
@@ -163,14 +148,14 @@ def test_zookeeper_ensemble_survives_member_kill(zookeeper_ensemble: ZooKeeperEn
     survivors = [member for member in zookeeper_ensemble.members if member is not leader]
     zookeeper_ensemble.wait_healthy(REJOIN_TIMEOUT)
     path = "/" + unique_key()
-    output = zookeeper_cli([member.endpoint for member in survivors], "create", path, "two")
+    output = zookeeper_shell([member.endpoint for member in survivors], f"create {path} two")
     assert f"Created {path}" in output
 
     leader.start()  # same ports and data directory: it rejoins as a follower
     zookeeper_ensemble.wait_healthy(REJOIN_TIMEOUT)
     assert leader.mode() == "follower"
     wait_until(
-        lambda: "two" in zookeeper_cli([leader.endpoint], "get", path).splitlines(),
+        lambda: "two" in zookeeper_shell([leader.endpoint], f"get {path}").splitlines(),
         REJOIN_TIMEOUT,
         interval=0.5,
         message=f"{path} on the rejoined member",
@@ -190,3 +175,112 @@ def test_consul_answers(consul_server: ConsulServer) -> None:
     status, body = http_request("PUT", f"{base}/v1/session/create", request)
     assert status == 200, body
     assert json.loads(body)["ID"]
+
+
+def test_zookeeper_tls_only(zookeeper_tls_server: ZooKeeperServer) -> None:
+    server = zookeeper_tls_server
+    assert server.certificates is not None
+    context = server.ssl_context()
+    assert zookeeper_command(server.port, "ruok", context=context) == "imok"
+    assert server.mode() == "standalone"
+    # No plain-text service on the port: the server waits for a TLS handshake.
+    with pytest.raises(OSError):
+        zookeeper_command(server.port, "ruok", timeout=1.0)
+    # A client certificate is required.
+    without_certificate = ssl.create_default_context(cafile=str(server.certificates.ca))
+    with pytest.raises(ssl.SSLError):
+        zookeeper_command(server.port, "ruok", context=without_certificate)
+    path = "/" + unique_key()
+    output = server.shell(f"create {path} over-tls", f"get {path}")
+    assert f"Created {path}" in output and "over-tls" in output.splitlines(), output
+
+
+def test_zookeeper_requires_digest_auth(zookeeper_auth_server: ZooKeeperServer) -> None:
+    server = zookeeper_auth_server
+    assert server.credentials_url == (
+        f"zookeeper://{server.username}:{server.password}@{server.endpoint}{server.chroot}"
+    )
+    path = f"{server.chroot}/{unique_key()}"
+    user = (server.username, server.password)
+    # ACLs are per znode: this one is for its creator only (the shell's and kazoo's
+    # default ACL is open to anyone).
+    output = server.shell(f"create {path} secret auth::cdrwa", f"get {path}", digest=user)
+    assert f"Created {path}" in output and "secret" in output.splitlines(), output
+    # A session that has not authenticated is closed on its first request.
+    output = server.shell("ls /")
+    assert "failed to authenticate" in output, output
+    # Any digest authenticates, but a wrong password can neither list nor create in the
+    # chroot, nor read what was created for the right one.
+    wrong = (server.username, "wrong-" + server.password)
+    output = server.shell(
+        f"ls {server.chroot}", f"create {path}-other x", f"get {path}", digest=wrong
+    )
+    assert output.count("Insufficient permission : ") == 3, output
+    assert "secret" not in output.splitlines()
+    assert "Created" not in output
+
+
+def test_consul_acl_default_deny(consul_acl_server: ConsulServer) -> None:
+    server = consul_acl_server
+    key_url = f"{server.http_address}/v1/kv/{unique_key()}"
+    status, body = http_request("PUT", key_url, b"anonymous")
+    assert status == 403, body
+    wrong_token = {"X-Consul-Token": str(uuid.uuid4())}
+    status, body = http_request("PUT", key_url, b"wrong", headers=wrong_token)
+    assert (status, body) == (403, b"ACL not found")
+    management = {"X-Consul-Token": server.token}
+    status, body = http_request("PUT", key_url, b"value", headers=management)
+    assert (status, body.strip()) == (200, b"true")
+    assert http_request("GET", key_url + "?raw", headers=management) == (200, b"value")
+    assert http_request("GET", key_url + "?raw")[0] == 403
+    request = json.dumps({"TTL": "1s", "Behavior": "delete"}).encode()
+    status, body = server.api("PUT", "/v1/session/create", request)
+    assert status == 200, body
+
+
+def test_consul_https_only(consul_tls_server: ConsulServer) -> None:
+    server = consul_tls_server
+    assert server.certificates is not None
+    assert server.url == f"consuls://127.0.0.1:{server.port}"
+    status, body = http_request("GET", f"http://{server.endpoint}/v1/status/leader")
+    assert status == 400, body  # "Client sent an HTTP request to an HTTPS server."
+    without_certificate = ssl.create_default_context(cafile=str(server.certificates.ca))
+    with pytest.raises(OSError):
+        http_request("GET", f"{server.http_address}/v1/status/leader", context=without_certificate)
+    key = unique_key()
+    assert server.api("PUT", f"/v1/kv/{key}", b"over-tls") == (200, b"true")
+    assert server.api("GET", f"/v1/kv/{key}?raw") == (200, b"over-tls")
+
+
+def test_consul_cluster_survives_leader_kill(consul_cluster: ConsulCluster) -> None:
+    assert consul_cluster.url == "consul://" + ",".join(consul_cluster.endpoints)
+    leader = consul_cluster.leader()
+    assert leader is not None
+    addresses = {member.leader_address() for member in consul_cluster.members}
+    assert addresses == {leader.server_address}
+    status, body = leader.api("GET", "/v1/status/peers")
+    assert status == 200 and len(json.loads(body)) == 3, body
+    leader.kill()  # a new leader must be elected among the two others
+    consul_cluster.wait_healthy(REJOIN_TIMEOUT)
+    new_leader = consul_cluster.leader()
+    assert new_leader is not None and new_leader is not leader
+    survivor = next(member for member in consul_cluster.members if member is not leader)
+    key = unique_key()
+
+    # A write in flight during the election can fail (no leader); a client retries.
+    def put_succeeds() -> bool:
+        try:
+            return survivor.api("PUT", f"/v1/kv/{key}", b"written-with-two") == (200, b"true")
+        except OSError:
+            return False
+
+    wait_until(put_succeeds, REJOIN_TIMEOUT, interval=0.5, message="a write to two servers")
+
+    leader.start()  # same ports and data directory: it rejoins
+    consul_cluster.wait_healthy(REJOIN_TIMEOUT)
+    wait_until(
+        lambda: leader.api("GET", f"/v1/kv/{key}?raw&stale") == (200, b"written-with-two"),
+        REJOIN_TIMEOUT,
+        interval=0.5,
+        message=f"{key} on the rejoined server",
+    )
