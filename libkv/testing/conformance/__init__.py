@@ -22,8 +22,8 @@ process (a dead process's keys and locks vanish; locks exclude other processes).
 
 The suite is one mixin per topic, each readable on its own: `base` (bounds, parameter
 tables, fixtures, the expiry scenario), `keyvalue`, `transactions`, `watches`,
-`expiry` (TTLs and leases), `locks`, and `lifecycle` (closing, capabilities, errors).
-`StoreConformance` composes them.
+`expiry` (TTLs and leases), `locks`, `lifecycle` (closing, capabilities, errors) and
+`bounds` (arguments out of range). `StoreConformance` composes them.
 
 Expectations that differ between drivers are chosen from `store.capabilities`, never
 skipped: a driver declares its gaps, and the suite holds it to what it declared.
@@ -35,6 +35,7 @@ time pass.
 """
 
 from libkv.testing.conformance.base import ConformanceBase
+from libkv.testing.conformance.bounds import BoundsConformance
 from libkv.testing.conformance.expiry import ExpiryConformance
 from libkv.testing.conformance.keyvalue import KeyValueConformance
 from libkv.testing.conformance.lifecycle import LifecycleConformance
@@ -43,6 +44,7 @@ from libkv.testing.conformance.transactions import TransactionConformance
 from libkv.testing.conformance.watches import WatchConformance
 
 __all__ = [
+    "BoundsConformance",
     "ConformanceBase",
     "ExpiryConformance",
     "KeyValueConformance",
@@ -61,5 +63,6 @@ class StoreConformance(
     ExpiryConformance,
     LockConformance,
     LifecycleConformance,
+    BoundsConformance,
 ):
     """Every contract point as a test. Subclass it and provide a function-scoped `url`."""

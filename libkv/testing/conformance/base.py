@@ -44,6 +44,7 @@ __all__ = [
     "close_quietly",
     "expect_all_raise",
     "keys_of",
+    "outcome_of",
     "run_concurrently",
 ]
 
@@ -188,27 +189,40 @@ def keys_of(pairs: Sequence[KVPair]) -> list[str]:
     return [pair.key for pair in pairs]
 
 
-def _outcome(call: Callable[[], object], expected: type[BaseException]) -> str | None:
-    """None when `call` raised `expected`; otherwise what it did instead."""
+def outcome_of(
+    call: Callable[[], object], accepts: Callable[[BaseException], bool], wanted: str
+) -> str | None:
+    """None when `call` raised an exception that `accepts`; otherwise what it did instead
+    of raising `wanted` (a watch it returned is closed)."""
     try:
         result = call()
-    except expected:
-        return None
     except Exception as error:
-        return f"raised {type(error).__name__}({error}) instead of {expected.__name__}"
+        if accepts(error):
+            return None
+        kind = type(error)
+        return f"raised {kind.__module__}.{kind.__qualname__}({error}) instead of {wanted}"
     if isinstance(result, libkv.Watch):
         result.close()
-    return f"returned {result!r:.80} instead of raising {expected.__name__}"
+    return f"returned {result!r:.80} instead of raising {wanted}"
 
 
 def expect_all_raise(
     calls: Mapping[str, Callable[[], object]], expected: type[BaseException]
 ) -> None:
     """Every call raises `expected`; fails naming each call that did something else."""
+
+    def accepts(error: BaseException) -> bool:
+        return isinstance(error, expected)
+
     failures = [
         f"{name}: {outcome}"
         for name, call in calls.items()
-        if (outcome := _outcome(call, expected)) is not None
+        if (
+            outcome := outcome_of(
+                call, lambda error: isinstance(error, expected), expected.__name__
+            )
+        )
+        is not None
     ]
     assert not failures, "\n".join(failures)
 
