@@ -18,7 +18,9 @@ empty namespace and every `libkv.open(url)` within that test talks to the same d
 
 A driver whose URL another process can open subclasses `CrossProcessConformance`
 (`libkv.testing.cross_process`) instead: the same suite plus tests that need a second
-process (a dead process's keys and locks vanish; locks exclude other processes).
+process (a dead process's keys and locks vanish; locks exclude other processes). A
+driver whose test can kill, freeze and restart a real server also runs
+`FaultConformance` (`libkv.testing.faults`).
 
 The suite is one mixin per topic, each readable on its own: `base` (bounds, parameter
 tables, fixtures, the expiry scenario), `keyvalue`, `transactions`, `watches`,
