@@ -3,16 +3,20 @@
 A driver proves it honours the contract by subclassing `StoreConformance` in a test
 module and providing a function-scoped `url` fixture (see `libkv.testing.conformance`);
 a driver whose URL another process can open subclasses `CrossProcessConformance`, the
-same suite plus the tests that need a second process.
+same suite plus the tests that need a second process. A driver whose test can kill,
+freeze and restart its server also runs `FaultConformance` (see `libkv.testing.faults`).
 """
 
 from libkv.testing.conformance import StoreConformance
 from libkv.testing.cross_process import CrossProcessConformance
+from libkv.testing.faults import FaultConformance, FaultServer
 from libkv.testing.history import WatchRecorder, assert_valid_history, replay
 from libkv.testing.polling import assert_holds_until, wait_until
 
 __all__ = [
     "CrossProcessConformance",
+    "FaultConformance",
+    "FaultServer",
     "StoreConformance",
     "WatchRecorder",
     "assert_holds_until",

@@ -16,14 +16,14 @@ import threading
 import time
 
 from libkv import Action, Store
-from libkv.testing.conformance import (
+from libkv.testing.conformance import StoreConformance
+from libkv.testing.conformance.base import (
     CONVERGENCE_BOUND,
-    DELIVERY_MARGIN,
     EVENT_TIMEOUT,
     HANDOVER_BOUND,
-    StoreConformance,
+    ExpiryWindow,
 )
-from libkv.testing.history import WatchRecorder, describe, replay
+from libkv.testing.history import WatchRecorder, replay
 from libkv.testing.polling import wait_until
 
 __all__ = ["CrossProcessConformance"]
@@ -105,17 +105,9 @@ class CrossProcessConformance(StoreConformance):
             child.wait(CHILD_TIMEOUT)
             died = time.monotonic()
             assert [pair.key for pair in store.list("dead")] == keys
-            deadline = died + self.expiry_bound(store, ttl)
-            wait_until(
-                lambda: store.list("dead") == [],
-                deadline - time.monotonic(),
-                message=lambda: f"left behind: {store.list('dead')}",
-            )
-            wait_until(
-                lambda: replay(init, recorder.events[1:]) == {},
-                deadline + DELIVERY_MARGIN - time.monotonic(),
-                message=lambda: "\n".join(map(describe, recorder.events)),
-            )
+            window = ExpiryWindow(tuple(keys), died, died + self.expiry_bound(store, ttl))
+            self.assert_expiry(store, [window], recorder)
+        assert replay(init, recorder.events[1:]) == {}
         updated = {event.key for event in recorder.events if event.action is Action.UPDATE}
         assert updated == set(keys)
         assert store.lock("dead/lock", ttl=ttl).acquire(blocking=False)

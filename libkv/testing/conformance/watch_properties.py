@@ -26,12 +26,11 @@ import types
 from collections.abc import Callable, Iterable
 
 from libkv import Action, Event, Store, Watch, ops
+from libkv.testing.conformance.base import EVENT_TIMEOUT, ConformanceBase
 from libkv.testing.history import describe, replay
 
 __all__ = ["WatchPropertyConformance", "watch_footprint"]
 
-EVENT_TIMEOUT = 5.0
-"""Bound for an event that should arrive promptly (as in the main suite)."""
 ZERO_TIMEOUT_SPAN = 0.1
 """How long back-to-back next_event(0) calls may take to return an arrived event: a
 change that reached one watch reaches another's connection a little later (each etcd
@@ -87,7 +86,7 @@ def watch_footprint(watch: Watch, store: Store) -> int:
     return sum(sys.getsizeof(item) for item in own.values())
 
 
-class WatchPropertyConformance:
+class WatchPropertyConformance(ConformanceBase):
     """Watch.revision as a resume point, next_event(0), and a watch's memory."""
 
     def test_watch_revision_is_a_safe_resume_point_after_partial_consumption(

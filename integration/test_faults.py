@@ -1,0 +1,60 @@
+"""The conformance kit's fault layer (`libkv.testing.faults`) against real servers.
+
+Every test gets a server of its own, since it kills or freezes it: Redis as the harness
+runs it (no RDB, no append-only file: a restart starts empty, so `persistent` is
+False), Redis with an append-only file fsynced on every write (persistent), and a
+single etcd member (its WAL is fsynced before a write is acknowledged and its data
+directory survives the restart: persistent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from integration.servers import EtcdServer, RedisServer
+from libkv.testing import FaultConformance, FaultServer
+
+
+class VolatileRedisServer(RedisServer):
+    """The harness's Redis (``--save "" --appendonly no``): a restart starts empty."""
+
+    persistent = False
+
+
+class PersistentRedisServer(RedisServer):
+    """Redis with an append-only file fsynced before every reply: a crash loses nothing."""
+
+    persistent = True
+
+    def command(self) -> list[str]:
+        # Later options override earlier ones on the redis-server command line.
+        return [*super().command(), "--appendonly", "yes", "--appendfsync", "always"]
+
+
+class PersistentEtcdServer(EtcdServer):
+    """A single etcd member; acknowledged writes are in its WAL, which survives a kill."""
+
+    persistent = True
+
+
+class TestVolatileRedisFaults(FaultConformance):
+    @pytest.fixture
+    def fault_server(self) -> Iterator[FaultServer]:
+        with VolatileRedisServer() as server:
+            yield server
+
+
+class TestPersistentRedisFaults(FaultConformance):
+    @pytest.fixture
+    def fault_server(self) -> Iterator[FaultServer]:
+        with PersistentRedisServer() as server:
+            yield server
+
+
+class TestEtcdFaults(FaultConformance):
+    @pytest.fixture
+    def fault_server(self) -> Iterator[FaultServer]:
+        with PersistentEtcdServer() as server:
+            yield server
