@@ -17,7 +17,7 @@ import pytest
 import libkv
 from libkv import Action, HistoryLostError, KVPair, NotReachableError, Store, StoreURL
 from libkv.model import Capabilities, Event
-from libkv.testing.conformance_watch_properties import watch_footprint
+from libkv.testing.conformance.watch_properties import watch_footprint
 from libkv.watching import FeedBatch
 
 
