@@ -24,6 +24,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import ssl
 import threading
 import time
@@ -245,7 +246,8 @@ class ConsulStore(Store):
     def _create_session(self, ttl: float) -> str:
         body = {
             "Name": "libkv",
-            "TTL": f"{ttl / 2:.3f}s",
+            # Half the ttl (see the module docstring), rounded up: never expire early.
+            "TTL": f"{math.ceil(ttl * 500)}ms",
             "Behavior": "delete",  # invalidation deletes the keys it holds
             "LockDelay": "0s",  # a deleted lock key may be taken again at once
             "NodeChecks": [],  # only the TTL decides: not the health of the agent's node
