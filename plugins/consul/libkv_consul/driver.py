@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from libkv.driver import (
+    AuthenticationError,
     Capabilities,
     InvalidURLError,
     KeyExistsError,
@@ -176,6 +177,8 @@ class ConsulStore(Store):
         what = self.client.scrub(str(first.get("What", "")))
         if not 0 <= consul_index < len(verbs):
             return KVError(f"Consul refused a transaction: {what}")
+        if "Permission denied" in what or "ACL not found" in what:
+            return AuthenticationError(f"Consul refused the ACL token: {what}")
         position = owners[consul_index]
         op = ops[position]
         verb = verbs[consul_index]["KV"]["Verb"]

@@ -47,11 +47,13 @@ _POOL_SIZE = 8  # concurrent requests per agent kept alive; more are made and dr
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """An answered request: status, body and ``X-Consul-Index`` (0 if absent)."""
+    """An answered request: status, body, ``X-Consul-Index`` (0 if absent), and whether
+    Consul left out results the ACL token may not read."""
 
     status: int
     data: bytes
     index: int
+    filtered: bool = False
 
 
 def key_path(key: str) -> str:
@@ -146,13 +148,11 @@ class ConsulHTTP:
             except HTTPError as error:
                 sent = not isinstance(error, (NewConnectionError, ConnectTimeoutError))
                 if isinstance(error, SSLError) or (sent and write):
-                    raise self.failure(error, write=write and sent) from error
+                    raise self.failure(error, write=write) from error
                 cause, failure = error, self.failure(error, write=False)
             else:
-                reply = Reply(
-                    response.status, response.data, _index(response.headers.get("X-Consul-Index"))
-                )
-                if reply.status in ANSWERED:
+                reply = _reply(response)
+                if reply.status in ANSWERED and not reply.filtered:
                     return reply
                 failure = self.status_error(reply, write=write)
                 if type(failure) is not NotReachableError:
@@ -168,6 +168,9 @@ class ConsulHTTP:
         """The libkv error for an HTTP status other than 200, 404 and 409."""
         text = self.scrub(reply.data.decode("utf-8", "replace").strip())
         where = f"Consul at {self.endpoint}"
+        if reply.filtered:
+            # A listing without the keys the token may not read would be a false answer.
+            return AuthenticationError(f"{where}: the ACL token may not read every key asked for")
         if reply.status in (401, 403):
             return AuthenticationError(f"{where} refused the ACL token: {text}")
         if reply.status == 413:
@@ -189,6 +192,11 @@ class ConsulHTTP:
         text = self.scrub(str(error))
         if self._closed:
             return StoreClosedError("store is closed")
+        if isinstance(error, SSLError):
+            # TLS failed, so Consul's HTTP server never read the request: not applied.
+            if "alert" in text and "certificate" in text:
+                return AuthenticationError(f"{where} refused our client certificate: {text}")
+            return NotReachableError(f"{where}: TLS handshake failed: {text}")
         if write:
             return UnknownOutcomeError(f"{where}: write may or may not be applied: {text}")
         return NotReachableError(f"{where} not reachable within {self.timeout} s: {text}")
@@ -244,10 +252,7 @@ class BlockingConnection:
             if connection.sock is not None:
                 connection.sock.settimeout(timeout)
             connection.request("GET", client.url_of(path, query), headers=client._headers)
-            response = connection.getresponse()
-            reply = Reply(
-                response.status, response.data, _index(response.headers.get("X-Consul-Index"))
-            )
+            reply = _reply(connection.getresponse())
         except (HTTPError, OSError) as error:
             connection.close()
             if isinstance(error, SSLError):
@@ -255,7 +260,7 @@ class BlockingConnection:
             raise NotReachableError(
                 f"Consul at {self.endpoint}: blocking query failed: {client.scrub(str(error))}"
             ) from error
-        if reply.status not in ANSWERED:
+        if reply.status not in ANSWERED or reply.filtered:
             raise client.status_error(reply, write=False)
         return reply
 
@@ -267,6 +272,16 @@ class BlockingConnection:
             with contextlib.suppress(OSError):  # already closed
                 sock.shutdown(socket.SHUT_RDWR)
         self._connection.close()
+
+
+def _reply(response: urllib3.BaseHTTPResponse) -> Reply:
+    headers = response.headers
+    return Reply(
+        response.status,
+        response.data,
+        _index(headers.get("X-Consul-Index")),
+        headers.get("X-Consul-Results-Filtered-By-ACLs") == "true",
+    )
 
 
 def _index(header: str | None) -> int:
