@@ -10,8 +10,9 @@ import json
 import logging
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,7 +70,7 @@ class SecureConsulServer(ConsulServer):
             for check in checks
         )
 
-    def _get(self, path: str) -> object:
+    def _get(self, path: str) -> Any:
         request = urllib.request.Request(
             f"{self.http_address}{path}", headers={"X-Consul-Token": MANAGEMENT_TOKEN}
         )
@@ -136,7 +137,7 @@ def test_missing_or_wrong_token_raises_authentication_error_without_showing_it(
     with libkv.open(f"consul://{MANAGEMENT_TOKEN}@{acl_consul.endpoint}/{namespace}") as admin:
         admin.put("existing", b"v")
     with libkv.open(f"consul://{token}{acl_consul.endpoint}/{namespace}&timeout=2") as store:
-        calls = [
+        calls: list[Callable[[], object]] = [
             lambda: store.get("existing"),
             lambda: store.put("k", b"v"),
             lambda: store.transaction([libkv.ops.create("k", b"v")]),
