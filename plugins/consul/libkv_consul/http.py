@@ -218,8 +218,7 @@ class ConsulHTTP:
 
     def blocking_connection(self) -> BlockingConnection:
         """A connection of its own to the current agent, for one watch's blocking queries."""
-        host, port = self.addresses[self._current]
-        return BlockingConnection(self, host, port)
+        return BlockingConnection(self, self._current)
 
     def close(self) -> None:
         """Close every pooled connection; later requests raise StoreClosedError."""
@@ -231,8 +230,10 @@ class ConsulHTTP:
 class BlockingConnection:
     """One kept-alive connection for blocking queries; :meth:`abort` ends one in flight."""
 
-    def __init__(self, client: ConsulHTTP, host: str, port: int) -> None:
+    def __init__(self, client: ConsulHTTP, index: int) -> None:
         self._client = client
+        self._agent = index
+        host, port = client.addresses[index]
         self.endpoint = f"{host}:{port}"
         self._connection: HTTPConnection = (
             HTTPSConnection(host, port, ssl_context=client._tls)
@@ -257,6 +258,8 @@ class BlockingConnection:
             connection.close()
             if isinstance(error, SSLError):
                 raise client.failure(error, write=False) from error
+            if not self._aborted:  # the next watch connection goes to the next agent
+                client._next_agent(self._agent, str(error))
             raise NotReachableError(
                 f"Consul at {self.endpoint}: blocking query failed: {client.scrub(str(error))}"
             ) from error
