@@ -71,8 +71,15 @@ class SecureConsulServer(ConsulServer):
         )
 
     def _get(self, path: str) -> Any:
+        return self._request("GET", path)
+
+    def _request(self, method: str, path: str, body: object = None) -> Any:
+        """Consul's HTTP API with the management token: the JSON answer."""
         request = urllib.request.Request(
-            f"{self.http_address}{path}", headers={"X-Consul-Token": MANAGEMENT_TOKEN}
+            f"{self.http_address}{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"X-Consul-Token": MANAGEMENT_TOKEN},
+            method=method,
         )
         with urllib.request.urlopen(request, timeout=2.0) as response:
             return json.loads(response.read())
@@ -164,6 +171,28 @@ def test_missing_or_wrong_token_raises_authentication_error_without_showing_it(
             assert secret not in caplog.text
     with libkv.open(f"consul://{MANAGEMENT_TOKEN}@{acl_consul.endpoint}/{namespace}") as admin:
         assert [pair.key for pair in admin.list()] == ["existing"]
+
+
+def test_listing_filtered_by_acl_is_refused(acl_consul: SecureConsulServer) -> None:
+    """A token that may read only part of a prefix gets AuthenticationError for the whole
+    (Consul would answer a listing without the other keys), and works on its part."""
+    namespace = f"t{uuid.uuid4().hex}"
+    rules = f'key_prefix "{namespace}/public" {{ policy = "write" }}'
+    policy = acl_consul._request("PUT", "/v1/acl/policy", {"Name": namespace, "Rules": rules})
+    token = acl_consul._request("PUT", "/v1/acl/token", {"Policies": [{"ID": policy["ID"]}]})
+    secret = token["SecretID"]
+    with libkv.open(f"consul://{MANAGEMENT_TOKEN}@{acl_consul.endpoint}/{namespace}") as admin:
+        admin.put("private/k", b"1")
+        admin.put("public/k", b"1")
+    with libkv.open(f"consul://{secret}@{acl_consul.endpoint}/{namespace}?timeout=2") as store:
+        with pytest.raises(libkv.AuthenticationError) as raised:
+            store.list()
+        assert secret not in str(raised.value)
+        with pytest.raises(libkv.AuthenticationError):
+            store.get("private/k")
+        assert [pair.key for pair in store.list("public")] == ["public/k"]
+        store.put("public/k", b"2")
+        assert store.get("public/k").value == b"2"
 
 
 # -- TLS ----------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 ANSWERED = (200, 404, 409)
 """Statuses handed back to the caller: success, no such key or session, failed txn."""
 _LEADERLESS = ("No cluster leader", "no leader", "rpc error: No path to datacenter")
-_POOL_SIZE = 8  # concurrent requests per agent kept alive; more are made and dropped
+_POOL_SIZE = 16  # concurrent requests per agent kept alive; more are made and dropped
 
 
 @dataclass(frozen=True, slots=True)
