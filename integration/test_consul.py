@@ -71,6 +71,10 @@ def test_url_with_several_hosts_token_prefix_and_options(
     with libkv.open("consul://127.0.0.1:8500") as store:
         assert isinstance(store, ConsulStore)
         assert store.client._headers == {}  # the environment's token is never read
+    with libkv.open("consul://:an%40other@127.0.0.1") as store:  # the password form
+        assert isinstance(store, ConsulStore)
+        assert store.client._headers == {"X-Consul-Token": "an@other"}
+        assert "an@other" not in repr(store) and "an%40other" not in repr(store)
 
 
 def test_defaults_and_prefix_option() -> None:

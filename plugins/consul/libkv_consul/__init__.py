@@ -4,8 +4,14 @@ Installed, it registers the ``consul`` and ``consuls`` (HTTPS) schemes through t
 ``libkv.stores`` entry points; see :mod:`libkv_consul.driver`.
 """
 
-from libkv_consul.driver import ConsulStore, open_consul, open_consuls
+from libkv_consul.driver import (
+    CAPABILITIES,
+    ConsulStore,
+    capabilities_for,
+    open_consul,
+    open_consuls,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["ConsulStore", "open_consul", "open_consuls"]
+__all__ = ["CAPABILITIES", "ConsulStore", "capabilities_for", "open_consul", "open_consuls"]

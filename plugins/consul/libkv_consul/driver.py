@@ -55,7 +55,7 @@ from libkv.driver import (
 from libkv.watching import FeedBatch
 from libkv_consul.http import BlockingConnection, ConsulHTTP, Reply, key_path
 
-__all__ = ["ConsulStore", "open_consul", "open_consuls"]
+__all__ = ["CAPABILITIES", "ConsulStore", "capabilities_for", "open_consul", "open_consuls"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ DEFAULT_TLS_PORT = 8501
 TXN_MAX_OPS = 128  # hard-coded in Consul since 1.14
 TXN_MAX_REQ_LEN = 512 * 1024  # Consul's default limits.txn_max_req_len
 SESSION_TTL_MAX = 86400.0  # Consul refuses session TTLs above 24 h
+DEFAULT_SESSION_TTL_MIN = 10.0  # Consul's default session_ttl_min
 # Room in a transaction body for the JSON around one value: its keys (1 KiB each, up to
 # twice that JSON-escaped) twice, the verbs, a session id.
 _TXN_OVERHEAD = 8 * 1024
@@ -73,7 +74,8 @@ _CONSISTENCY = {"consistent": ("consistent",), "default": (), "stale": ("stale",
 _LONGEST_WAIT = 300.0  # longest blocking query; Consul allows 10 min
 
 
-def _capabilities(session_ttl_min: float) -> Capabilities:
+def capabilities_for(session_ttl_min: float) -> Capabilities:
+    """The capabilities of a store whose agents have this ``session_ttl_min`` (seconds)."""
     return Capabilities(
         watch_every_change=False,  # a blocking query returns the latest state only
         watch_resume=False,  # Consul keeps no history of changes
@@ -87,6 +89,10 @@ def _capabilities(session_ttl_min: float) -> Capabilities:
         max_value_size=MAX_VALUE_SIZE,
         max_transaction_ops=TXN_MAX_OPS // _OPS_PER_UPDATE,
     )
+
+
+CAPABILITIES = capabilities_for(DEFAULT_SESSION_TTL_MIN)
+"""Against agents with Consul's default ``session_ttl_min`` (the URL option changes ttl_min)."""
 
 
 class ConsulStore(Store):
@@ -103,7 +109,7 @@ class ConsulStore(Store):
         session_ttl_min: float,
     ) -> None:
         super().__init__(url, namespace=namespace, timeout=timeout)
-        self.capabilities = _capabilities(session_ttl_min)
+        self.capabilities = capabilities_for(session_ttl_min)
         self.client = client
         self._read_query = _CONSISTENCY[consistency]
         self._lease_deadlines: dict[int, tuple[float, float]] = {}  # id -> (ttl, deadline)
@@ -521,7 +527,7 @@ def _open(url: StoreURL, *, tls: bool) -> ConsulStore:
         datacenter=options.get("dc"),
         timeout=timeout,
     )
-    session_ttl_min = options.get("session_ttl_min", 10.0)
+    session_ttl_min = options.get("session_ttl_min", DEFAULT_SESSION_TTL_MIN)
     if session_ttl_min > SESSION_TTL_MAX:
         raise InvalidURLError(f"session_ttl_min above Consul's maximum of {SESSION_TTL_MAX:g} s")
     # The token is shown nowhere: not in repr(store), str(store.url) or any error.
