@@ -453,3 +453,35 @@ def test_agent_killed_and_restarted_during_writes_with_a_watch(
                 message=lambda: f"the watch did not converge after the restart: {recorder.error!r}",
             )
             assert recorder.error is None and not watch.closed
+
+
+def test_whole_keyspace_without_a_namespace(dedicated_consul: ConsulServer) -> None:
+    """Without a namespace, list and delete_tree("") cover every key (Consul's transactions
+    refuse an empty key, so the driver deletes one tree per first character)."""
+    with libkv.open(dedicated_consul.url) as store:
+        keys = ["a", "a/b", "b/c", "ünï/x", "~z", "%", " lead"]
+        for key in keys:
+            store.put(key, key)
+        assert [pair.key for pair in store.list()] == sorted(keys)
+        assert store.delete_tree("a") == 2
+        assert store.delete_tree("") == len(keys) - 2
+        assert store.list() == []
+        assert raw(dedicated_consul, "GET", "/v1/kv/?keys") in (None, [])
+
+
+def test_frozen_agent_ends_a_watch_with_not_reachable(dedicated_consul: ConsulServer) -> None:
+    """A paused agent answers nothing: the blocking query's read times out (its wait, 1 s
+    here, plus Consul's jitter and 2 s), then the watch retries for the timeout."""
+    with libkv.open(f"{consul_url(dedicated_consul)}&timeout=1") as store:
+        store.put("k", b"v")
+        with store.watch("", recursive=True) as watch:
+            assert watch.next_event(5) is not None
+            dedicated_consul.pause()
+            try:
+                paused = time.monotonic()
+                with pytest.raises(libkv.NotReachableError):
+                    while watch.next_event(15) is not None:
+                        pass
+                assert time.monotonic() - paused < 1 * 17 / 16 + 2 + 2 * 1 + 2.0
+            finally:
+                dedicated_consul.resume()
