@@ -421,23 +421,24 @@ def _entries(reply: Reply) -> list[dict[str, Any]]:
 
 
 def _pair(entry: dict[str, Any]) -> KVPair:
-    encoded = entry.get("Value")
+    encoded = entry["Value"]
     try:
         # Consul answers null for an empty value: the entry exists, so it is b"".
-        value = base64.b64decode(encoded, validate=True) if encoded else b""
+        value = binascii.a2b_base64(encoded, strict_mode=True) if encoded else b""
     except binascii.Error as error:
-        raise KVError(f"Consul returned a malformed value for {entry.get('Key')!r}") from error
-    return KVPair(entry["Key"], value, int(entry["ModifyIndex"]))
+        raise KVError(f"Consul returned a malformed value for {entry['Key']!r}") from error
+    return KVPair(entry["Key"], value, entry["ModifyIndex"])
 
 
 def _snapshot(reply: Reply, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
     """The pairs of a recursive listing under a driver prefix, and its index."""
-    pairs = [
-        _pair(entry)
-        for entry in _entries(reply)
-        if (in_prefix(entry["Key"], prefix) if recursive else entry["Key"] == prefix)
-    ]
-    pairs.sort(key=lambda pair: pair.key)
+    entries = _entries(reply)
+    if not recursive:
+        entries = [entry for entry in entries if entry["Key"] == prefix]
+    elif prefix and prefix[-1] != "/":  # Consul's prefix "p" also matches "pq"
+        entries = [entry for entry in entries if in_prefix(entry["Key"], prefix)]
+    pairs = [_pair(entry) for entry in entries]
+    pairs.sort(key=lambda pair: pair.key)  # Consul's order already: a linear pass
     return pairs, reply.index
 
 
