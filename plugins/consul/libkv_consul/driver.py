@@ -183,7 +183,7 @@ class ConsulStore(Store):
         what = self.client.scrub(str(first.get("What", "")))
         if not 0 <= consul_index < len(verbs):
             return KVError(f"Consul refused a transaction: {what}")
-        if "Permission denied" in what or "ACL not found" in what:
+        if what.startswith(("Permission denied", "ACL not found")):
             return AuthenticationError(f"Consul refused the ACL token: {what}")
         position = owners[consul_index]
         op = ops[position]
