@@ -1,0 +1,487 @@
+"""The Consul driver against a real Consul agent: the conformance suite plus driver specifics."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from libkv_consul import ConsulStore
+
+import libkv
+from integration.servers import ConsulServer, free_port, http_request
+from libkv import Action, ops
+from libkv.testing import CrossProcessConformance
+from libkv.testing.history import WatchRecorder, replay
+from libkv.testing.polling import wait_until
+
+
+def consul_url(server: ConsulServer) -> str:
+    """A fresh namespace on ``server`` (whose session_ttl_min is 1 s)."""
+    return f"{server.url}/t{uuid.uuid4().hex}?session_ttl_min=1"
+
+
+class TestConsul(CrossProcessConformance):
+    @pytest.fixture
+    def url(self, consul_server: ConsulServer) -> str:
+        return consul_url(consul_server)
+
+
+@pytest.fixture
+def dedicated_consul() -> Iterator[ConsulServer]:
+    """A Consul agent of this test's own, free to be stopped, paused and restarted."""
+    server = ConsulServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+def raw(server: ConsulServer, method: str, path: str, data: bytes | None = None) -> Any:
+    """Consul's HTTP API directly (not through libkv): the JSON answer, or None."""
+    status, body = http_request(method, f"{server.http_address}{path}", data)
+    assert status == 200, (status, body)
+    return json.loads(body) if body else None
+
+
+# -- URLs -------------------------------------------------------------------------------
+
+
+def test_url_with_several_hosts_token_prefix_and_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "from-the-environment")
+    url = "consul://s3cr3t-token@10.0.0.1,10.0.0.2:8600/apps/one?timeout=2.5&dc=east"
+    with libkv.open(url + "&consistency=stale&session_ttl_min=2") as store:
+        assert isinstance(store, ConsulStore)
+        assert store.client.addresses == [("10.0.0.1", 8500), ("10.0.0.2", 8600)]
+        assert store.endpoint == "10.0.0.1:8500"
+        assert store.namespace == "apps/one"
+        assert store.timeout == 2.5
+        assert store.capabilities.ttl_min == 4.0
+        assert store.client._headers == {"X-Consul-Token": "s3cr3t-token"}
+        assert store.client.url_of("/v1/kv/a", ["stale"]) == "/v1/kv/a?stale&dc=east"
+        for shown in (repr(store), str(store.url), store.url.render()):
+            assert "s3cr3t-token" not in shown
+    with libkv.open("consul://127.0.0.1:8500") as store:
+        assert isinstance(store, ConsulStore)
+        assert store.client._headers == {}  # the environment's token is never read
+    with libkv.open("consul://:an%40other@127.0.0.1") as store:  # the password form
+        assert isinstance(store, ConsulStore)
+        assert store.client._headers == {"X-Consul-Token": "an@other"}
+        assert "an@other" not in repr(store) and "an%40other" not in repr(store)
+
+
+def test_defaults_and_prefix_option() -> None:
+    with libkv.open("consul://?prefix=p/q") as store:
+        assert isinstance(store, ConsulStore)
+        assert store.endpoint == "127.0.0.1:8500"
+        assert store.namespace == "p/q"
+        assert store.capabilities.ttl_min == 20.0  # Consul's default session_ttl_min, twice
+        assert store._read_query == ("consistent",)
+    with libkv.open("consuls://[::1]") as store:
+        assert isinstance(store, ConsulStore)
+        assert store.client.addresses == [("::1", 8501)]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "consul://127.0.0.1?bogus=1",
+        "consul://127.0.0.1?timeout=0",
+        "consul://127.0.0.1?consistency=linearizable",
+        "consul://127.0.0.1?session_ttl_min=soon",
+        "consul://127.0.0.1?session_ttl_min=100000",
+        "consul://127.0.0.1?ca=/etc/hostname",  # TLS options only on consuls://
+        "consul://user:token@127.0.0.1",
+        "consuls://127.0.0.1?cert=/etc/hostname",  # without key=
+        "consuls://127.0.0.1?ca=/nonexistent/ca.pem",
+    ],
+)
+def test_bad_url_raises_invalid_url(url: str) -> None:
+    with pytest.raises(libkv.InvalidURLError):
+        libkv.open(url)
+
+
+# -- keys, values, versions -------------------------------------------------------------
+
+
+def test_empty_value_round_trips(consul_server: ConsulServer) -> None:
+    """Consul answers null for an empty value: it still reads back as b"", not missing."""
+    with libkv.open(consul_url(consul_server)) as store:
+        assert store.put("e", b"").value == b""
+        assert store.get("e").value == b""
+        assert store.exists("e")
+        assert store.list() == [store.get("e")]
+        assert store.get_many(["e", "missing"]) == [store.get("e")]
+        with store.watch("", recursive=True) as watch:
+            init = watch.next_event(5)
+            assert init is not None and init.snapshot == (store.get("e"),)
+            store.put("f", "")
+            event = watch.next_event(5)
+            assert event is not None and event.pair is not None and event.pair.value == b""
+
+
+ODD_KEYS = [
+    "with space/a b",
+    "percent/100%",
+    "percent/%2F%00",
+    "query/what?x=1&y=2",
+    "hash/#fragment",
+    "unicode/ünï/日本/🙂",
+    "backslash/a\\b",
+    "plus/a+b",
+    "tilde/~x",
+    "quote/\"'`",
+    "semicolon/a;b=c",
+]
+
+
+def test_every_valid_key_round_trips(consul_server: ConsulServer) -> None:
+    with libkv.open(consul_url(consul_server)) as store:
+        pairs = [store.put(key, key) for key in ODD_KEYS]
+        for key, pair in zip(ODD_KEYS, pairs, strict=True):
+            assert store.get(key) == pair
+            assert pair.key == key and pair.value == key.encode()
+        assert [pair.key for pair in store.list()] == sorted(ODD_KEYS)
+        assert list(store.keys("percent/*")) == ["percent/%2F%00", "percent/100%"]
+        assert store.list("percent/100%") == [store.get("percent/100%")]
+        with store.watch("hash/#fragment") as watch:
+            init = watch.next_event(5)
+            assert init is not None and init.pair == store.get("hash/#fragment")
+        store.delete("query/what?x=1&y=2", version=store.get("query/what?x=1&y=2").version)
+        assert store.delete_tree("unicode/ünï") == 1
+        assert len(store.list()) == len(ODD_KEYS) - 2
+
+
+def test_namespace_join_keeps_single_slashes(consul_server: ConsulServer) -> None:
+    """The namespace and the key are joined with one "/" (Consul collapses "//")."""
+    namespace = f"t{uuid.uuid4().hex}"
+    with libkv.open(f"{consul_server.url}/{namespace}/") as store:
+        store.put("/a/b/", b"1")
+        assert [
+            entry["Key"] for entry in raw(consul_server, "GET", f"/v1/kv/{namespace}?recurse")
+        ] == [f"{namespace}/a/b"]
+
+
+def test_versions_are_modify_indexes_and_grow_across_delete_and_recreate(
+    consul_server: ConsulServer,
+) -> None:
+    with libkv.open(consul_url(consul_server)) as store:
+        first = store.put("k", b"1")
+        (entry,) = raw(consul_server, "GET", f"/v1/kv/{store.namespace}/k")
+        assert entry["ModifyIndex"] == first.version
+        store.delete("k")
+        again = store.create("k", b"1")
+        assert again.version > first.version
+
+
+def test_writing_an_identical_value_is_a_new_version_and_an_event(
+    consul_server: ConsulServer,
+) -> None:
+    """Consul ignores a plain write of an identical value; libkv's writes are never no-ops."""
+    with libkv.open(consul_url(consul_server)) as store:
+        first = store.put("k", b"same")
+        with store.watch("k") as watch:
+            assert watch.next_event(5) is not None  # INIT
+            second = store.put("k", b"same")
+            third = store.update("k", b"same", version=second.version)
+            assert first.version < second.version < third.version
+            seen = [watch.next_event(5) for _ in range(2)]
+            events = [event for event in seen if event is not None]
+            # Intermediate states may merge (watch_every_change is False), never stall:
+            assert events and events[-1].pair == third
+            assert all(event.action is Action.UPDATE for event in events)
+
+
+def test_versioned_delete_of_a_missing_key_raises_key_not_found(
+    consul_server: ConsulServer,
+) -> None:
+    """Consul's own delete?cas= answers true for a missing key; libkv's does not."""
+    with libkv.open(consul_url(consul_server)) as store:
+        pair = store.put("k", b"1")
+        store.delete("k")
+        with pytest.raises(libkv.KeyNotFoundError):
+            store.delete("k", version=pair.version)
+        with pytest.raises(libkv.KeyNotFoundError) as raised:
+            store.transaction([ops.put("other", b"x"), ops.delete("k", version=pair.version)])
+        assert raised.value.index == 1
+        assert store.list() == []
+
+
+# -- transactions -----------------------------------------------------------------------
+
+
+def test_largest_transaction_of_updates_fits_consuls_128_ops(consul_server: ConsulServer) -> None:
+    """An update is three Consul ops; max_transaction_ops of them still fit in one txn."""
+    with libkv.open(consul_url(consul_server)) as store:
+        limit = store.capabilities.max_transaction_ops
+        assert limit * 3 <= 128
+        pairs = store.put_many({f"u/{index}": b"0" for index in range(limit)})
+        updated = store.transaction(ops.update(pair.key, b"1", pair.version) for pair in pairs)
+        assert len({pair.version for pair in updated if pair is not None}) == 1
+        assert [pair.value for pair in store.list("u")] == [b"1"] * limit
+
+
+def test_transaction_over_the_request_size_limit_is_refused_before_sending(
+    consul_server: ConsulServer,
+) -> None:
+    """txn_max_req_len (512 KiB) bounds the whole request: checked before anything is sent."""
+    with libkv.open(consul_url(consul_server)) as store:
+        value = b"x" * (store.capabilities.max_value_size // 2)
+        assert store.put("big", value * 2).value == value * 2  # one value of the maximum size
+        with pytest.raises(libkv.ValueTooLargeError) as raised:
+            store.put_many({"a": value, "b": value, "c": value})
+        assert isinstance(raised.value, ValueError)
+        assert [pair.key for pair in store.list()] == ["big"]
+
+
+def test_failed_transaction_names_the_first_failing_op(consul_server: ConsulServer) -> None:
+    with libkv.open(consul_url(consul_server)) as store:
+        a = store.put("a", b"1")
+        store.put("b", b"1")
+        cases: list[tuple[list[ops.Op], type[Exception], int]] = [
+            (
+                [ops.put("x", b"1"), ops.update("a", b"2", a.version + 1000)],
+                libkv.KeyModifiedError,
+                1,
+            ),
+            ([ops.check("a", a.version), ops.create("b", b"2")], libkv.KeyExistsError, 1),
+            ([ops.delete("missing"), ops.check("a", 0)], libkv.KeyNotFoundError, 0),
+            ([ops.update("missing", b"1", 5)], libkv.KeyNotFoundError, 0),
+        ]
+        for transaction, error_type, index in cases:
+            with pytest.raises(error_type) as raised:
+                store.transaction(transaction)
+            assert getattr(raised.value, "index", None) == index
+        assert [pair.key for pair in store.list()] == ["a", "b"]
+
+
+# -- sessions, leases, locks ------------------------------------------------------------
+
+
+def test_bookkeeping_sessions_never_appear_in_the_keyspace(consul_server: ConsulServer) -> None:
+    with libkv.open(consul_url(consul_server)) as store:
+        with store.lease(store.capabilities.ttl_min) as lease:
+            store.put("svc", b"up", lease=lease)
+            store.put("ttl", b"1", ttl=store.capabilities.ttl_min)
+            (entry,) = raw(consul_server, "GET", f"/v1/kv/{store.namespace}/svc")
+            assert entry["Session"] == str(uuid.UUID(int=lease.id))
+            assert [pair.key for pair in store.list()] == ["svc", "ttl"]
+        assert [pair.key for pair in store.list()] == ["ttl"]
+
+
+def test_plain_write_drops_the_session_of_a_ttl_write(consul_server: ConsulServer) -> None:
+    with libkv.open(consul_url(consul_server)) as store:
+        store.put("k", b"1", ttl=store.capabilities.ttl_min)
+        store.put("k", b"2")
+        (entry,) = raw(consul_server, "GET", f"/v1/kv/{store.namespace}/k")
+        assert "Session" not in entry or not entry["Session"]
+
+
+def test_lock_reports_lost_when_its_session_is_destroyed(consul_server: ConsulServer) -> None:
+    with libkv.open(consul_url(consul_server)) as store, libkv.open(consul_url(consul_server)) as _:
+        ttl = 3.0
+        lock = store.lock("locks/x", ttl=ttl, value=b"mine")
+        assert lock.acquire(timeout=5)
+        (entry,) = raw(consul_server, "GET", f"/v1/kv/{store.namespace}/locks/x")
+        raw(consul_server, "PUT", f"/v1/session/destroy/{entry['Session']}")
+        # behavior=delete: the key went with the session, at once.
+        assert not store.exists("locks/x")
+        # The next keep-alive (every ttl/3) finds the session gone.
+        wait_until(lock.lost.is_set, ttl / 3 + 2.0, message="lost not set")
+        with pytest.raises(libkv.LockError):
+            lock.release()
+
+
+def test_lease_ttl_is_a_session_of_half_the_ttl(consul_server: ConsulServer) -> None:
+    """Consul invalidates a session 2 x its TTL after the last renewal."""
+    with libkv.open(consul_url(consul_server)) as store:
+        lease = store.lease(3.0)
+        (info,) = raw(consul_server, "GET", f"/v1/session/info/{uuid.UUID(int=lease.id)}")
+        assert info["TTL"] == "1500ms"
+        assert info["Behavior"] == "delete" and info["LockDelay"] == 0
+        assert info["NodeChecks"] == []
+        lease.revoke()
+        assert raw(consul_server, "GET", f"/v1/session/info/{uuid.UUID(int=lease.id)}") == []
+
+
+# -- errors -----------------------------------------------------------------------------
+
+
+def test_nothing_listens_raises_not_reachable_within_the_timeout() -> None:
+    with libkv.open(f"consul://127.0.0.1:{free_port()}?timeout=0.5") as store:
+        started = time.monotonic()
+        with pytest.raises(libkv.NotReachableError) as raised:
+            store.get("k")
+        assert not isinstance(raised.value, libkv.UnknownOutcomeError)
+        with pytest.raises(libkv.NotReachableError) as raised:
+            store.put("k", b"v")  # never sent: the connection was refused
+        assert not isinstance(raised.value, libkv.UnknownOutcomeError)
+        assert time.monotonic() - started < 0.5 * 2 + 1.0
+
+
+def test_paused_agent_reads_not_reachable_writes_unknown_outcome(
+    dedicated_consul: ConsulServer,
+) -> None:
+    with libkv.open(f"{consul_url(dedicated_consul)}&timeout=1") as store:
+        store.put("k", b"v")
+        dedicated_consul.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(libkv.UnknownOutcomeError):
+                store.put("k", b"w")  # sent, and no answer: it may have been applied
+            with pytest.raises(libkv.NotReachableError) as raised:
+                store.get("k")
+            assert not isinstance(raised.value, libkv.UnknownOutcomeError)
+            assert time.monotonic() - started < 2 * 1 + 1.0
+        finally:
+            dedicated_consul.resume()
+        wait_until(lambda: store.exists("k"), 10.0, message="agent did not come back")
+
+
+def test_stopped_agent_ends_a_watch_with_not_reachable_after_the_timeout(
+    dedicated_consul: ConsulServer,
+) -> None:
+    with libkv.open(f"{consul_url(dedicated_consul)}&timeout=2") as store:
+        store.put("k", b"v")
+        with store.watch("", recursive=True) as watch:
+            assert watch.next_event(5) is not None
+            dedicated_consul.stop()
+            stopped = time.monotonic()
+            with pytest.raises(libkv.NotReachableError):
+                while watch.next_event(10) is not None:
+                    pass
+            assert time.monotonic() - stopped < 2 + 2.0
+
+
+def test_close_is_prompt_while_a_blocking_query_is_in_flight(consul_server: ConsulServer) -> None:
+    """A blocking query waits up to the timeout (60 s here); closing aborts it."""
+    store = libkv.open(f"{consul_url(consul_server)}&timeout=60")
+    watch = store.watch("", recursive=True)
+    assert watch.next_event(5) is not None
+    ended = threading.Event()
+
+    def consume() -> None:
+        for _ in watch:
+            pass
+        ended.set()
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    time.sleep(0.5)  # let the feed's blocking query reach the agent
+    started = time.monotonic()
+    store.close()
+    assert ended.wait(1.0), "iteration did not end within 1 s of close()"
+    assert time.monotonic() - started < 1.0
+    with pytest.raises(libkv.StoreClosedError):
+        store.get("k")
+
+
+def test_restored_snapshot_is_history_lost_for_a_watch(dedicated_consul: ConsulServer) -> None:
+    """A snapshot restore sends Consul's index back: the watch cannot tell what it missed.
+
+    A blocking query does not return early for an index below the one it waits on, so
+    the watch notices when its wait (the store's timeout, 2 s here) runs out."""
+    with libkv.open(f"{consul_url(dedicated_consul)}&timeout=2") as store:
+        store.put("a", b"1")
+        status, snapshot = http_request("GET", f"{dedicated_consul.http_address}/v1/snapshot")
+        assert status == 200
+        for index in range(5):
+            store.put(f"later/{index}", b"x")
+        with store.watch("", recursive=True) as watch:
+            assert watch.next_event(5) is not None
+            status, body = http_request(
+                "PUT", f"{dedicated_consul.http_address}/v1/snapshot", snapshot, timeout=30
+            )
+            assert status == 200, body
+            restored = time.monotonic()
+            with pytest.raises(libkv.HistoryLostError):
+                while time.monotonic() - restored < 2 * 17 / 16 + 3.0:
+                    watch.next_event(0.5)
+        assert [pair.key for pair in store.list()] == ["a"]
+
+
+def test_agent_killed_and_restarted_during_writes_with_a_watch(
+    dedicated_consul: ConsulServer,
+) -> None:
+    """Writes during the outage fail with NotReachableError (or UnknownOutcomeError); the
+    watch reconnects by itself and converges on the state after the restart."""
+    with libkv.open(f"{consul_url(dedicated_consul)}&timeout=10") as store:
+        stop = threading.Event()
+        acknowledged: dict[str, int] = {}
+        failures: list[BaseException] = []
+
+        def write() -> None:
+            index = 0
+            while not stop.is_set():
+                key = f"k{index:05d}"
+                index += 1
+                try:
+                    acknowledged[key] = store.put(key, key).version
+                except libkv.NotReachableError as error:
+                    failures.append(error)
+                except BaseException as error:  # anything else fails the test below
+                    failures.append(error)
+                    return
+
+        with store.watch("", recursive=True) as watch, WatchRecorder(watch) as recorder:
+            writer = threading.Thread(target=write, daemon=True)
+            writer.start()
+            wait_until(lambda: len(acknowledged) > 20, 10.0, message="no writes")
+            dedicated_consul.kill()
+            wait_until(lambda: len(failures) > 0, 15.0, message="no write failed")
+            dedicated_consul.start()
+            count = len(acknowledged)
+            wait_until(lambda: len(acknowledged) > count + 20, 30.0, message="no writes after")
+            stop.set()
+            writer.join(15)
+            assert all(isinstance(error, libkv.NotReachableError) for error in failures)
+            expected = {pair.key: pair for pair in store.list()}
+            for key in acknowledged:
+                assert key in expected, f"acknowledged write {key} lost"
+            wait_until(
+                lambda: (
+                    recorder.events and replay(recorder.events[0], recorder.events[1:]) == expected
+                ),
+                10.0,
+                message=lambda: f"the watch did not converge after the restart: {recorder.error!r}",
+            )
+            assert recorder.error is None and not watch.closed
+
+
+def test_whole_keyspace_without_a_namespace(dedicated_consul: ConsulServer) -> None:
+    """Without a namespace, list and delete_tree("") cover every key (Consul's transactions
+    refuse an empty key, so the driver deletes one tree per first character)."""
+    with libkv.open(dedicated_consul.url) as store:
+        keys = ["a", "a/b", "b/c", "ünï/x", "~z", "%", " lead"]
+        for key in keys:
+            store.put(key, key)
+        assert [pair.key for pair in store.list()] == sorted(keys)
+        assert store.delete_tree("a") == 2
+        assert store.delete_tree("") == len(keys) - 2
+        assert store.list() == []
+        assert raw(dedicated_consul, "GET", "/v1/kv/?keys") in (None, [])
+
+
+def test_frozen_agent_ends_a_watch_with_not_reachable(dedicated_consul: ConsulServer) -> None:
+    """A paused agent answers nothing: the blocking query's read times out (its wait, 1 s
+    here, plus Consul's jitter and 2 s), then the watch retries for the timeout."""
+    with libkv.open(f"{consul_url(dedicated_consul)}&timeout=1") as store:
+        store.put("k", b"v")
+        with store.watch("", recursive=True) as watch:
+            assert watch.next_event(5) is not None
+            dedicated_consul.pause()
+            try:
+                paused = time.monotonic()
+                with pytest.raises(libkv.NotReachableError):
+                    while watch.next_event(15) is not None:
+                        pass
+                assert time.monotonic() - paused < 1 * 17 / 16 + 2 + 2 * 1 + 2.0
+            finally:
+                dedicated_consul.resume()

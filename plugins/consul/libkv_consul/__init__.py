@@ -1,0 +1,17 @@
+"""libkv's Consul driver: ``libkv.open("consul://token@host:8500/prefix")``.
+
+Installed, it registers the ``consul`` and ``consuls`` (HTTPS) schemes through the
+``libkv.stores`` entry points; see :mod:`libkv_consul.driver`.
+"""
+
+from libkv_consul.driver import (
+    CAPABILITIES,
+    ConsulStore,
+    capabilities_for,
+    open_consul,
+    open_consuls,
+)
+
+__version__ = "0.1.0"
+
+__all__ = ["CAPABILITIES", "ConsulStore", "capabilities_for", "open_consul", "open_consuls"]
