@@ -306,7 +306,8 @@ class Watch:
                 feed.close()
                 return
             self._feed = feed
-        self._unreachable_since = None
+        # Not cleared here: opening a feed may not touch the backend (etcd's is lazy),
+        # so only a poll that succeeds proves it is reachable again (see _poll).
 
     def _wanted(self, key: str) -> bool:
         return in_prefix(key, self._prefix) if self._recursive else key == self._prefix
