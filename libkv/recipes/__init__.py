@@ -2,11 +2,15 @@
 
 - :class:`Cache` (``libkv.recipes.cache``): a local mirror of a prefix kept current by a
   watch, re-listing by itself when it falls behind.
+- :class:`ServiceRegistry` (``libkv.recipes.discovery``): register instances held alive
+  by a lease (:class:`Instance`), list them, watch a service's membership; values are
+  documented JSON (:class:`ServiceInstance`).
 
 Each works unchanged on every backend: what differs is read from
 ``store.capabilities``. See docs/recipes.md.
 """
 
 from libkv.recipes.cache import Cache
+from libkv.recipes.discovery import Instance, Membership, ServiceInstance, ServiceRegistry
 
-__all__ = ["Cache"]
+__all__ = ["Cache", "Instance", "Membership", "ServiceInstance", "ServiceRegistry"]
