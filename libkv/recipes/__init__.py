@@ -5,6 +5,8 @@
 - :class:`ServiceRegistry` (``libkv.recipes.discovery``): register instances held alive
   by a lease (:class:`Instance`), list them, watch a service's membership; values are
   documented JSON (:class:`ServiceInstance`).
+- :class:`Election` (``libkv.recipes.election``): leader election with fencing tokens
+  on the lock; ``observe()`` yields each new :class:`Leader`.
 
 Each works unchanged on every backend: what differs is read from
 ``store.capabilities``. See docs/recipes.md.
@@ -12,5 +14,15 @@ Each works unchanged on every backend: what differs is read from
 
 from libkv.recipes.cache import Cache
 from libkv.recipes.discovery import Instance, Membership, ServiceInstance, ServiceRegistry
+from libkv.recipes.election import Election, Leader, LeaderWatch
 
-__all__ = ["Cache", "Instance", "Membership", "ServiceInstance", "ServiceRegistry"]
+__all__ = [
+    "Cache",
+    "Election",
+    "Instance",
+    "Leader",
+    "LeaderWatch",
+    "Membership",
+    "ServiceInstance",
+    "ServiceRegistry",
+]

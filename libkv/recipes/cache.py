@@ -36,6 +36,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from libkv.api import Store, in_prefix
 from libkv.errors import (
@@ -50,11 +51,12 @@ from libkv.keys import normalize_key, normalize_prefix
 from libkv.model import Action, Event, KVPair
 from libkv.watching import Watch
 
-__all__ = ["Cache", "Listener"]
+__all__ = ["Cache", "CacheView", "Listener"]
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Event], None]
+T = TypeVar("T")
 
 _RETRY_FIRST = 0.1
 _RETRY_MAX = 1.0  # a cache that lost its watch re-lists at least this often
@@ -278,3 +280,61 @@ class Cache:
                     listener(event)
                 except Exception:
                     log.exception("cache of %r: a listener failed on %s", self.prefix, event)
+
+
+class CacheView(Generic[T]):
+    """An iterator of what a :class:`Cache` shows: ``current()`` (defined by a subclass)
+    now, then again each time it changes. The registry's membership watch and the
+    election's leader watch are such views.
+
+    ``next(timeout)`` returns the next value different from the last one returned, or
+    None if ``timeout`` seconds pass or the view is closed. A ``current()`` of None
+    means "nothing to show" and is not returned. Values are read only while the cache
+    is synced, so a view never reports a state its cache has fallen behind on.
+    Iteration ends once ``close()`` is called or the store closes. A context manager.
+    """
+
+    def __init__(self, store: Store, prefix: str) -> None:
+        self._wake = threading.Event()
+        self._last: T | None = None
+        self.cache = Cache(store, prefix, listener=lambda event: self._wake.set())
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        value = self.next(None)
+        if value is None:
+            raise StopIteration
+        return value
+
+    def __enter__(self) -> CacheView[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop watching; a blocked ``next`` returns None and iteration ends promptly."""
+        self.cache.close()
+        self._wake.set()
+
+    def current(self) -> T | None:
+        """What the view shows of the cache's present state (None: nothing)."""
+        raise NotImplementedError
+
+    def next(self, timeout: float | None = None) -> T | None:
+        """The next value different from the last one returned, or None (see the class)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.cache.closed:
+            self._wake.clear()
+            if self.cache.synced:
+                value = self.current()
+                if value is not None and value != self._last:
+                    self._last = value
+                    return value
+            remaining = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._wake.wait(min(remaining, _WAIT_SLICE))
+        return None

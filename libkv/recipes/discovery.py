@@ -45,9 +45,8 @@ import contextlib
 import json
 import logging
 import threading
-import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -62,8 +61,8 @@ from libkv.errors import (
 )
 from libkv.keys import normalize_key, normalize_prefix
 from libkv.lease import Lease
-from libkv.model import Event, KVPair
-from libkv.recipes.cache import Cache
+from libkv.model import KVPair
+from libkv.recipes.cache import CacheView
 
 __all__ = ["Instance", "Membership", "ServiceInstance", "ServiceRegistry"]
 
@@ -251,64 +250,22 @@ class Instance:
                 break
 
 
-class Membership:
+class Membership(CacheView[list[ServiceInstance]]):
     """An iterator over a service's membership: the list of its live instances (sorted
-    by id), first the current one, then a new list each time it changes.
-
-    ``next(timeout)`` returns the next membership or None after ``timeout`` seconds;
-    iteration ends once ``close()`` is called or the store closes. A context manager.
-    """
+    by id), first the current one, then a new list each time it changes (see
+    :class:`~libkv.recipes.cache.CacheView` for ``next(timeout)`` and ``close()``)."""
 
     def __init__(self, store: Store, prefix: str, root: str) -> None:
         self._root = root
-        self._wake = threading.Event()
-        self._last: list[ServiceInstance] | None = None
-        self.cache = Cache(store, prefix, listener=self._changed)
-
-    def __iter__(self) -> Iterator[list[ServiceInstance]]:
-        return self
-
-    def __next__(self) -> list[ServiceInstance]:
-        members = self.next(None)
-        if members is None:
-            raise StopIteration
-        return members
+        super().__init__(store, prefix)
 
     def __enter__(self) -> Membership:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop watching; a blocked ``next`` returns None (iteration ends) promptly."""
-        self.cache.close()
-        self._wake.set()
-
     def current(self) -> list[ServiceInstance]:
-        """The membership as the cache holds it now (see ``cache.synced``)."""
+        """The membership as the cache holds it now."""
         members = (decode(pair, self._root) for pair in self.cache.list())
         return [member for member in members if member is not None]
-
-    def next(self, timeout: float | None = None) -> list[ServiceInstance] | None:
-        """The next membership different from the last one returned, or None if
-        ``timeout`` seconds pass or the watch is closed."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.cache.closed:
-            self._wake.clear()
-            if self.cache.synced:
-                members = self.current()
-                if members != self._last:
-                    self._last = members
-                    return members
-            remaining = _CHECK_INTERVAL if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            self._wake.wait(min(remaining, _CHECK_INTERVAL))
-        return None
-
-    def _changed(self, event: Event) -> None:
-        self._wake.set()
 
 
 class ServiceRegistry:
