@@ -7,6 +7,8 @@
   documented JSON (:class:`ServiceInstance`).
 - :class:`Election` (``libkv.recipes.election``): leader election with fencing tokens
   on the lock; ``observe()`` yields each new :class:`Leader`.
+- :class:`TypedStore` (``libkv.recipes.typed``): a view of a Store whose values are
+  Python objects, through a codec (:class:`JSONCodec`, :class:`TextCodec`, or yours).
 
 Each works unchanged on every backend: what differs is read from
 ``store.capabilities``. See docs/recipes.md.
@@ -15,14 +17,32 @@ Each works unchanged on every backend: what differs is read from
 from libkv.recipes.cache import Cache
 from libkv.recipes.discovery import Instance, Membership, ServiceInstance, ServiceRegistry
 from libkv.recipes.election import Election, Leader, LeaderWatch
+from libkv.recipes.typed import (
+    Codec,
+    DecodeError,
+    JSONCodec,
+    TextCodec,
+    TypedEvent,
+    TypedPair,
+    TypedStore,
+    TypedWatch,
+)
 
 __all__ = [
     "Cache",
+    "Codec",
+    "DecodeError",
     "Election",
     "Instance",
+    "JSONCodec",
     "Leader",
     "LeaderWatch",
     "Membership",
     "ServiceInstance",
     "ServiceRegistry",
+    "TextCodec",
+    "TypedEvent",
+    "TypedPair",
+    "TypedStore",
+    "TypedWatch",
 ]
