@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from libkv import Action, Store
+import libkv
+from libkv import Action, Store, cli
+from libkv.recipes import ServiceRegistry
 from libkv.testing.recipes import CrossProcessRecipeConformance, RecipeConformance
 
 
@@ -32,3 +34,28 @@ class TestSQLiteRecipes(LogWatchRecipes, CrossProcessRecipeConformance):
     @pytest.fixture
     def url(self, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path}/kv.db"
+
+
+def test_cli_lists_services_and_their_instances(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`libkv services` prints the service names; `libkv services NAME` one line per live
+    instance, ID ADDRESS METADATA; --root picks another registry."""
+    url = f"memory://recipes-cli-{uuid.uuid4().hex}"
+    monkeypatch.setenv("LIBKV_URL", url)
+    with libkv.open(url) as store:
+        registry = ServiceRegistry(store)
+        registry.register("web", "10.0.0.3:80", instance_id="w1")
+        registry.register("api", "10.0.0.2:80", instance_id="b")
+        registry.register("api", "10.0.0.1:80", instance_id="a", metadata={"zone": "eu"})
+        ServiceRegistry(store, "other").register("db", "10.0.0.9:5432", instance_id="d")
+        assert cli.main(["services"]) == 0
+        assert capsys.readouterr().out == "api\nweb\n"
+        assert cli.main(["services", "api"]) == 0
+        assert capsys.readouterr().out == 'a 10.0.0.1:80 {"zone": "eu"}\nb 10.0.0.2:80 {}\n'
+        assert cli.main(["services", "--root", "other"]) == 0
+        assert capsys.readouterr().out == "db\n"
+        assert cli.main(["services", "nothing"]) == 0
+        assert capsys.readouterr().out == ""
+        assert cli.main(["services", "a/b"]) == 2
+        assert "one key segment" in capsys.readouterr().err
