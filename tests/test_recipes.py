@@ -4,6 +4,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from test_readme import _FENCE, run_block  # tests/ is on sys.path under pytest
 
 import libkv
 from libkv import Action, Store, cli
@@ -59,3 +60,23 @@ def test_cli_lists_services_and_their_instances(
         assert capsys.readouterr().out == ""
         assert cli.main(["services", "a/b"]) == 2
         assert "one key segment" in capsys.readouterr().err
+
+
+RECIPES_DOC = Path(__file__).resolve().parent.parent / "docs" / "recipes.md"
+
+
+def _recipe_blocks() -> list[tuple[int, str]]:
+    text = RECIPES_DOC.read_text()
+    return [
+        (text.count("\n", 0, match.start()) + 1, match.group(1)) for match in _FENCE.finditer(text)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "code"), _recipe_blocks(), ids=[f"line-{line}" for line, _ in _recipe_blocks()]
+)
+def test_recipes_doc_block_runs_as_written(line: int, code: str, tmp_path: Path) -> None:
+    """Every Python block of docs/recipes.md runs as written, as the README's do."""
+    result = run_block(code, tmp_path)
+    assert result.returncode == 0, f"docs/recipes.md block at line {line} failed:\n{result.stderr}"
+    assert list(tmp_path.rglob("*.db")), "the block wrote no SQLite file in TMPDIR"
