@@ -45,6 +45,7 @@ from libkv.errors import (
     KeyNotFoundError,
     KVError,
     NotReachableError,
+    NotSupportedError,
     StoreClosedError,
 )
 from libkv.keys import normalize_key, normalize_prefix
@@ -217,7 +218,9 @@ class Cache:
             while not self._closing.is_set():
                 try:
                     watch = self.store.watch(self.prefix, recursive=True)
-                except StoreClosedError:
+                except (StoreClosedError, NotSupportedError) as error:
+                    if isinstance(error, NotSupportedError):
+                        log.error("cache of %r cannot run: %s", self.prefix, error)
                     return
                 except KVError as error:
                     log.warning("cache of %r cannot watch: %s", self.prefix, error)
