@@ -80,3 +80,16 @@ def test_recipes_doc_block_runs_as_written(line: int, code: str, tmp_path: Path)
     result = run_block(code, tmp_path)
     assert result.returncode == 0, f"docs/recipes.md block at line {line} failed:\n{result.stderr}"
     assert list(tmp_path.rglob("*.db")), "the block wrote no SQLite file in TMPDIR"
+
+
+def test_service_discovery_example_prints_each_membership(tmp_path: Path) -> None:
+    """The docs' (and README's) service-discovery example shows the empty membership,
+    the registered instance, and the empty membership again after deregistration."""
+    line, code = _recipe_blocks()[0]
+    assert "ServiceRegistry" in code, f"the first block (line {line}) is not the discovery one"
+    result = run_block(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "[]" and lines[-1] == "[]", result.stdout
+    assert "address='10.0.0.7:8080', metadata={'zone': 'eu-1'}" in lines[1]
+    assert lines[2] == "['api'] 10.0.0.7:8080"

@@ -48,7 +48,6 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from libkv.api import Store
@@ -75,7 +74,8 @@ _RETRY_MAX = 1.0
 
 @dataclass(frozen=True, slots=True)
 class ServiceInstance:
-    """One registered instance, as read from the registry.
+    """One registered instance, as read from the registry (a value: changing its
+    ``metadata`` dict changes nothing stored).
 
     ``version`` is the version of its key: it changes with every (re-)registration.
     """
@@ -83,7 +83,7 @@ class ServiceInstance:
     service: str
     id: str
     address: str
-    metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
     version: int = 0
 
 
@@ -117,9 +117,7 @@ def decode(pair: KVPair, root: str) -> ServiceInstance | None:
     except (ValueError, TypeError, KeyError) as error:
         log.warning("registry key %r holds no instance (%s); skipped", pair.key, error)
         return None
-    return ServiceInstance(
-        segments[0], segments[1], address, MappingProxyType(metadata), pair.version
-    )
+    return ServiceInstance(segments[0], segments[1], address, metadata, pair.version)
 
 
 def _segment(name: object, what: str) -> str:
@@ -304,9 +302,7 @@ class ServiceRegistry:
         )
         if not isinstance(address, str) or not address:
             raise InvalidValueError(f"address must be a non-empty string, not {address!r}")
-        record = ServiceInstance(
-            service, instance_id, address, MappingProxyType(dict(metadata or {}))
-        )
+        record = ServiceInstance(service, instance_id, address, dict(metadata or {}))
         encode(service, instance_id, address, record.metadata)  # refuse bad metadata first
         key = f"{self._prefix(service)}/{instance_id}"
         return Instance(self.store, key, record, ttl, reregister=reregister)
