@@ -8,6 +8,7 @@ Usage (also ``python -m libkv``)::
     libkv [--url URL] ls [--long] [PREFIX | --glob PATTERN]
     libkv [--url URL] watch [--recursive] [--since REVISION] [--json] [--count N] KEY
     libkv [--url URL] lock [--ttl SECONDS] [--timeout SECONDS] KEY -- COMMAND [ARG...]
+    libkv [--url URL] services [--root ROOT] [SERVICE]
     libkv schemes
     libkv [--url URL] demo
 
@@ -30,6 +31,9 @@ Input and output:
   when the value is not UTF-8, and for ``init`` a ``"snapshot"`` list of
   ``{"key", "value", "version"}``). It runs until Ctrl-C (exit 0), ``--count`` events,
   or an error.
+- ``services`` prints the registered service names (``libkv.recipes.ServiceRegistry``
+  under ROOT, default ``services``), one per line; with SERVICE, one line per live
+  instance, ``ID ADDRESS METADATA`` (METADATA is the instance's JSON object).
 - ``lock`` holds the lock while COMMAND runs, with ``LIBKV_LOCK_TOKEN`` (the fencing
   token) in its environment, and exits with COMMAND's exit status (128 + N if it was
   killed by signal N; 127 if it cannot be found, 126 if it cannot be run). If the lock
@@ -313,6 +317,23 @@ def _run_locked(command: list[str], lock: libkv.Lock) -> int:
     return 128 - status if status < 0 else status
 
 
+def _services(arguments: argparse.Namespace) -> int:
+    from libkv.recipes import ServiceRegistry
+
+    with _open(arguments) as store:
+        registry = ServiceRegistry(store, arguments.root)
+        if arguments.service is None:
+            lines = registry.services()
+        else:
+            lines = [
+                f"{member.id} {member.address} {json.dumps(dict(member.metadata), sort_keys=True)}"
+                for member in registry.instances(arguments.service)
+            ]
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    sys.stdout.flush()
+    return EXIT_OK
+
+
 def _schemes(arguments: argparse.Namespace) -> int:
     for scheme in libkv.schemes():
         print(scheme)
@@ -419,6 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--timeout", type=_seconds, help="give up (exit 1) if not acquired within SECONDS"
     )
+
+    sub = command("services", _services, "list registered services, or one's instances")
+    sub.add_argument("service", nargs="?", help="list this service's instances")
+    sub.add_argument("--root", default="services", help="the registry's root (default services)")
 
     command("schemes", _schemes, "list the store URL schemes usable here")
     command("demo", _demo, "a guided tour of libkv in a temporary namespace")

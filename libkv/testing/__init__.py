@@ -12,11 +12,14 @@ from libkv.testing.cross_process import CrossProcessConformance
 from libkv.testing.faults import FaultConformance, FaultServer
 from libkv.testing.history import WatchRecorder, assert_valid_history, replay
 from libkv.testing.polling import assert_holds_until, wait_until
+from libkv.testing.recipes import CrossProcessRecipeConformance, RecipeConformance
 
 __all__ = [
     "CrossProcessConformance",
+    "CrossProcessRecipeConformance",
     "FaultConformance",
     "FaultServer",
+    "RecipeConformance",
     "StoreConformance",
     "WatchRecorder",
     "assert_holds_until",

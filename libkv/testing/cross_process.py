@@ -26,7 +26,7 @@ from libkv.testing.conformance.base import (
 from libkv.testing.history import WatchRecorder, replay
 from libkv.testing.polling import wait_until
 
-__all__ = ["CrossProcessConformance"]
+__all__ = ["CHILD_TIMEOUT", "CrossProcessConformance", "read_line", "spawn_child"]
 
 CHILD_TIMEOUT = 30.0
 """Bound for a child process to start, import libkv and answer."""
@@ -57,7 +57,7 @@ print("released", flush=True)
 """
 
 
-def _spawn(code: str, *arguments: str) -> subprocess.Popen[str]:
+def spawn_child(code: str, *arguments: str) -> subprocess.Popen[str]:
     """Run `code` in a child Python that imports libkv exactly as this process does."""
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
     return subprocess.Popen(
@@ -70,7 +70,7 @@ def _spawn(code: str, *arguments: str) -> subprocess.Popen[str]:
     )
 
 
-def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
+def read_line(process: subprocess.Popen[str], timeout: float) -> str:
     """The child's next output line; fails with its stderr if none comes in time."""
     lines: list[str] = []
     assert process.stdout is not None
@@ -95,8 +95,8 @@ class CrossProcessConformance(StoreConformance):
         keys = ["dead/lease", "dead/lock", "dead/ttl"]
         with store.watch("dead", recursive=True) as watch, WatchRecorder(watch) as recorder:
             init = self.recorded_init(recorder)
-            child = _spawn(DYING_CHILD, url, str(ttl))
-            assert _read_line(child, CHILD_TIMEOUT) == "ready"
+            child = spawn_child(DYING_CHILD, url, str(ttl))
+            assert read_line(child, CHILD_TIMEOUT) == "ready"
             wait_until(
                 lambda: {event.key for event in recorder.events[1:]} == set(keys),
                 CONVERGENCE_BOUND,
@@ -116,9 +116,9 @@ class CrossProcessConformance(StoreConformance):
         """A lock held by another process is not acquired here until that process releases
         it; then a waiter here gets it within 1 s, with a larger fencing token."""
         ttl = self.ttl_for(store)
-        child = _spawn(LOCKING_CHILD, url, str(ttl))
+        child = spawn_child(LOCKING_CHILD, url, str(ttl))
         try:
-            child_token = int(_read_line(child, CHILD_TIMEOUT))
+            child_token = int(read_line(child, CHILD_TIMEOUT))
             lock = store.lock("shared-lock", ttl=ttl, value=b"parent")
             assert lock.acquire(blocking=False) is False
             assert store.get("shared-lock").value == b"child"
@@ -133,7 +133,7 @@ class CrossProcessConformance(StoreConformance):
             assert child.stdin is not None
             child.stdin.write("release\n")
             child.stdin.flush()
-            assert _read_line(child, CHILD_TIMEOUT) == "released"
+            assert read_line(child, CHILD_TIMEOUT) == "released"
             released = time.monotonic()  # no earlier than the release itself
             waiter.join(HANDOVER_BOUND + EVENT_TIMEOUT)
             assert acquired and acquired[0][0], "the waiter did not get the lock"

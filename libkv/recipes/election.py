@@ -1,0 +1,134 @@
+"""Leader election with fencing tokens, built on the lock (and so on a lease).
+
+``Election(store, name, value, ttl=10.0)``: every candidate campaigns for the key
+``name``; the leader is whoever holds the lock on it, and the key's value is the
+leader's ``value`` (so ``leader()`` and observers learn who leads, in any language:
+it is the raw value the candidate gave). Guarantees, from the lock's:
+
+- At most one candidate is leader at a time, as long as leadership is not lost.
+- ``token`` is the fencing token of the current term: strictly larger for every new
+  term, whoever wins it. Pass it to the resources the leader writes, so that a deposed
+  leader's late writes can be refused.
+- ``lost`` is set if leadership is lost while held (the lease expired, for instance
+  after a pause, or the key was deleted or overwritten); the candidate is then no
+  longer leader and may ``campaign()`` again.
+- A leader that resigns is replaced within 1 s by a waiting candidate; a leader that
+  dies (even by SIGKILL) within ``store.capabilities.latest_expiry(ttl)``.
+- ``observe()`` yields each new leader (value and token) once per term; it is built on
+  :class:`~libkv.recipes.Cache`, so it converges on every backend and re-lists by
+  itself after history lost.
+
+An Election object is one candidate: call ``campaign`` and ``resign`` from one thread
+at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+
+from libkv.api import Store
+from libkv.errors import LockError
+from libkv.keys import normalize_key, to_bytes
+from libkv.lock import Lock
+from libkv.recipes.cache import CacheView
+
+__all__ = ["Election", "Leader", "LeaderWatch"]
+
+
+@dataclass(frozen=True, slots=True)
+class Leader:
+    """A term of leadership: the leader's value and the term's fencing token."""
+
+    value: bytes
+    token: int
+
+
+class LeaderWatch(CacheView[Leader]):
+    """An iterator over the leaders of one election: the current leader (if any), then
+    each new one (see :class:`~libkv.recipes.cache.CacheView` for ``next(timeout)`` and
+    ``close()``). A vacancy is not yielded; ``current()`` is then None."""
+
+    def __init__(self, store: Store, key: str) -> None:
+        self._key = key
+        super().__init__(store, key)
+
+    def __enter__(self) -> LeaderWatch:
+        return self
+
+    def current(self) -> Leader | None:
+        """The leader as the cache holds it now, or None if there is none."""
+        pair = self.cache.get(self._key)
+        return None if pair is None else Leader(pair.value, pair.version)
+
+
+class Election:
+    """One candidate in the election ``name``; see the module docstring."""
+
+    def __init__(self, store: Store, name: str, value: object, *, ttl: float = 10.0) -> None:
+        self.store = store
+        self.name = normalize_key(name)
+        self.value = to_bytes(value)
+        self.ttl = ttl
+        self._lock: Lock | None = None
+        self._lost = threading.Event()
+
+    def __repr__(self) -> str:
+        state = f"leader (token {self.token})" if self.is_leader else "not leader"
+        return f"<Election {self.name!r} {self.value!r} {state}>"
+
+    def __enter__(self) -> Election:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.resign()
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this candidate leads now (elected, not resigned, not lost)."""
+        return self._lock is not None and self._lock.locked()
+
+    @property
+    def token(self) -> int | None:
+        """The fencing token of this candidate's term while it leads, else None."""
+        lock = self._lock
+        return lock.token if lock is not None and lock.locked() else None
+
+    @property
+    def lost(self) -> threading.Event:
+        """Set if the current (or last) term's leadership was lost while held."""
+        return self._lost
+
+    def campaign(self, timeout: float | None = None) -> bool:
+        """Become leader: True once elected (at once if already leader), False if
+        ``timeout`` seconds pass first (``None`` waits as long as it takes)."""
+        if self.is_leader:
+            return True
+        self._release()  # a lost term still holds its Lock object
+        lock = self.store.lock(self.name, ttl=self.ttl, value=self.value)
+        if not lock.acquire(timeout=timeout):
+            return False
+        self._lock = lock
+        self._lost = lock.lost
+        return True
+
+    def resign(self) -> None:
+        """Step down (the key is deleted, so a waiting candidate is elected at once).
+        Harmless if not leader or if leadership was already lost."""
+        self._release()
+
+    def leader(self) -> bytes | None:
+        """The current leader's value, or None if there is no leader (one read)."""
+        pair = self.store.get_many([self.name])
+        return pair[0].value if pair else None
+
+    def observe(self) -> LeaderWatch:
+        """Yield the current leader (if any) and then each new one; see LeaderWatch."""
+        return LeaderWatch(self.store, self.name)
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            with contextlib.suppress(LockError):  # lost: the key is not ours to delete
+                lock.release()
