@@ -64,10 +64,10 @@ from typing import IO, Any, NoReturn
 from urllib.parse import quote
 
 import libkv
-from libkv.drivers.sqlite import default_path
+from libkv.defaults import ENVIRONMENT_VARIABLE, resolve_url
 from libkv.url import parse_seconds
 
-__all__ = ["default_url", "main", "resolve_url"]
+__all__ = ["build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -97,18 +97,8 @@ class _Parser(argparse.ArgumentParser):
 # -- the store URL ---------------------------------------------------------------------
 
 
-def default_url() -> str:
-    """``sqlite:///<data dir>/libkv/libkv.db`` for this user (see ``default_path``)."""
-    return "sqlite:///" + quote(default_path().lstrip("/"), safe="/:")
-
-
-def resolve_url(url: str | None) -> str:
-    """The store URL the CLI uses: ``url``, else ``$LIBKV_URL``, else :func:`default_url`."""
-    return url or os.environ.get("LIBKV_URL") or default_url()
-
-
 def _password(url: str | None) -> str | None:
-    text = url or os.environ.get("LIBKV_URL")
+    text = url or os.environ.get(ENVIRONMENT_VARIABLE)
     if not text:
         return None
     try:

@@ -79,7 +79,7 @@ class Lock:
             self.token = pair.version
             self._lease = lease
             lost = self.lost
-            lease._listen(lambda alive: self._verify(alive, pair.version, lost))
+            lease.add_listener(lambda alive: self._verify(alive, pair.version, lost))
             return True
 
     def release(self) -> None:
@@ -121,8 +121,11 @@ class Lock:
             lost.set()
             return
         try:
-            pair = self.store._call(self.store._get, self.store._root + self.key)
+            pair = self.store.get(self.key)
+        except KeyNotFoundError:
+            lost.set()
+            return
         except KVError:
             return  # unreachable: the lease's own bookkeeping decides
-        if pair is None or pair.version != token:
+        if pair.version != token:
             lost.set()

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import libkv
-from libkv import cli
+from libkv import cli, defaults
 from libkv.testing.polling import wait_until
 
 SECRET = "s3cr3t-Pa55"
@@ -265,7 +265,7 @@ def test_schemes(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_default_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data home"))
-    url = cli.default_url()
+    url = defaults.default_url()
     expected = tmp_path / "data home" / "libkv" / "libkv.db"
     assert url == "sqlite:///" + str(expected).lstrip("/").replace(" ", "%20")
     assert libkv.StoreURL.parse(url).path == str(expected)
@@ -273,12 +273,12 @@ def test_default_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert expected.is_file()
     monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert cli.default_url().endswith("/home/.local/share/libkv/libkv.db")
+    assert defaults.default_url().endswith("/home/.local/share/libkv/libkv.db")
     monkeypatch.delenv("LIBKV_URL", raising=False)
-    assert cli.resolve_url(None) == cli.default_url()
+    assert defaults.resolve_url(None) == defaults.default_url()
     monkeypatch.setenv("LIBKV_URL", "memory://x")
-    assert cli.resolve_url(None) == "memory://x"
-    assert cli.resolve_url("sqlite:///a.db") == "sqlite:///a.db"
+    assert defaults.resolve_url(None) == "memory://x"
+    assert defaults.resolve_url("sqlite:///a.db") == "sqlite:///a.db"
 
 
 def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
