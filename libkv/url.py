@@ -41,6 +41,7 @@ _SECRET_OPTION = re.compile(r"pass|token|secret|credential", re.IGNORECASE)
 _SECRET_QUERY_VALUE = re.compile(
     r"([?&;][^=&;#]*(?:pass|token|secret|credential)[^=&;#]*=)[^&;#]*", re.IGNORECASE
 )
+_USERINFO_LIKE = re.compile(r"/*[^/@]*:[^@]*@")
 _ENCODE_HINT = "percent-encode '/', '?', '#' and '@' in a password"
 
 
@@ -126,6 +127,9 @@ class StoreURL:
             raise InvalidURLError(
                 f"'@' after the host in store URL {shown!r}: {_ENCODE_HINT} (%40 for '@')"
             )
+        if not authority and _USERINFO_LIKE.match(path):
+            # redis:///user:password@host: credentials where the path starts.
+            raise InvalidURLError(f"credentials in the path of store URL {shown!r}: one '//'")
         if fragment:
             raise InvalidURLError(f"store URLs take no #fragment: {shown!r}")
         username = password = None
