@@ -376,6 +376,41 @@ def test_lock_interrupted_passes_the_signal_on_and_releases(
         assert not store.exists("held")
 
 
+def test_a_sigint_while_the_command_starts_is_passed_on_not_raised(
+    store: libkv.Store,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A SIGINT landing inside Popen (the child exists, Popen has not returned) must not
+    leave COMMAND running, orphaned, after libkv released the lock and exited."""
+    ready = tmp_path / "ready"
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen_then_interrupted(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        child = real_popen(*args, **kwargs)  # type: ignore[call-overload]
+        started.append(child)
+        wait_until(ready.exists, 10)
+        os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode, still in here
+        return child  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(subprocess, "Popen", popen_then_interrupted)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        script = f'trap "exit 5" INT; : > {ready}; while :; do sleep 0.05; done'
+        status, _, err = run(capsys, "lock", "starting", "--", "sh", "-c", script)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for child in started:
+            if child.poll() is None:  # only when the test fails: no orphan left behind
+                child.kill()
+                child.wait()
+    assert (status, err) == (5, "")  # the command's own status: it got the SIGINT
+    assert started[0].returncode == 5
+    assert not store.exists("starting")
+
+
 def test_lock_lost_terminates_the_command(sqlite_url: str) -> None:
     with libkv.open(sqlite_url) as store:
         child = spawn(sqlite_url, "lock", "fragile", "--ttl", "0.6", "--", "sleep", "30")

@@ -100,7 +100,7 @@ SECRET_URLS = [
     "redis://user:hun@ter2xx@127.0.0.1:99999/0",  # unencoded '@', bad port
     f"redis://user:{SECRET}@127.0.0.1:port/0",  # unparsable port
     f"redis://user:{SECRET}@[::1/0",  # unterminated IPv6
-    f"redis://user:{SECRET}@/0",  # no host
+    f"memory://user:{SECRET}@/x",  # no host
     f"redis://user:{SECRET}@h/0?a=1&a=2",  # an option twice
     f"redis://user:{SECRET}@h/0?novalue",  # a malformed query
     f"redis://user:{SECRET}@h/0?token={SECRET}",  # a token option too
