@@ -286,6 +286,7 @@ class Store(abc.ABC):
         (a TimeoutError) if ``timeout`` seconds pass first.
         """
         relative = keyspace.normalize_key(key)
+        timeout = keyspace.check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.watch(relative) as watch:
             while True:

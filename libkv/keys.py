@@ -8,12 +8,14 @@ full keys a driver prefix covers, shared by the core and the drivers.
 from __future__ import annotations
 
 import functools
+import math
 import re
 
 from libkv.errors import InvalidArgumentError, InvalidKeyError, InvalidValueError
 
 __all__ = [
     "MAX_KEY_BYTES",
+    "check_timeout",
     "compile_glob",
     "glob_prefix",
     "in_prefix",
@@ -86,6 +88,24 @@ def in_prefix(key: str, prefix: str) -> bool:
     if prefix[-1] == "/":
         return key.startswith(prefix)
     return key == prefix or key.startswith(prefix + "/")
+
+
+def check_timeout(timeout: object) -> float | None:
+    """A wait's timeout: None (no bound) or a number of seconds, not NaN.
+
+    Raises InvalidArgumentError for anything else. What a negative or infinite
+    timeout means is the caller's to say.
+    """
+    if timeout is None:
+        return None
+    if not isinstance(timeout, bool) and isinstance(timeout, (int, float)):
+        try:
+            seconds = float(timeout)
+        except OverflowError:  # an int beyond any float: no bound, in effect
+            seconds = math.inf if timeout > 0 else -math.inf
+        if not math.isnan(seconds):
+            return seconds
+    raise InvalidArgumentError(f"timeout must be a number of seconds or None, not {timeout!r:.60}")
 
 
 def glob_prefix(pattern: str) -> str:

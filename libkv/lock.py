@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from libkv.errors import KeyExistsError, KeyModifiedError, KeyNotFoundError, KVError, LockError
+from libkv.keys import check_timeout
 
 if TYPE_CHECKING:
     from libkv.api import Store
@@ -59,7 +60,8 @@ class Lock:
         with self._mutex:
             if self.token is not None:
                 raise LockError(f"lock {self.key!r} is already held by this Lock object")
-            deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+            seconds = check_timeout(timeout)
+            deadline = None if seconds is None or seconds < 0 else time.monotonic() + seconds
             lease = self.store.lease(self.ttl)
             try:
                 while True:

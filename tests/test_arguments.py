@@ -275,3 +275,21 @@ def test_register_accepts_exactly_the_schemes_urls_accept(scheme: str, valid: bo
     if valid:
         with libkv.open(f"{unique.upper()}://h") as opened:
             assert opened.capabilities.watch_resume
+
+
+@pytest.mark.parametrize("timeout", [math.nan, "1", True, [1]], ids=repr)
+def test_bad_wait_timeouts_are_refused(store: libkv.Store, timeout: object) -> None:
+    store.put("k", "v")
+    bad: float = timeout  # type: ignore[assignment]
+    assert_argument_error(lambda: store.wait_for_change("k", 1, timeout=bad), "timeout")
+    assert_argument_error(lambda: store.lock("held").acquire(timeout=bad), "timeout")
+    assert sent(store) == ["_commit"]  # only the put: no lock key was created
+
+
+def test_an_int_timeout_beyond_any_float_waits_without_bound(store: libkv.Store) -> None:
+    with store.lock("free") as lock:
+        assert lock.locked()
+    assert store.lock("free").acquire(timeout=10**400)
+    pair = store.put("k", "v")
+    threading.Timer(0.1, lambda: store.put("k", "w")).start()
+    assert store.wait_for_change("k", pair.version, timeout=10**400).value == b"w"
