@@ -41,6 +41,7 @@ class Lease:
         self._revoked = False
         self._stopped = threading.Event()
         self._listeners: list[Callable[[bool], None]] = []
+        self._listeners_lock = threading.Lock()  # a listener hears of the loss exactly once
         self._thread = threading.Thread(
             target=self._run, name=f"libkv-lease-{lease_id}", daemon=True
         )
@@ -77,24 +78,35 @@ class Lease:
 
         Listeners run on the lease's background thread, in the order added; they
         should return quickly, and an exception in one is logged and does not stop
-        the keep-alive. :class:`~libkv.lock.Lock` uses this to check, after every
-        keep-alive, that its key is still its own.
+        the keep-alive. A listener added once the lease is lost is called with False at
+        once. :class:`~libkv.lock.Lock` uses this to check, after every keep-alive, that
+        its key is still its own.
         """
-        self._listeners.append(listener)
+        with self._listeners_lock:
+            self._listeners.append(listener)
+            lost = self.lost.is_set()
+        if lost:
+            self._call(listener, False)
 
     def _stop(self) -> None:
         """Stop the keep-alive without revoking (the store is closing)."""
         self._stopped.set()
 
     def _notify(self, alive: bool) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(alive)
-            except Exception:
-                log.exception("lease %s: a listener failed", self.id)
+        with self._listeners_lock:
+            if not alive:
+                self.lost.set()
+            listeners = list(self._listeners)
+        for listener in listeners:
+            self._call(listener, alive)
+
+    def _call(self, listener: Callable[[bool], None], alive: bool) -> None:
+        try:
+            listener(alive)
+        except Exception:
+            log.exception("lease %s: a listener failed", self.id)
 
     def _set_lost(self) -> None:
-        self.lost.set()
         self._notify(False)
 
     def _run(self) -> None:

@@ -293,3 +293,11 @@ def test_an_int_timeout_beyond_any_float_waits_without_bound(store: libkv.Store)
     pair = store.put("k", "v")
     threading.Timer(0.1, lambda: store.put("k", "w")).start()
     assert store.wait_for_change("k", pair.version, timeout=10**400).value == b"w"
+
+
+def test_a_listener_added_to_a_lost_lease_hears_of_it_once(store: libkv.Store) -> None:
+    lease = store.lease(0.05, keepalive=False)
+    wait_until(lease.lost.is_set, 5)
+    heard: list[bool] = []
+    lease.add_listener(heard.append)
+    assert heard == [False]
