@@ -4,11 +4,14 @@
 every backend, and what a backend cannot do is declared in ``store.capabilities``.
 """
 
+import logging
+
 from libkv import ops
 from libkv.api import Store
 from libkv.errors import (
     AuthenticationError,
     HistoryLostError,
+    InvalidArgumentError,
     InvalidKeyError,
     InvalidURLError,
     InvalidValueError,
@@ -35,12 +38,17 @@ from libkv.watching import Watch
 
 __version__ = "0.1.0"
 
+# A library logs; the application decides where it goes. Without a handler of our own,
+# Python's last-resort handler would print our warnings to stderr.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
 __all__ = [
     "Action",
     "AuthenticationError",
     "Capabilities",
     "Event",
     "HistoryLostError",
+    "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidURLError",
     "InvalidValueError",

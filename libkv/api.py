@@ -3,8 +3,12 @@
 The base class does everything that is the same for all backends exactly once: key
 and value validation, namespacing, transaction checks, error translation, and the
 generic operations (``keys``, ``get_many``, ``put_many``, ``wait_for_change``,
-leases, locks, watches). A driver implements the small set of primitives below,
-always on full (namespace-qualified) keys:
+leases, locks, watches). A driver (see :mod:`libkv.driver` for its one import)
+implements the primitives below, always on full (namespace-qualified) keys, and
+declares its ``capabilities`` as a class or instance attribute.
+
+Required: abstract methods, so a driver class that leaves one out cannot be
+instantiated (TypeError naming it):
 
 =====================================  ==============================================
 ``_get(key)``                          the pair or None
@@ -12,26 +16,43 @@ always on full (namespace-qualified) keys:
 ``_commit(ops)``                       apply ops atomically or raise the first failure
 ``_delete_range(prefix)``              delete every key under prefix, return the count
 ``_grant_lease(ttl)``                  a new lease id
-``_keepalive_lease(id)``               refresh; False if the lease is gone
+``_keepalive_lease(id)``               refresh for the lease's ttl; False if it is gone
 ``_lease_ttl(id)``                     seconds left, or None if gone
-``_revoke_lease(id)``                  delete the lease and its keys
+``_revoke_lease(id)``                  delete the lease and its keys (no-op if gone)
 ``_open_feed(prefix, after)``          a :class:`~libkv.watching.Feed` for the watch engine
-``_compact(revision)``                 discard change history before revision
 ``_translate_error(error)``            a KVError for a backend exception, else None
-``_close()``                           release connections
 =====================================  ==============================================
 
-A driver overrides only these (and ``capabilities``); every other name of the
-base class, public or private (``_write``, ``_prepare``, ``_call``, ``_root``...),
-is the core's.
+Optional: overrides with a working default:
+
+=====================================  ==============================================
+``_get_many(keys)``                    pairs or None, in order; default: ``_get`` each.
+                                       Override to read in one round trip.
+``_compact(revision)``                 discard change history before revision; default:
+                                       NotSupportedError. Required when
+                                       ``capabilities.watch_resume`` is True.
+``_close()``                           release connections; default: nothing
+=====================================  ==============================================
+
+Primitives receive validated arguments only: normalised full keys, bytes values,
+ttls within ``capabilities``, versions and revisions in ``0..MAX_REVISION``, at most
+``max_transaction_ops`` ops on distinct keys. They raise backend exceptions freely
+(``_translate_error`` maps them) or libkv errors directly. The public lease methods
+(``keepalive_lease``, ``lease_ttl``, ``revoke_lease``) call the primitive of the same
+name through the same checks.
+
+A driver overrides only these (and ``capabilities``); every other name of the base
+class, public or private (``_write``, ``_prepare``, ``_call``, ``_root``...), is the
+core's.
 
 Prefixes passed to drivers: ``""`` is everything, ``"p/"`` every key starting with
 ``p/``, and ``"p"`` the key ``p`` and every key starting with ``p/``
-(:func:`in_prefix` says exactly that).
+(:func:`libkv.keys.in_prefix` says exactly that).
 """
 
 from __future__ import annotations
 
+import abc
 import builtins
 import logging
 import math
@@ -43,6 +64,9 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from libkv import keys as keyspace
 from libkv.errors import (
+    InvalidArgumentError,
+    InvalidKeyError,
+    InvalidURLError,
     KeyNotFoundError,
     KVError,
     LeaseNotFoundError,
@@ -52,7 +76,7 @@ from libkv.errors import (
     WaitTimeoutError,
     _ConditionError,
 )
-from libkv.model import Capabilities, KVPair
+from libkv.model import MAX_REVISION, Capabilities, KVPair
 from libkv.ops import Op, OpKind
 
 if TYPE_CHECKING:
@@ -61,22 +85,13 @@ if TYPE_CHECKING:
     from libkv.url import StoreURL
     from libkv.watching import Feed, Watch
 
-__all__ = ["Store", "in_prefix"]
+__all__ = ["Store"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def in_prefix(key: str, prefix: str) -> bool:
-    """Whether ``key`` is under a driver prefix (see the module docstring)."""
-    if not prefix:
-        return True
-    if prefix[-1] == "/":
-        return key.startswith(prefix)
-    return key == prefix or key.startswith(prefix + "/")
-
-
-class Store:
+class Store(abc.ABC):
     """A key-value store. Open one with :func:`libkv.open`; see CONTRACT.md for semantics.
 
     Thread-safe: one Store may be shared by threads. ``close()`` (or leaving the
@@ -88,7 +103,11 @@ class Store:
 
     def __init__(self, url: StoreURL, *, namespace: str = "", timeout: float = 10.0) -> None:
         self.url = url
-        self.namespace = keyspace.normalize_prefix(namespace)
+        try:
+            self.namespace = keyspace.normalize_prefix(namespace)
+        except InvalidKeyError as error:
+            # The namespace comes from the URL (its path or ``prefix`` option).
+            raise InvalidURLError(f"invalid namespace (prefix) in {url}: {error}") from None
         self.timeout = timeout
         self._closed = False
         self._root = self.namespace + "/" if self.namespace else ""
@@ -142,7 +161,8 @@ class Store:
     def keys(self, pattern: str = "**") -> Iterator[str]:
         """Keys matching a glob, sorted.
 
-        ``*``, ``?`` and ``[abc]`` match within one segment; ``**`` spans segments.
+        ``*``, ``?`` and ``[abc]`` match within one segment; ``**`` spans segments. A
+        malformed pattern (``[]``, ``[z-a]``...) raises InvalidArgumentError.
         """
         matcher = keyspace.compile_glob(pattern)
         literal = keyspace.glob_prefix(pattern.strip("/"))
@@ -217,19 +237,23 @@ class Store:
 
         On a failed condition raises the error the single operation would, with
         ``index`` set to the first failing operation. Two ops on one key, or more than
-        ``capabilities.max_transaction_ops``, raise ValueError before anything is sent.
+        ``capabilities.max_transaction_ops``, raise InvalidArgumentError before anything
+        is sent.
         Returns the new pair for each write and None for deletes and checks.
         """
         operations = [self._prepare_op(operation) for operation in ops]
         if len(operations) > self.capabilities.max_transaction_ops:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{len(operations)} operations exceed this store's limit of "
                 f"{self.capabilities.max_transaction_ops} per transaction"
             )
         seen: set[str] = set()
         for operation in operations:
             if operation.key in seen:
-                raise ValueError(f"two operations on one key in a transaction: {operation.key!r}")
+                relative = operation.key[len(self._root) :]
+                raise InvalidArgumentError(
+                    f"two operations on one key in a transaction: {relative!r}"
+                )
             seen.add(operation.key)
         if not operations:
             if self._closed:
@@ -248,8 +272,7 @@ class Store:
         if since is not None:
             if not self.capabilities.watch_resume:
                 raise NotSupportedError(f"{self.url.scheme}:// cannot resume a watch (since=)")
-            if isinstance(since, bool) or not isinstance(since, int) or since < 0:
-                raise ValueError(f"since must be a revision (int >= 0), not {since!r}")
+            _check_revision(since, "since")
         if self._closed:
             self._raise_closed()
         watch = Watch(self, relative, recursive=recursive, since=since)
@@ -263,6 +286,7 @@ class Store:
         (a TimeoutError) if ``timeout`` seconds pass first.
         """
         relative = keyspace.normalize_key(key)
+        timeout = keyspace.check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.watch(relative) as watch:
             while True:
@@ -287,6 +311,28 @@ class Store:
         self._leases.add(lease)
         return lease
 
+    # The lease life cycle by id: what a Lease object calls (and other recipes may).
+
+    def keepalive_lease(self, lease_id: int) -> bool:
+        """Refresh lease ``lease_id`` for its whole ttl; False if it has expired or is revoked.
+
+        :class:`~libkv.lease.Lease` calls this every ttl/3; call it yourself only for
+        a lease granted with ``keepalive=False``.
+        """
+        return self._call(self._keepalive_lease, _check_lease_id(lease_id))
+
+    def lease_ttl(self, lease_id: int) -> float | None:
+        """Seconds left before lease ``lease_id`` expires, or None if it is gone."""
+        return self._call(self._lease_ttl, _check_lease_id(lease_id))
+
+    def revoke_lease(self, lease_id: int) -> None:
+        """Revoke lease ``lease_id`` and delete every key attached to it; no error if gone.
+
+        Prefer :meth:`Lease.revoke <libkv.lease.Lease.revoke>`, which also stops the
+        lease's keep-alive.
+        """
+        self._call(self._revoke_lease, _check_lease_id(lease_id))
+
     def lock(self, key: str, *, ttl: float = 15.0, value: object = b"") -> Lock:
         """A distributed lock on ``key`` (not acquired yet); see :class:`Lock`."""
         from libkv.lock import Lock
@@ -298,11 +344,13 @@ class Store:
         )
 
     def compact(self, revision: int) -> None:
-        """Discard change history before ``revision``.
+        """Discard change history before ``revision`` (an int in 0..2**63-1).
 
         Watches resuming from ``since`` with ``since + 1 < revision`` then raise
-        HistoryLostError. NotSupportedError where the driver cannot resume watches.
+        HistoryLostError. NotSupportedError where the driver cannot resume watches;
+        InvalidArgumentError, before anything is sent, for any other ``revision``.
         """
+        _check_revision(revision, "revision")
         if not self.capabilities.watch_resume:
             raise NotSupportedError(f"{self.url.scheme}:// keeps no change history")
         self._call(self._compact, revision)
@@ -322,46 +370,68 @@ class Store:
         except Exception:
             log.warning("error closing %s", self.url, exc_info=True)
 
-    # -- what drivers implement -----------------------------------------------------
+    # -- what drivers implement (see the module docstring) ----------------------------
 
+    @abc.abstractmethod
     def _get(self, key: str) -> KVPair | None:
-        raise NotImplementedError
+        """The pair at full ``key``, or None."""
 
     def _get_many(self, keys: Sequence[str]) -> builtins.list[KVPair | None]:
+        """Optional: the pair (or None) for each of ``keys``, in order, in one round trip."""
         return [self._get(key) for key in keys]
 
+    @abc.abstractmethod
     def _range(self, prefix: str, recursive: bool) -> tuple[builtins.list[KVPair], int]:
-        raise NotImplementedError
+        """Every pair under ``prefix`` sorted by key, and the revision of that one read.
 
+        Not ``recursive``: ``prefix`` is a full key, and the list has at most its pair.
+        """
+
+    @abc.abstractmethod
     def _commit(self, ops: Sequence[Op]) -> builtins.list[KVPair | None]:
-        raise NotImplementedError
+        """Apply ``ops`` atomically as one revision, or raise the first failure.
 
+        Returns the new pair of each write and None for deletes and checks. A failed
+        condition raises what :func:`~libkv.ops.first_failure` returns.
+        """
+
+    @abc.abstractmethod
     def _delete_range(self, prefix: str) -> int:
-        raise NotImplementedError
+        """Delete every key under ``prefix``; return how many there were."""
 
+    @abc.abstractmethod
     def _grant_lease(self, ttl: float) -> int:
-        raise NotSupportedError(f"{self.url.scheme}:// has no leases")
+        """A new lease of ``ttl`` seconds; its id."""
 
+    @abc.abstractmethod
     def _keepalive_lease(self, lease_id: int) -> bool:
-        raise NotSupportedError(f"{self.url.scheme}:// has no leases")
+        """Refresh the lease for its ttl; False if it is gone."""
 
+    @abc.abstractmethod
     def _lease_ttl(self, lease_id: int) -> float | None:
-        raise NotSupportedError(f"{self.url.scheme}:// has no leases")
+        """Seconds left on the lease, or None if it is gone."""
 
+    @abc.abstractmethod
     def _revoke_lease(self, lease_id: int) -> None:
-        raise NotSupportedError(f"{self.url.scheme}:// has no leases")
+        """Delete the lease and every key attached to it; nothing if it is gone."""
 
+    @abc.abstractmethod
     def _open_feed(self, prefix: str, after: int | None) -> Feed:
-        raise NotSupportedError(f"{self.url.scheme}:// cannot watch")
+        """A feed of changes under ``prefix`` after revision ``after`` (None: from now).
+
+        Raises HistoryLostError if the changes after ``after`` are gone.
+        """
 
     def _compact(self, revision: int) -> None:
+        """Optional (required with ``watch_resume``): discard history before ``revision``."""
         raise NotSupportedError(f"{self.url.scheme}:// keeps no change history")
 
+    @abc.abstractmethod
     def _translate_error(self, error: Exception) -> KVError | None:
-        return None
+        """The KVError for a backend exception (chained by the core), or None if unknown."""
 
-    def _close(self) -> None:
-        pass
+    def _close(self) -> None:  # noqa: B027 - optional, and doing nothing is its default
+        """Optional: release connections; called once, by :meth:`close`."""
 
     # -- shared machinery -------------------------------------------------------------
 
@@ -417,7 +487,7 @@ class Store:
 
     def _prepare_op(self, operation: object) -> Op:
         if not isinstance(operation, Op):
-            raise TypeError(
+            raise InvalidArgumentError(
                 f"transaction takes libkv.ops operations, not {type(operation).__name__}"
             )
         return self._prepare(
@@ -442,7 +512,7 @@ class Store:
         full = self._root + keyspace.normalize_key(key)
         if kind is not OpKind.PUT and kind is not OpKind.CREATE:
             if version is not None or kind is not OpKind.DELETE:
-                _check_version(version)
+                _check_revision(version, "version")
             if kind is OpKind.DELETE or kind is OpKind.CHECK:
                 return Op(kind, full, b"", version)
         data = keyspace.to_bytes(value)
@@ -453,21 +523,27 @@ class Store:
             )
         if ttl is not None:
             if lease is not None:
-                raise ValueError("give a write either ttl or lease, not both")
+                raise InvalidArgumentError("give a write either ttl or lease, not both")
             ttl = self._check_ttl(ttl)
         elif lease is not None:
             self._check_lease(lease)
         return Op(kind, full, data, version, ttl, lease)
 
     def _check_ttl(self, ttl: object) -> float:
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl):
-            raise ValueError(f"ttl must be a finite number of seconds, not {ttl!r}")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+            raise InvalidArgumentError(f"ttl must be a number of seconds, not {ttl!r}")
+        try:
+            finite = math.isfinite(ttl)
+        except OverflowError:  # an int too large for a float
+            finite = False
+        if not finite:
+            raise InvalidArgumentError(f"ttl must be a finite number of seconds, not {ttl!r}")
         if ttl < self.capabilities.ttl_min or ttl <= 0:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"ttl {ttl} s is below this store's minimum of {self.capabilities.ttl_min} s"
             )
         if ttl > self.capabilities.ttl_max:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"ttl {ttl} s is above this store's maximum of {self.capabilities.ttl_max:g} s"
             )
         return float(ttl)
@@ -476,7 +552,7 @@ class Store:
         from libkv.lease import Lease
 
         if not isinstance(lease, Lease) or lease.store is not self:
-            raise ValueError("lease must be a Lease granted by this store")
+            raise InvalidArgumentError("lease must be a Lease granted by this store")
         if lease.revoked:
             raise LeaseNotFoundError(f"lease {lease.id} was revoked")
 
@@ -497,6 +573,13 @@ class Store:
         return [KVPair(pair.key[cut:], pair.value, pair.version) for pair in pairs]
 
 
-def _check_version(version: object) -> None:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ValueError(f"version must be an int >= 0, not {version!r}")
+def _check_revision(value: object, name: str) -> None:
+    """The one check of every version and revision argument (version, since, compact)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REVISION:
+        raise InvalidArgumentError(f"{name} must be an int in 0..2**63-1, not {value!r:.60}")
+
+
+def _check_lease_id(lease_id: object) -> int:
+    if isinstance(lease_id, bool) or not isinstance(lease_id, int):
+        raise InvalidArgumentError(f"lease id must be an int, not {type(lease_id).__name__}")
+    return lease_id

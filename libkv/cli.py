@@ -56,22 +56,22 @@ import base64
 import contextlib
 import json
 import logging
-import math
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, NoReturn
 from urllib.parse import quote
 
 import libkv
-from libkv.drivers.sqlite import default_path
-from libkv.url import parse_seconds
+from libkv.defaults import ENVIRONMENT_VARIABLE, resolve_url
+from libkv.url import is_secret_option, parse_seconds, secrets_in_url
 
-__all__ = ["default_url", "main", "resolve_url"]
+__all__ = ["build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -101,24 +101,19 @@ class _Parser(argparse.ArgumentParser):
 # -- the store URL ---------------------------------------------------------------------
 
 
-def default_url() -> str:
-    """``sqlite:///<data dir>/libkv/libkv.db`` for this user (see ``default_path``)."""
-    return "sqlite:///" + quote(default_path().lstrip("/"), safe="/:")
-
-
-def resolve_url(url: str | None) -> str:
-    """The store URL the CLI uses: ``url``, else ``$LIBKV_URL``, else :func:`default_url`."""
-    return url or os.environ.get("LIBKV_URL") or default_url()
-
-
-def _password(url: str | None) -> str | None:
-    text = url or os.environ.get("LIBKV_URL")
+def _secrets(url: str | None) -> list[str]:
+    """What must never be printed from the store URL: its password and tokens, longest first."""
+    text = url or os.environ.get(ENVIRONMENT_VARIABLE)
     if not text:
-        return None
-    try:
-        return libkv.StoreURL.parse(text).password
-    except libkv.InvalidURLError:
-        return None
+        return []
+    found = set(secrets_in_url(text))
+    with contextlib.suppress(libkv.InvalidURLError):
+        parsed = libkv.StoreURL.parse(text)
+        if parsed.password:
+            found.add(parsed.password)
+        found |= {str(value) for name, value in parsed.options.items() if is_secret_option(name)}
+    found |= {quote(secret, safe="") for secret in found}
+    return sorted((secret for secret in found if secret), key=len, reverse=True)
 
 
 def _open(arguments: argparse.Namespace) -> libkv.Store:
@@ -283,32 +278,33 @@ def _lock(arguments: argparse.Namespace) -> int:
 def _run_locked(command: list[str], lock: libkv.Lock) -> int:
     """Run ``command`` while ``lock`` is held; terminate it if the lock is lost."""
     environment = dict(os.environ, LIBKV_LOCK_TOKEN=str(lock.token))
-    try:
-        child = subprocess.Popen(command, env=environment)
-    except FileNotFoundError as error:
-        raise CommandError(f"command not found: {command[0]}", 127) from error
-    except PermissionError as error:
-        raise CommandError(f"cannot run {command[0]}: {error.strerror}", 126) from error
-    terminated = False
-    interrupted_at: float | None = None
-    while True:
+    interrupts: list[float] = []
+    # From here on a SIGINT is recorded, never raised: a KeyboardInterrupt inside Popen
+    # would leave COMMAND running, orphaned, with the lock released under it.
+    with _recording_interrupts(interrupts):
         try:
-            status = child.wait(timeout=0.1)
-            break
-        except subprocess.TimeoutExpired:
+            child = subprocess.Popen(command, env=environment)
+        except FileNotFoundError as error:
+            raise CommandError(f"command not found: {command[0]}", 127) from error
+        except PermissionError as error:
+            raise CommandError(f"cannot run {command[0]}: {error.strerror}", 126) from error
+        terminated = forwarded = False
+        while True:
+            try:
+                status = child.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                pass
             if lock.lost.is_set() and not terminated:
                 terminated = True
                 child.terminate()
-            if interrupted_at is not None and time.monotonic() - interrupted_at > _GRACE:
-                # Still running: the SIGINT was sent to us alone (not from a terminal).
-                interrupted_at = math.inf
+            if len(interrupts) > 1:
+                child.kill()  # a second Ctrl-C
+            elif interrupts and not forwarded and time.monotonic() - interrupts[0] > _GRACE:
+                # From a terminal COMMAND got the SIGINT too and had time to stop on its
+                # own; still running, so the signal was sent to us alone: pass it on.
+                forwarded = True
                 child.send_signal(signal.SIGINT)
-        except KeyboardInterrupt:
-            # From a terminal the child got the SIGINT too: give it time to stop on its
-            # own before passing the signal on. A second Ctrl-C kills it.
-            if interrupted_at is not None:
-                child.kill()
-            interrupted_at = time.monotonic()
     if terminated or lock.lost.is_set():
         raise CommandError(
             f"lock {lock.key!r} was lost while the command ran"
@@ -332,6 +328,30 @@ def _services(arguments: argparse.Namespace) -> int:
     sys.stdout.write("".join(line + "\n" for line in lines))
     sys.stdout.flush()
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _recording_interrupts(received: list[float]) -> Iterator[None]:
+    """Within the block, each SIGINT appends its time to ``received`` (main thread only).
+
+    Only where SIGINT raises KeyboardInterrupt: a SIGINT ignored by whoever started us
+    stays ignored.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield  # signals reach the main thread only, and an ignored one stays ignored
+        return
+
+    def record(signum: int, frame: object) -> None:
+        received.append(time.monotonic())
+
+    previous = signal.signal(signal.SIGINT, record)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _schemes(arguments: argparse.Namespace) -> int:
@@ -471,25 +491,37 @@ def _message(error: BaseException) -> str:
 
 
 class _OneLineFormatter(logging.Formatter):
-    """Library log records as single lines: no tracebacks on a command line."""
+    """Library log records as single lines: no tracebacks, no secrets on a command line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
 
     def format(self, record: logging.LogRecord) -> str:
         text = f"libkv: {record.levelname.lower()}: {record.getMessage()}"
         if record.exc_info and record.exc_info[1] is not None:
             text += f" ({_message(record.exc_info[1])})"
-        return " ".join(text.split())
+        return _scrub(" ".join(text.split()), self.secrets)
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``libkv`` command with ``argv`` (default ``sys.argv[1:]``); return its status."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_OneLineFormatter())
+    formatter = _OneLineFormatter()
+    handler.setFormatter(formatter)
     handler.setLevel(logging.WARNING)
     logger = logging.getLogger("libkv")
     logger.addHandler(handler)
     arguments: argparse.Namespace | None = None
     try:
         arguments = build_parser().parse_args(argv)
+        formatter.secrets = _secrets(arguments.url)
         run: Callable[[argparse.Namespace], int] = arguments.handler
         return run(arguments)
     except SystemExit as exit_request:  # --help and --version
@@ -510,10 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(error: BaseException, status: int, arguments: argparse.Namespace | None) -> int:
-    text = _message(error)
-    secret = _password(getattr(arguments, "url", None))
-    if secret:
-        text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    text = _scrub(_message(error), _secrets(getattr(arguments, "url", None)))
     if _status(error) == EXIT_FAILED and not isinstance(
         error, (libkv.KVError, OSError, CommandError)
     ):

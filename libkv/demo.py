@@ -25,7 +25,7 @@ from typing import TextIO
 
 import libkv
 from libkv import ops
-from libkv.cli import resolve_url
+from libkv.defaults import resolve_url
 
 __all__ = ["run"]
 

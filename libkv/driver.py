@@ -1,16 +1,24 @@
 """Everything a driver needs, in one import.
 
-A driver subclasses :class:`Store`, implements its primitives (see :mod:`libkv.api`)
-and declares its :class:`Capabilities`; its watch feed returns :class:`FeedBatch`
-objects. Nothing a driver uses lives anywhere else::
+A driver subclasses :class:`Store`, implements its abstract primitives (the table in
+:mod:`libkv.api`; a class that leaves one out cannot be instantiated), declares its
+:class:`Capabilities`, and returns :class:`FeedBatch` objects from its watch
+:class:`Feed`. It raises the error classes below (or maps its client's exceptions to
+them in ``_translate_error``), and its initializer reads its options with
+:meth:`StoreURL.read_options` and the ``parse_*`` helpers. Nothing a driver uses lives
+anywhere else::
 
     from libkv.driver import Capabilities, FeedBatch, KVPair, Store, StoreURL
+
+and it is made usable by URL through the ``libkv.stores`` entry point (see
+:mod:`libkv.registry`).
 """
 
-from libkv.api import Store, in_prefix
+from libkv.api import Store
 from libkv.errors import (
     AuthenticationError,
     HistoryLostError,
+    InvalidArgumentError,
     InvalidKeyError,
     InvalidURLError,
     InvalidValueError,
@@ -26,12 +34,15 @@ from libkv.errors import (
     UnknownOutcomeError,
     ValueTooLargeError,
 )
-from libkv.model import Action, Capabilities, Event, KVPair
+from libkv.keys import in_prefix
+from libkv.lease import Lease
+from libkv.model import MAX_REVISION, Action, Capabilities, Event, KVPair
 from libkv.ops import Op, OpKind, first_failure
 from libkv.url import StoreURL, parse_bool, parse_positive_int, parse_seconds
 from libkv.watching import Feed, FeedBatch
 
 __all__ = [
+    "MAX_REVISION",
     "Action",
     "AuthenticationError",
     "Capabilities",
@@ -39,6 +50,7 @@ __all__ = [
     "Feed",
     "FeedBatch",
     "HistoryLostError",
+    "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidURLError",
     "InvalidValueError",
@@ -47,6 +59,7 @@ __all__ = [
     "KeyExistsError",
     "KeyModifiedError",
     "KeyNotFoundError",
+    "Lease",
     "LeaseNotFoundError",
     "LockError",
     "NotReachableError",

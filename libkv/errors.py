@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "HistoryLostError",
+    "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidURLError",
     "InvalidValueError",
@@ -81,6 +82,16 @@ class KeyModifiedError(_ConditionError):
 
     def _describe(self, key: str) -> str:
         return f"key modified: {key!r} is not at the expected version"
+
+
+class InvalidArgumentError(KVError, ValueError):
+    """An argument is out of range or malformed; nothing was sent.
+
+    A ttl that is not finite or outside ``capabilities.ttl_min``..``ttl_max``, a
+    version or revision that is not an int in 0..2**63-1, a malformed glob pattern, a
+    transaction with two operations on one key or more than
+    ``capabilities.max_transaction_ops``, a lease from another store.
+    """
 
 
 class InvalidKeyError(KVError, ValueError):

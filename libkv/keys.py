@@ -1,20 +1,24 @@
-"""Key, prefix, value and glob validation: the one place libkv checks its input.
+"""Keys: validation of keys, prefixes, values and globs, and prefix membership.
 
-Everything here runs before a driver is called, so rejected input never reaches a
-backend and nothing is partially written.
+Validation runs before a driver is called, so rejected input never reaches a backend
+and nothing is partially written. :func:`in_prefix` is the one definition of which
+full keys a driver prefix covers, shared by the core and the drivers.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 
-from libkv.errors import InvalidKeyError, InvalidValueError
+from libkv.errors import InvalidArgumentError, InvalidKeyError, InvalidValueError
 
 __all__ = [
     "MAX_KEY_BYTES",
+    "check_timeout",
     "compile_glob",
     "glob_prefix",
+    "in_prefix",
     "normalize_key",
     "normalize_prefix",
     "to_bytes",
@@ -73,6 +77,37 @@ def to_bytes(value: object) -> bytes:
     raise InvalidValueError(f"value must be bytes-like or str, not {type(value).__name__}")
 
 
+def in_prefix(key: str, prefix: str) -> bool:
+    """Whether ``key`` is under the driver prefix ``prefix``.
+
+    ``""`` covers every key, ``"p/"`` every key starting with ``p/``, and ``"p"`` the
+    key ``p`` itself and every key starting with ``p/`` (never ``pq``).
+    """
+    if not prefix:
+        return True
+    if prefix[-1] == "/":
+        return key.startswith(prefix)
+    return key == prefix or key.startswith(prefix + "/")
+
+
+def check_timeout(timeout: object) -> float | None:
+    """A wait's timeout: None (no bound) or a number of seconds, not NaN.
+
+    Raises InvalidArgumentError for anything else. What a negative or infinite
+    timeout means is the caller's to say.
+    """
+    if timeout is None:
+        return None
+    if not isinstance(timeout, bool) and isinstance(timeout, (int, float)):
+        try:
+            seconds = float(timeout)
+        except OverflowError:  # an int beyond any float: no bound, in effect
+            seconds = math.inf if timeout > 0 else -math.inf
+        if not math.isnan(seconds):
+            return seconds
+    raise InvalidArgumentError(f"timeout must be a number of seconds or None, not {timeout!r:.60}")
+
+
 def glob_prefix(pattern: str) -> str:
     """The longest run of whole literal segments a glob pattern starts with."""
     literal: list[str] = []
@@ -88,13 +123,15 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
     """Compile a key glob: ``*``/``?`` stay within a segment, ``**`` spans segments.
 
     ``[abc]``/``[!abc]`` are character classes (never matching ``/``). A ``**``
-    segment also matches zero segments, so ``a/**/b`` matches ``a/b``.
+    segment also matches zero segments, so ``a/**/b`` matches ``a/b``. A malformed
+    pattern (not str, a control character, an empty, unterminated or reversed
+    class such as ``[]`` or ``[z-a]``) raises InvalidArgumentError.
     """
     if type(pattern) is not str:
-        raise InvalidKeyError(f"pattern must be str, not {type(pattern).__name__}")
+        raise InvalidArgumentError(f"glob pattern must be str, not {type(pattern).__name__}")
     pattern = pattern.strip("/")
     if _CONTROL.search(pattern):
-        raise InvalidKeyError(f"control character in pattern: {pattern!r}")
+        raise InvalidArgumentError(f"control character in glob pattern: {pattern!r}")
     out: list[str] = []
     index = 0
     length = len(pattern)
@@ -116,19 +153,27 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
             out.append("[^/]")
             index += 1
         elif character == "[":
-            end = pattern.find(
-                "]", index + 2 if pattern[index + 1 : index + 2] in "!^" else index + 1
-            )
-            if end == -1:
-                raise InvalidKeyError(f"unterminated character class in pattern: {pattern!r}")
-            body = pattern[index + 1 : end]
-            negate = body[:1] in ("!", "^")
-            if negate:
-                body = body[1:]
-            escaped = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")
-            out.append(f"[^/{escaped}]" if negate else f"(?!/)[{escaped}]")
-            index = end + 1
+            regex, index = _character_class(pattern, index)
+            out.append(regex)
         else:
             out.append(re.escape(character))
             index += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
+    try:
+        return re.compile("".join(out) + r"\Z", re.DOTALL)
+    except re.error as error:  # e.g. a range whose ends are reversed: [z-a]
+        raise InvalidArgumentError(f"malformed glob pattern {pattern!r}: {error}") from None
+
+
+def _character_class(pattern: str, start: int) -> tuple[str, int]:
+    """The regex for the class ``[...]`` opening at ``pattern[start]``, and where it ends."""
+    end = pattern.find("]", start + 1)
+    if end == -1:
+        raise InvalidArgumentError(f"unterminated character class in glob pattern: {pattern!r}")
+    body = pattern[start + 1 : end]
+    negate = body[:1] in ("!", "^")
+    if negate:
+        body = body[1:]
+    if not body:
+        raise InvalidArgumentError(f"empty character class in glob pattern: {pattern!r}")
+    escaped = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")
+    return (f"[^/{escaped}]" if negate else f"(?!/)[{escaped}]"), end + 1

@@ -28,8 +28,8 @@ class Lease:
 
     ``lost`` is set when the lease expired while held (keep-alives failed for a whole
     ttl, the backend dropped it, or ``keepalive=False`` and the ttl ran out). Keep-alives
-    run every ttl/3 until :meth:`revoke` or ``store.close()``. As a context manager
-    the lease is revoked on exit.
+    run every ttl/3 (through :meth:`Store.keepalive_lease`) until :meth:`revoke` or
+    ``store.close()``. As a context manager the lease is revoked on exit.
     """
 
     def __init__(self, store: Store, lease_id: int, ttl: float, *, keepalive: bool) -> None:
@@ -41,6 +41,7 @@ class Lease:
         self._revoked = False
         self._stopped = threading.Event()
         self._listeners: list[Callable[[bool], None]] = []
+        self._listeners_lock = threading.Lock()  # a listener hears of the loss exactly once
         self._thread = threading.Thread(
             target=self._run, name=f"libkv-lease-{lease_id}", daemon=True
         )
@@ -68,33 +69,63 @@ class Lease:
         if self._revoked:
             return
         self._revoked = True
-        self.store._call(self.store._revoke_lease, self.id)
+        self.store.revoke_lease(self.id)
+
+    def add_listener(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(True)`` after every successful keep-alive (or, with
+        ``keepalive=False``, every check that the lease still lives), and
+        ``listener(False)`` once when the lease is lost.
+
+        Listeners run on the lease's background thread, in the order added; they
+        should return quickly, and an exception in one is logged and does not stop
+        the keep-alive. A listener added once the lease is lost is called with False at
+        once. :class:`~libkv.lock.Lock` uses this to check, after every keep-alive, that
+        its key is still its own.
+        """
+        with self._listeners_lock:
+            self._listeners.append(listener)
+            lost = self.lost.is_set()
+        if lost:
+            self._call(listener, False)
 
     def _stop(self) -> None:
+        """Stop the keep-alive without revoking (the store is closing)."""
         self._stopped.set()
 
-    def _listen(self, listener: Callable[[bool], None]) -> None:
-        """Call ``listener(True)`` after every keep-alive, ``listener(False)`` once lost."""
-        self._listeners.append(listener)
+    def _notify(self, alive: bool) -> None:
+        with self._listeners_lock:
+            if not alive:
+                self.lost.set()
+            listeners = list(self._listeners)
+        for listener in listeners:
+            self._call(listener, alive)
+
+    def _call(self, listener: Callable[[bool], None], alive: bool) -> None:
+        try:
+            listener(alive)
+        except Exception:
+            log.exception("lease %s: a listener failed", self.id)
 
     def _set_lost(self) -> None:
-        self.lost.set()
-        for listener in self._listeners:
-            listener(False)
+        self._notify(False)
 
     def _run(self) -> None:
         store = self.store
         interval = self.ttl / 3
         alive_until = time.monotonic() + self.ttl
         while not self._stopped.wait(
-            interval if self.keepalive else max(alive_until - time.monotonic(), 0.05)
+            # Bounded: a longer wait raises OverflowError, whatever ttl a driver allows.
+            min(
+                interval if self.keepalive else max(alive_until - time.monotonic(), 0.05),
+                threading.TIMEOUT_MAX,
+            )
         ):
             try:
                 if self.keepalive:
-                    alive = store._call(store._keepalive_lease, self.id)
+                    alive = store.keepalive_lease(self.id)
                     remaining = self.ttl
                 else:
-                    remaining_or_none = store._call(store._lease_ttl, self.id)
+                    remaining_or_none = store.lease_ttl(self.id)
                     alive = remaining_or_none is not None
                     remaining = remaining_or_none or 0.0
             except StoreClosedError:
@@ -117,5 +148,4 @@ class Lease:
                 self._set_lost()
                 return
             alive_until = time.monotonic() + remaining
-            for listener in self._listeners:
-                listener(True)
+            self._notify(True)

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from libkv.errors import KeyExistsError, KeyModifiedError, KeyNotFoundError, KVError, LockError
+from libkv.keys import check_timeout
 
 if TYPE_CHECKING:
     from libkv.api import Store
@@ -59,7 +60,8 @@ class Lock:
         with self._mutex:
             if self.token is not None:
                 raise LockError(f"lock {self.key!r} is already held by this Lock object")
-            deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+            seconds = check_timeout(timeout)
+            deadline = None if seconds is None or seconds < 0 else time.monotonic() + seconds
             lease = self.store.lease(self.ttl)
             try:
                 while True:
@@ -79,7 +81,7 @@ class Lock:
             self.token = pair.version
             self._lease = lease
             lost = self.lost
-            lease._listen(lambda alive: self._verify(alive, pair.version, lost))
+            lease.add_listener(lambda alive: self._verify(alive, pair.version, lost))
             return True
 
     def release(self) -> None:
@@ -121,8 +123,11 @@ class Lock:
             lost.set()
             return
         try:
-            pair = self.store._call(self.store._get, self.store._root + self.key)
+            pair = self.store.get(self.key)
+        except KeyNotFoundError:
+            lost.set()
+            return
         except KVError:
             return  # unreachable: the lease's own bookkeeping decides
-        if pair is None or pair.version != token:
+        if pair.version != token:
             lost.set()

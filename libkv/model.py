@@ -5,7 +5,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["Action", "Capabilities", "Event", "KVPair"]
+__all__ = ["MAX_REVISION", "Action", "Capabilities", "Event", "KVPair"]
+
+MAX_REVISION = 2**63 - 1
+"""The largest version or revision: every backend represents a signed 64-bit int.
+
+The core refuses larger version, ``since`` and ``compact`` arguments before a driver
+is called.
+"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import stevedore
 
-from libkv.errors import UnknownSchemeError
-from libkv.url import StoreURL
+from libkv.errors import InvalidArgumentError, InvalidURLError, UnknownSchemeError
+from libkv.url import StoreURL, is_scheme
 
 if TYPE_CHECKING:
     from libkv.api import Store
@@ -34,13 +34,21 @@ Initializer = Callable[[StoreURL], "Store"]
 NAMESPACE = "libkv.stores"
 
 # First-party drivers that live in their own distributions: scheme -> what to install.
-KNOWN_DRIVERS = {
-    "etcd": "libkv-etcd (pip install 'libkv[etcd]')",
-    "zookeeper": "libkv-zookeeper (pip install 'libkv[zookeeper]')",
-    "consul": "libkv-consul (pip install 'libkv[consul]')",
-    "redis": "libkv-redis (pip install 'libkv[redis]')",
-    "rediss": "libkv-redis (pip install 'libkv[redis]')",
+# First-party drivers that live in their own distributions: scheme -> plugin name.
+_FIRST_PARTY = {
+    "etcd": "etcd",
+    "zookeeper": "zookeeper",
+    "consul": "consul",
+    "consuls": "consul",
+    "redis": "redis",
+    "rediss": "redis",
 }
+KNOWN_DRIVERS = {
+    scheme: f"libkv-{plugin} (pip install 'libkv[{plugin}]'; from a source checkout: "
+    f"pip install ./plugins/{plugin})"
+    for scheme, plugin in _FIRST_PARTY.items()
+}
+"""Scheme -> what to install, for the first-party drivers that are separate distributions."""
 
 _registered: dict[str, Initializer] = {}
 _loaded: dict[str, Initializer] = {}
@@ -48,15 +56,24 @@ _lock = threading.Lock()
 
 
 def register(scheme: str, initializer: Initializer) -> None:
-    """Make ``scheme://`` URLs open with ``initializer``; ValueError if the scheme is taken."""
+    """Make ``scheme://`` URLs open with ``initializer``.
+
+    ``scheme`` is accepted exactly when a URL could carry it (:func:`libkv.url.is_scheme`),
+    case-insensitively; InvalidURLError otherwise. InvalidArgumentError if the scheme
+    is taken or ``initializer`` is not callable.
+    """
+    if not is_scheme(scheme):
+        raise InvalidURLError(
+            f"invalid scheme name {scheme!r}: an ASCII letter, then letters, digits, '+', '-', '.'"
+        )
     name = scheme.lower()
-    if not name or not name.replace("+", "").replace("-", "").replace(".", "").isalnum():
-        raise ValueError(f"invalid scheme name: {scheme!r}")
     if not callable(initializer):
-        raise TypeError("initializer must be callable: initializer(url: StoreURL) -> Store")
+        raise InvalidArgumentError(
+            "initializer must be callable: initializer(url: StoreURL) -> Store"
+        )
     with _lock:
         if name in _registered or name in _entry_point_names():
-            raise ValueError(f"scheme {name!r} is already registered")
+            raise InvalidArgumentError(f"scheme {name!r} is already registered")
         _registered[name] = initializer
 
 

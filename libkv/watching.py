@@ -27,8 +27,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from libkv.api import in_prefix
 from libkv.errors import HistoryLostError, KVError, NotReachableError, StoreClosedError
+from libkv.keys import in_prefix
 from libkv.model import Action, Event, KVPair
 
 if TYPE_CHECKING:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,9 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_url import SECRET_URLS, assert_no_secret
 
 import libkv
-from libkv import cli
+from libkv import cli, defaults
 from libkv.testing.polling import wait_until
 
 SECRET = "s3cr3t-Pa55"
@@ -61,13 +63,20 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def spawn(url: str, *argv: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "libkv", *argv],
-        env=dict(os.environ, LIBKV_URL=url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # Started in the background by a non-interactive shell (two test runs at once),
+    # pytest ignores SIGINT, and an ignored signal stays ignored across exec: libkv would
+    # never see the Ctrl-C these tests send. A handled signal is reset to the default.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "libkv", *argv],
+            env=dict(os.environ, LIBKV_URL=url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def assert_one_line_error(err: str, fragment: str) -> None:
@@ -216,6 +225,11 @@ def test_watch_sees_concurrent_writes(
         (["--url", "not a url", "get", "k"], 2, "not a store URL"),
         (["--url", "memory://x?bogus=1", "get", "k"], 2, "unknown option 'bogus'"),
         (["lock", "k"], 2, "COMMAND"),
+        (["ls", "--glob", "[]"], 2, "empty character class in glob pattern: '[]'"),
+        (["ls", "--glob", "a/[z-a]"], 2, "malformed glob pattern 'a/[z-a]'"),
+        (["put", "k", "v", "--version", str(2**70)], 2, "version must be an int in 0..2**63-1"),
+        (["watch", "k", "--since", str(2**64)], 2, "since must be an int in 0..2**63-1"),
+        (["--url", "memory://x?prefix=a//b", "get", "k"], 2, "invalid namespace"),
     ],
 )
 def test_errors_are_one_line_with_status(
@@ -256,6 +270,37 @@ def test_unreachable_is_status_3_and_hides_the_password(
     assert status == 2 and SECRET not in err and "***" in err
 
 
+@pytest.mark.parametrize("url", SECRET_URLS)
+@pytest.mark.parametrize("how", ["--url", "LIBKV_URL"])
+def test_no_shape_of_url_makes_the_cli_print_a_password(
+    url: str, how: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if how == "--url":
+        status, out, err = run(capsys, "--url", url, "put", "k", "v")
+    else:
+        monkeypatch.setenv("LIBKV_URL", url)
+        status, out, err = run(capsys, "put", "k", "v")
+    assert status in (0, 2, 3), err  # stored, refused as invalid, or unreachable
+    assert_no_secret(out)
+    assert_no_secret(err)
+
+
+def test_log_lines_on_the_cli_hide_the_password(
+    unreachable_scheme: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"memory://admin:{SECRET}@h"
+
+    def warn(arguments: object) -> int:
+        logging.getLogger("libkv.test").warning("opening %s", url)
+        return 0
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "_schemes", warn)
+        status, _, err = run(capsys, "--url", url, "schemes")
+    assert status == 0
+    assert err == "libkv: warning: opening memory://admin:***@h\n"
+
+
 def test_schemes(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "schemes")
     assert status == 0
@@ -265,7 +310,7 @@ def test_schemes(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_default_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data home"))
-    url = cli.default_url()
+    url = defaults.default_url()
     expected = tmp_path / "data home" / "libkv" / "libkv.db"
     assert url == "sqlite:///" + str(expected).lstrip("/").replace(" ", "%20")
     assert libkv.StoreURL.parse(url).path == str(expected)
@@ -273,12 +318,12 @@ def test_default_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert expected.is_file()
     monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert cli.default_url().endswith("/home/.local/share/libkv/libkv.db")
+    assert defaults.default_url().endswith("/home/.local/share/libkv/libkv.db")
     monkeypatch.delenv("LIBKV_URL", raising=False)
-    assert cli.resolve_url(None) == cli.default_url()
+    assert defaults.resolve_url(None) == defaults.default_url()
     monkeypatch.setenv("LIBKV_URL", "memory://x")
-    assert cli.resolve_url(None) == "memory://x"
-    assert cli.resolve_url("sqlite:///a.db") == "sqlite:///a.db"
+    assert defaults.resolve_url(None) == "memory://x"
+    assert defaults.resolve_url("sqlite:///a.db") == "sqlite:///a.db"
 
 
 def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
@@ -313,16 +358,57 @@ def test_lock_timeout_and_missing_command(sqlite_url: str) -> None:
     assert_one_line_error(err, "command not found")
 
 
-def test_lock_interrupted_passes_the_signal_on_and_releases(sqlite_url: str) -> None:
-    script = 'trap "exit 5" INT; while :; do sleep 0.05; done'
+def test_lock_interrupted_passes_the_signal_on_and_releases(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    ready = tmp_path / "ready"
+    # The marker is written once the trap is in place: a SIGINT before that would kill
+    # the shell by default (status 130), which is not what this test is about.
+    script = f'trap "exit 5" INT; : > {ready}; while :; do sleep 0.05; done'
     with libkv.open(sqlite_url) as store:
         child = spawn(sqlite_url, "lock", "held", "--", "sh", "-c", script)
-        wait_until(lambda: store.exists("held"), 10)
+        wait_until(ready.exists, 10)
+        assert store.exists("held")
         child.send_signal(signal.SIGINT)  # to libkv alone, as `kill -INT` would
         _, err = child.communicate(timeout=15)
         assert child.returncode == 5, err
         assert "Traceback" not in err
         assert not store.exists("held")
+
+
+def test_a_sigint_while_the_command_starts_is_passed_on_not_raised(
+    store: libkv.Store,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A SIGINT landing inside Popen (the child exists, Popen has not returned) must not
+    leave COMMAND running, orphaned, after libkv released the lock and exited."""
+    ready = tmp_path / "ready"
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen_then_interrupted(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        child = real_popen(*args, **kwargs)  # type: ignore[call-overload]
+        started.append(child)
+        wait_until(ready.exists, 10)
+        os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode, still in here
+        return child  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(subprocess, "Popen", popen_then_interrupted)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        script = f'trap "exit 5" INT; : > {ready}; while :; do sleep 0.05; done'
+        status, _, err = run(capsys, "lock", "starting", "--", "sh", "-c", script)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for child in started:
+            if child.poll() is None:  # only when the test fails: no orphan left behind
+                child.kill()
+                child.wait()
+    assert (status, err) == (5, "")  # the command's own status: it got the SIGINT
+    assert started[0].returncode == 5
+    assert not store.exists("starting")
 
 
 def test_lock_lost_terminates_the_command(sqlite_url: str) -> None:

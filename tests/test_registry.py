@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 import libkv
-from libkv import StoreURL, UnknownSchemeError
+from libkv import StoreURL, UnknownSchemeError, registry
 from libkv.drivers.memory import open_memory
 
 
@@ -22,11 +22,18 @@ def test_unknown_scheme_names_installed_schemes() -> None:
     assert isinstance(raised.value, libkv.InvalidURLError)
 
 
-def test_first_party_scheme_not_installed_says_what_to_install() -> None:
-    if "consul" in libkv.schemes():  # pragma: no cover - once libkv-consul exists
-        pytest.fail("update this test: pick a first-party scheme that is not installed")
-    with pytest.raises(UnknownSchemeError, match=r"pip install 'libkv\[consul\]'"):
-        libkv.open("consul://127.0.0.1:8500")
+def test_first_party_scheme_not_installed_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    installed = registry._entry_point_names() - {"zookeeper"}
+    monkeypatch.setattr(registry, "_entry_point_names", lambda: installed)
+    monkeypatch.delitem(registry._loaded, "zookeeper", raising=False)
+    with pytest.raises(UnknownSchemeError) as raised:
+        libkv.open("zookeeper://127.0.0.1:2181")
+    message = str(raised.value)
+    assert "pip install 'libkv[zookeeper]'" in message
+    assert "pip install ./plugins/zookeeper" in message
+    assert "zookeeper" not in message.split("(installed: ")[1].split(")")[0]
 
 
 def test_register_at_run_time_and_duplicates() -> None:

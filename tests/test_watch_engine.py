@@ -17,6 +17,7 @@ import pytest
 import libkv
 from libkv import Action, HistoryLostError, KVPair, NotReachableError, Store, StoreURL
 from libkv.model import Capabilities, Event
+from libkv.ops import Op
 from libkv.testing.conformance.watch_properties import watch_footprint
 from libkv.watching import FeedBatch
 
@@ -59,6 +60,31 @@ class ScriptedStore(Store):
         if not self.feeds:
             raise NotReachableError("no more feeds")
         return ScriptedFeed(self.feeds.pop(0))
+
+    # The watch engine needs only _range and _open_feed; the other primitives are unused.
+    def _get(self, key: str) -> KVPair | None:
+        raise NotImplementedError
+
+    def _commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
+        raise NotImplementedError
+
+    def _delete_range(self, prefix: str) -> int:
+        raise NotImplementedError
+
+    def _grant_lease(self, ttl: float) -> int:
+        raise NotImplementedError
+
+    def _keepalive_lease(self, lease_id: int) -> bool:
+        raise NotImplementedError
+
+    def _lease_ttl(self, lease_id: int) -> float | None:
+        raise NotImplementedError
+
+    def _revoke_lease(self, lease_id: int) -> None:
+        raise NotImplementedError
+
+    def _translate_error(self, error: Exception) -> None:
+        return None
 
 
 def pair(key: str, version: int, value: bytes = b"v") -> KVPair:

@@ -19,12 +19,23 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from libkv.api import Store, in_prefix
-from libkv.errors import HistoryLostError, InvalidURLError, LeaseNotFoundError
-from libkv.model import Action, Capabilities, Event, KVPair
-from libkv.ops import Op, OpKind, first_failure
-from libkv.url import StoreURL, parse_positive_int
-from libkv.watching import FeedBatch
+from libkv.driver import (
+    Action,
+    Capabilities,
+    Event,
+    FeedBatch,
+    HistoryLostError,
+    InvalidURLError,
+    KVPair,
+    LeaseNotFoundError,
+    Op,
+    OpKind,
+    Store,
+    StoreURL,
+    first_failure,
+    in_prefix,
+    parse_positive_int,
+)
 
 __all__ = ["MemoryStore", "open_memory"]
 
@@ -324,6 +335,9 @@ class MemoryStore(Store):
             del database.log[:cut]
             database.compacted = floor
             database.condition.notify_all()
+
+    def _translate_error(self, error: Exception) -> None:
+        return None  # no backend client: every error this driver raises is a KVError
 
     def _close(self) -> None:
         with self._database.condition:

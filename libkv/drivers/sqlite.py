@@ -25,18 +25,25 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 
-from libkv.api import Store
-from libkv.errors import (
+from libkv.driver import (
+    Action,
+    Capabilities,
+    Event,
+    FeedBatch,
     HistoryLostError,
     InvalidURLError,
     KVError,
+    KVPair,
     LeaseNotFoundError,
     NotReachableError,
+    Op,
+    OpKind,
+    Store,
+    StoreURL,
+    first_failure,
+    parse_positive_int,
+    parse_seconds,
 )
-from libkv.model import Action, Capabilities, Event, KVPair
-from libkv.ops import Op, OpKind, first_failure
-from libkv.url import StoreURL, parse_positive_int, parse_seconds
-from libkv.watching import FeedBatch
 
 __all__ = ["SQLiteStore", "open_sqlite"]
 

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from libkv.api import Store, in_prefix
+from libkv.api import Store
 from libkv.errors import (
     HistoryLostError,
     InvalidKeyError,
@@ -48,7 +48,7 @@ from libkv.errors import (
     NotSupportedError,
     StoreClosedError,
 )
-from libkv.keys import normalize_key, normalize_prefix
+from libkv.keys import in_prefix, normalize_key, normalize_prefix
 from libkv.model import Action, Event, KVPair
 from libkv.watching import Watch
 

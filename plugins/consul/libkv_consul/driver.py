@@ -35,6 +35,7 @@ from typing import Any
 from libkv.driver import (
     AuthenticationError,
     Capabilities,
+    FeedBatch,
     InvalidURLError,
     KeyExistsError,
     KeyModifiedError,
@@ -52,7 +53,6 @@ from libkv.driver import (
     in_prefix,
     parse_seconds,
 )
-from libkv.watching import FeedBatch
 from libkv_consul.http import BlockingConnection, ConsulHTTP, Reply, key_path
 
 __all__ = ["CAPABILITIES", "ConsulStore", "capabilities_for", "open_consul", "open_consuls"]

@@ -28,22 +28,30 @@ from typing import Any, TypeVar
 import grpc  # type: ignore[import-untyped]
 from pyetcd import etcdrpc  # type: ignore[import-untyped]
 
-from libkv.api import Store, in_prefix
-from libkv.errors import (
+from libkv.driver import (
+    Action,
     AuthenticationError,
+    Capabilities,
+    Event,
+    FeedBatch,
     HistoryLostError,
     InvalidURLError,
     KVError,
+    KVPair,
     LeaseNotFoundError,
     NotReachableError,
+    Op,
+    OpKind,
+    Store,
     StoreClosedError,
+    StoreURL,
     UnknownOutcomeError,
     ValueTooLargeError,
+    first_failure,
+    in_prefix,
+    parse_bool,
+    parse_seconds,
 )
-from libkv.model import Action, Capabilities, Event, KVPair
-from libkv.ops import Op, OpKind, first_failure
-from libkv.url import StoreURL, parse_bool, parse_seconds
-from libkv.watching import FeedBatch
 
 __all__ = ["EtcdStore", "open_etcd"]
 

@@ -33,20 +33,29 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
-from libkv.api import Store, in_prefix
-from libkv.errors import (
+from libkv.driver import (
+    Action,
     AuthenticationError,
+    Capabilities,
+    Event,
+    FeedBatch,
     HistoryLostError,
     InvalidURLError,
     KVError,
+    KVPair,
     LeaseNotFoundError,
     NotReachableError,
+    Op,
+    OpKind,
+    Store,
+    StoreURL,
     UnknownOutcomeError,
+    first_failure,
+    in_prefix,
+    parse_bool,
+    parse_positive_int,
+    parse_seconds,
 )
-from libkv.model import Action, Capabilities, Event, KVPair
-from libkv.ops import Op, OpKind, first_failure
-from libkv.url import StoreURL, parse_bool, parse_positive_int, parse_seconds
-from libkv.watching import FeedBatch
 from libkv_redis import scripts
 
 __all__ = ["CAPABILITIES", "RedisStore", "open_redis"]
