@@ -210,8 +210,8 @@ class Watch:
             except BaseException as translated:
                 self._failure = translated
             return
-        self._unreachable_since = None
-        if batch is not None:
+        if batch is not None:  # only a batch proves contact (a None may be no answer yet)
+            self._unreachable_since = None
             self._accept(batch)
 
     def _accept(self, batch: FeedBatch) -> None:
@@ -306,7 +306,6 @@ class Watch:
                 feed.close()
                 return
             self._feed = feed
-        self._unreachable_since = None
 
     def _wanted(self, key: str) -> bool:
         return in_prefix(key, self._prefix) if self._recursive else key == self._prefix
