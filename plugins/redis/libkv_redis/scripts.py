@@ -280,8 +280,6 @@ if #redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', now, 'LIMIT', 0, 1) > 0 t
     + r"""
   reap(now)
 end
-local data_key = P .. 'v:' .. key
-local previous = redis.call('GET', data_key)
 local current = redis.call('GET', KEYS[1])
 local value = ARGV[4]
 local payload = 'u' .. #key .. ':' .. key .. #value .. ':' .. value
@@ -296,7 +294,7 @@ else  -- a new or wiped key space: start at the server clock in microseconds (se
   redis.call('XADD', P .. 'log', 'MAXLEN', ARGV[2], text .. '-0', 'c', payload, 'f', '1')
 end
 redis.call('SET', KEYS[1], text)
-redis.call('SET', data_key, text .. ':' .. value)
+local previous = redis.call('SET', P .. 'v:' .. key, text .. ':' .. value, 'GET')
 if not previous then
   redis.call('ZADD', P .. 'index', 0, key)
 elseif string.byte(previous, 1) == 126 then  -- '~': detach it from its ttl or lease
