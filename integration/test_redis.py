@@ -707,6 +707,33 @@ def test_watch_close_ends_iteration_within_a_second_while_the_server_is_frozen(
             dedicated_redis.resume()
 
 
+# -- a killed or frozen server is reported, within the timeout plus 2 s ----------------
+
+
+@pytest.mark.parametrize("how", ["kill", "pause"])
+def test_a_watch_raises_not_reachable_when_the_server_is_gone(
+    dedicated_redis: RedisServer, how: str
+) -> None:
+    timeout = 2.0
+    with libkv.open(_url(dedicated_redis, timeout=timeout)) as store:
+        store.put("k", b"0")
+        watch = store.watch("", recursive=True)
+        assert watch.next_event(5) is not None  # INIT
+        if how == "kill":
+            dedicated_redis.kill()
+        else:
+            dedicated_redis.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(NotReachableError):
+                while time.monotonic() - started < 30:
+                    watch.next_event(0.5)
+            assert time.monotonic() - started < timeout + 2
+        finally:
+            if how == "pause":
+                dedicated_redis.resume()
+
+
 # -- item 7: Redis' own refusals become typed errors, with nothing half written --------
 
 

@@ -93,11 +93,11 @@ _OUTCOME_UNKNOWN_NOTE = "libkv: the write was sent; its outcome is unknown"
 _AUTH_MESSAGES = ("authentication failed", "user name is empty", "authentication is not enabled")
 
 
-# A watch stream silent for this long (at most; a quarter of the store's timeout if
-# less) is asked for a progress report, which etcd answers at once; one silent for
-# STREAM_STALL (at most; half the timeout if less) is taken as unreachable.
-PROBE_AFTER = 1.0
-STREAM_STALL = 2.0
+# A watch stream silent for STREAM_STALL (at most; a quarter of the store's timeout
+# if less) is taken as unreachable, so a frozen member is reported within the store's
+# timeout plus about a second; one silent for half of that is asked for a progress
+# report, which etcd answers at once.
+STREAM_STALL = 0.9
 
 
 class ArgumentRangeError(KVError, ValueError):
@@ -511,8 +511,8 @@ class _EtcdFeed:
 
     Opening sends nothing by itself, so the feed proves contact instead: every poll
     that got an answer from etcd (the stream's creation, events, a progress report)
-    returns a batch, a stream silent for ``PROBE_AFTER`` is asked for a progress
-    report, and one silent for ``STREAM_STALL`` (or that broke) raises
+    returns a batch, a stream silent for half of ``STREAM_STALL`` is asked for a
+    progress report, and one silent for ``STREAM_STALL`` (or that broke) raises
     NotReachableError. So a killed or frozen member is reported, not waited on forever.
     """
 
@@ -532,8 +532,8 @@ class _EtcdFeed:
         self._prefix = prefix
         self._filter = bool(prefix) and prefix[-1] != "/"  # the range also holds p-x, p.x
         self._revision = after  # the revision this feed is known consistent with
-        self._probe_after = min(PROBE_AFTER, store.timeout / 4)
-        self._stall = min(STREAM_STALL, store.timeout / 2)
+        self._stall = min(STREAM_STALL, store.timeout / 4)
+        self._probe_after = self._stall / 2
         self._opened = time.monotonic()
         self._contact: float | None = None  # when etcd last answered on this stream
         self._probed: float | None = None

@@ -71,6 +71,10 @@ CAPABILITIES = Capabilities(
 REAP_INTERVAL = 0.2  # seconds between two reaps by each open Store
 FOLLOW_INTERVAL = 1.0  # seconds between two Sentinel look-ups of the master by each Store
 FEED_BLOCK = 0.2  # longest XREAD BLOCK, so a closed feed returns promptly
+# How long past its XREAD BLOCK a watch waits for Redis to answer (at most; a quarter
+# of the store's timeout if less) before it takes the server as unreachable: short, so
+# a frozen server is reported within the store's timeout plus about a second.
+FEED_STALL = 0.75
 FEED_BATCH = 1000  # log entries read per poll
 
 _KIND_CODES = {
@@ -424,15 +428,25 @@ class _RedisFeed:
         self._prefix = prefix
         self._after = after
         self._closed = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _connection (close() runs in any thread)
+        self._polling = threading.Lock()  # one poll at a time on the one connection
         self._connection: Any = None
 
     def poll(self, timeout: float) -> FeedBatch | None:
+        # Several threads may iterate one watch: they take turns on the connection.
+        if not self._polling.acquire(timeout=max(timeout, 0.0)):
+            return None
+        try:
+            return self._poll(timeout)
+        finally:
+            self._polling.release()
+
+    def _poll(self, timeout: float) -> FeedBatch | None:
         if self._closed.is_set():
             return None
         store = self._store
-        # Block well within the socket timeout (the store's), or the read would time out.
-        block = max(1, int(min(timeout, FEED_BLOCK, store.timeout / 2) * 1000))
+        # Block within the socket timeout (FEED_BLOCK plus the stall allowance).
+        block = max(1, int(min(timeout, FEED_BLOCK) * 1000))
         try:
             reap_reply, reply = self._read(block)
         except redis.exceptions.NoScriptError:
@@ -501,7 +515,14 @@ class _RedisFeed:
             if self._connection is None:
                 # Not from the pool: close() shuts it while another thread may read it.
                 pool: Any = self._store._client.connection_pool  # type: ignore[union-attr]
-                self._connection = pool.connection_class(**pool.connection_kwargs)
+                wait = FEED_BLOCK + min(FEED_STALL, self._store.timeout / 4)
+                self._connection = pool.connection_class(
+                    **{
+                        **pool.connection_kwargs,
+                        "socket_timeout": wait,
+                        "socket_connect_timeout": wait,
+                    }
+                )
             connection = self._connection
         sentinel = self._store._sentinel_pool
         if sentinel is not None and sentinel.master_address not in (
