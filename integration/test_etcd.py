@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
+import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -11,13 +14,14 @@ from pathlib import Path
 
 import pytest
 from libkv_etcd import EtcdStore
+from libkv_etcd.driver import CAPABILITIES
 from pyetcd import etcdrpc  # type: ignore[import-untyped]
 
 import libkv
 from integration.servers import Certificates, EtcdServer, free_port, make_test_certificates
-from libkv import Action
-from libkv.testing import CrossProcessConformance
-from libkv.testing.polling import wait_until
+from libkv import Action, ops
+from libkv.testing import CrossProcessConformance, WatchRecorder
+from libkv.testing.polling import assert_holds_until, wait_until
 
 
 class TestEtcdConformance(CrossProcessConformance):
@@ -267,3 +271,205 @@ def test_progress_notifications_advance_an_idle_watch() -> None:
             created = store.put("quiet/k", b"1")
             event = resumed.next_event(timeout=5)
             assert event is not None and event.pair == created
+
+
+# -- numbers etcd cannot represent (issue 8) -------------------------------------------
+
+
+def test_numbers_etcd_cannot_represent_are_refused_whole(etcd_server: EtcdServer) -> None:
+    """protobuf refuses an int64 field out of range before anything is sent, and etcd
+    refuses a lease above its MaxLeaseTTL: both are typed argument errors (a KVError
+    and a ValueError), nothing is written and an open watch carries on. This Store's
+    ``ttl_max`` is widened so the ttls get past the core's own check to the driver."""
+    with libkv.open(f"{etcd_server.url}/t{uuid.uuid4().hex}") as store:
+        store.capabilities = dataclasses.replace(CAPABILITIES, ttl_max=1e300)
+        first = store.put("k", b"0")
+        with store.watch("", recursive=True) as watch:
+            assert watch.next_event(5) is not None  # INIT
+            leases_before = _lease_ids(etcd_server)
+            for attempt in (
+                lambda: store.put("k", b"v", ttl=1e30),
+                lambda: store.put("k", b"v", ttl=CAPABILITIES.ttl_max + 1),
+                lambda: store.lease(1e300),
+                lambda: store.lease(CAPABILITIES.ttl_max + 1),
+                lambda: store.update("k", b"v", version=2**70),
+                lambda: store.transaction(
+                    [ops.put("j", b"v", ttl=5), ops.update("k", b"v", version=2**70)]
+                ),
+            ):
+                with pytest.raises(libkv.KVError) as raised:
+                    attempt()
+                assert isinstance(raised.value, ValueError), repr(raised.value)
+                assert not isinstance(raised.value, libkv.NotReachableError)
+            assert store.get("k") == first and not store.exists("j")
+            assert _lease_ids(etcd_server) == leases_before
+            later = store.put("l", b"1")
+            event = watch.next_event(5)
+            assert event is not None and event.pair == later
+
+
+def test_a_ttl_at_the_declared_maximum_is_granted(etcd_server: EtcdServer) -> None:
+    with libkv.open(f"{etcd_server.url}/t{uuid.uuid4().hex}") as store:
+        pair = store.put("k", b"v", ttl=CAPABILITIES.ttl_max)
+        assert store.get("k") == pair
+        store.delete("k")
+
+
+def _lease_ids(server: EtcdServer) -> set[str]:
+    """The ids of every lease etcd holds (its gRPC gateway's LeaseLeases)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}/v3/lease/leases", data=b"{}", method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return {lease["ID"] for lease in json.load(response).get("leases", [])}
+
+
+# -- a single member killed or frozen: watches report it, close() stays prompt ---------
+
+
+STORE_TIMEOUT = 2.0
+REPORT_BOUND = STORE_TIMEOUT + 2.0  # the contract: within the timeout, plus 2 s of slack
+
+
+def _stop(server: EtcdServer, how: str) -> None:
+    if how == "kill":
+        server.kill()
+    else:
+        server.pause()
+
+
+def _bring_back(server: EtcdServer, how: str) -> None:
+    if how == "pause":
+        server.resume()
+
+
+@pytest.mark.parametrize("how", ["kill", "pause"])
+def test_a_watch_raises_not_reachable_when_the_member_is_gone(
+    stopped_server: EtcdServer, how: str
+) -> None:
+    with libkv.open(f"{stopped_server.url}/w?timeout={STORE_TIMEOUT:g}") as store:
+        store.put("k", b"0")
+        watch = store.watch("", recursive=True)
+        assert watch.next_event(5) is not None  # INIT
+        _stop(stopped_server, how)
+        try:
+            started = time.monotonic()
+            with pytest.raises(libkv.NotReachableError):
+                while time.monotonic() - started < 30:
+                    watch.next_event(0.5)
+            assert time.monotonic() - started < REPORT_BOUND
+        finally:
+            _bring_back(stopped_server, how)
+
+
+@pytest.mark.parametrize("how", ["kill", "pause"])
+def test_wait_for_change_raises_not_reachable_when_the_member_is_gone(
+    stopped_server: EtcdServer, how: str
+) -> None:
+    with libkv.open(f"{stopped_server.url}/w?timeout={STORE_TIMEOUT:g}") as store:
+        version = store.put("k", b"0").version
+        outcome: list[BaseException | libkv.KVPair] = []
+
+        def wait() -> None:
+            try:
+                outcome.append(store.wait_for_change("k", version, timeout=30))
+            except BaseException as error:
+                outcome.append(error)
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        # The waiter's watch is open once it has polled its feed once (a batch proves it).
+        assert_holds_until(lambda: not outcome, time.monotonic() + 0.5)
+        _stop(stopped_server, how)
+        try:
+            started = time.monotonic()
+            waiter.join(REPORT_BOUND + 1)
+            assert outcome and isinstance(outcome[0], libkv.NotReachableError), outcome
+            assert time.monotonic() - started < REPORT_BOUND
+        finally:
+            _bring_back(stopped_server, how)
+
+
+def test_lock_acquire_raises_not_reachable_when_the_member_is_frozen(
+    stopped_server: EtcdServer,
+) -> None:
+    """The waiting acquire's watch reports the frozen member like any watch; the Lock
+    then revokes its lease, a request that waits for the store's timeout too."""
+    with (
+        libkv.open(f"{stopped_server.url}/w?timeout={STORE_TIMEOUT:g}") as holder,
+        libkv.open(f"{stopped_server.url}/w?timeout={STORE_TIMEOUT:g}") as contender,
+    ):
+        held = holder.lock("lock", ttl=30)
+        assert held.acquire()
+        outcome: list[BaseException | bool] = []
+
+        def acquire() -> None:
+            try:
+                outcome.append(contender.lock("lock", ttl=30).acquire(timeout=30))
+            except BaseException as error:
+                outcome.append(error)
+
+        waiter = threading.Thread(target=acquire, daemon=True)
+        waiter.start()
+        assert_holds_until(lambda: not outcome, time.monotonic() + 1.0)  # waiting for release
+        stopped_server.pause()
+        try:
+            started = time.monotonic()
+            waiter.join(REPORT_BOUND + STORE_TIMEOUT + 1)
+            assert outcome and isinstance(outcome[0], libkv.NotReachableError), outcome
+            assert time.monotonic() - started < REPORT_BOUND + STORE_TIMEOUT
+        finally:
+            stopped_server.resume()
+
+
+@pytest.mark.parametrize("how", ["kill", "pause"])
+def test_watch_close_ends_iteration_within_a_second_while_the_member_is_gone(
+    stopped_server: EtcdServer, how: str
+) -> None:
+    with libkv.open(f"{stopped_server.url}/w?timeout=10") as store:
+        watch = store.watch("", recursive=True)
+        assert watch.next_event(5) is not None  # INIT
+        finished = threading.Event()
+        failures: list[BaseException] = []
+
+        def consume() -> None:
+            try:
+                for _ in watch:
+                    pass
+            except BaseException as error:
+                failures.append(error)
+            finished.set()
+
+        consumer = threading.Thread(target=consume, daemon=True)
+        consumer.start()
+        _stop(stopped_server, how)
+        try:
+            # Long enough for the watch to find the member gone and be reconnecting.
+            assert_holds_until(lambda: not finished.is_set(), time.monotonic() + 3.0)
+            started = time.monotonic()
+            watch.close()
+            assert finished.wait(5), "iteration did not end"
+            assert time.monotonic() - started < 1.0
+            assert not failures, failures
+        finally:
+            _bring_back(stopped_server, how)
+
+
+def test_a_watch_rides_out_a_short_freeze(stopped_server: EtcdServer) -> None:
+    """A freeze shorter than the timeout: the watch reconnects and misses nothing."""
+    with (
+        libkv.open(f"{stopped_server.url}/w?timeout=10") as store,
+        store.watch("", recursive=True) as watch,
+        WatchRecorder(watch) as recorder,
+    ):
+        wait_until(lambda: len(recorder.events) == 1, 5)  # INIT
+        first = store.put("a", b"1")
+        stopped_server.pause()
+        try:
+            assert_holds_until(lambda: recorder.error is None, time.monotonic() + 3.0)
+        finally:
+            stopped_server.resume()
+        second = store.put("b", b"2")
+        wait_until(lambda: len(recorder.events) == 3 or recorder.error, 15)
+        assert recorder.error is None, repr(recorder.error)
+        assert [event.pair for event in recorder.events[1:]] == [first, second]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 import threading
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from libkv_redis.driver import CAPABILITIES
 
 import libkv
 from integration.servers import (
@@ -24,11 +26,18 @@ from libkv import (
     AuthenticationError,
     HistoryLostError,
     InvalidURLError,
+    KeyModifiedError,
     KVError,
     NotReachableError,
     UnknownOutcomeError,
+    ops,
 )
-from libkv.testing import CrossProcessConformance, WatchRecorder, wait_until
+from libkv.testing import (
+    CrossProcessConformance,
+    WatchRecorder,
+    assert_holds_until,
+    wait_until,
+)
 
 
 def _url(server: RedisServer | RedisSentinelGroup, **options: object) -> str:
@@ -307,9 +316,10 @@ def test_watch_survives_a_restart_and_reports_the_lost_history(
 def test_a_reset_database_written_past_the_watch_revision_is_history_lost(
     dedicated_redis: RedisServer,
 ) -> None:
-    """Without persistence a restart empties Redis; if other clients then write past the
-    watch's revision before it polls again, the revision alone looks fine, but the
-    history is a different one: the epoch tells, and the watch raises HistoryLostError."""
+    """Without persistence a restart empties Redis; the new key space's revisions start
+    above the old ones (at the server clock), so after other clients wrote to it the
+    revision alone looks fine, but the history is a different one: the watch raises
+    HistoryLostError instead of carrying on."""
     url = f"{dedicated_redis.url}?timeout=10"
     with libkv.open(url) as store, store.watch("k") as watch:
         store.put("k", b"before")
@@ -319,10 +329,10 @@ def test_a_reset_database_written_past_the_watch_revision_is_history_lost(
         revision = watch.revision
         dedicated_redis.restart()
         with libkv.open(url) as writer:
-            for number in range(revision + 3):
+            for number in range(3):
                 writer.put("k", str(number))
             assert writer.get("k").version > revision
-        with pytest.raises(HistoryLostError, match="reset"):
+        with pytest.raises(HistoryLostError, match=r"reset|discarded"):
             watch.next_event(15)
 
 
@@ -551,3 +561,259 @@ def test_a_write_refused_by_a_demoted_master_is_not_an_unknown_outcome(
         assert isinstance(raised.value.__cause__.__context__, redis.ReadOnlyError)
         group.primary.call("REPLICAOF", "NO", "ONE")
         assert store.get("k").value == b"v"
+
+
+# -- faults and out-of-range input (issue 8) ---------------------------------------
+
+
+def _state(server: RedisServer) -> dict[bytes, object]:
+    """Every physical key with its type-independent dump: what a refused write must not change."""
+    client = redis.Redis(port=server.port)
+    try:
+        return {key: (client.dump(key), client.pttl(key)) for key in sorted(client.keys("*"))}
+    finally:
+        client.close()
+
+
+def _is_argument_error(error: BaseException) -> bool:
+    return isinstance(error, KVError) and isinstance(error, ValueError)
+
+
+# -- item 1: a write the server cannot represent is refused whole ------------------------
+
+
+def test_a_write_redis_cannot_represent_is_refused_whole_and_watches_carry_on(
+    dedicated_redis: RedisServer,
+) -> None:
+    """The scripts check every deadline before writing anything. Widening this Store's
+    ``ttl_max`` lets a ttl past what Redis can keep exactly (2**53 ms) reach the
+    server: the put, a transaction holding it and a lease are refused with a typed
+    error, nothing changes in Redis, and an open watch carries on without a gap."""
+    with libkv.open(_url(dedicated_redis)) as store:
+        store.capabilities = dataclasses.replace(CAPABILITIES, ttl_max=1e300)
+        store.put("a", b"1")
+        with store.watch("", recursive=True) as watch, WatchRecorder(watch) as recorder:
+            wait_until(lambda: len(recorder.events) == 1, 5)  # INIT
+            before = _state(dedicated_redis)
+            for attempt in (
+                lambda: store.put("k", b"v", ttl=1e15),
+                lambda: store.transaction([ops.put("b", b"2"), ops.put("k", b"v", ttl=1e15)]),
+                lambda: store.lease(1e15),
+            ):
+                with pytest.raises(KVError) as raised:
+                    attempt()
+                assert _is_argument_error(raised.value), repr(raised.value)
+                assert not isinstance(raised.value, NotReachableError)
+                assert _state(dedicated_redis) == before
+            assert not store.exists("k") and not store.exists("b")
+            later = store.put("c", b"3")
+            wait_until(lambda: len(recorder.events) == 2 or recorder.error, 5)
+            assert recorder.error is None, repr(recorder.error)
+            assert [(event.action, event.pair) for event in recorder.events[1:]] == [
+                (Action.UPDATE, later)
+            ]
+            # Resuming from before the refusals misses nothing either.
+            with store.watch("", recursive=True, since=later.version - 1) as resumed:
+                event = resumed.next_event(5)
+                assert event is not None and event.pair == later
+
+
+def test_a_ttl_at_the_declared_maximum_is_kept(dedicated_redis: RedisServer) -> None:
+    """``ttl_max`` is what Redis represents: a key and a lease at it are written and
+    expire then (the key's PEXPIREAT is that far in the future)."""
+    ttl_max = CAPABILITIES.ttl_max
+    with libkv.open(_url(dedicated_redis)) as store, store.watch("", recursive=True) as watch:
+        assert watch.next_event(5) is not None  # INIT
+        pair = store.put("k", b"v", ttl=ttl_max)
+        event = watch.next_event(5)
+        assert event is not None and event.pair == pair
+        client = redis.Redis(port=dedicated_redis.port)
+        try:
+            (data_key,) = [key for key in client.keys("*") if key.endswith(b"/k")]
+            assert client.pttl(data_key) > (ttl_max - 60) * 1000
+        finally:
+            client.close()
+        lease = store.lease(ttl_max, keepalive=False)
+        try:
+            assert store.put("l", b"v", lease=lease).version > pair.version
+        finally:
+            lease.revoke()
+
+
+# -- item 2: revisions, versions, tokens and lease ids never go back ------------------
+
+
+def test_versions_tokens_and_lease_ids_never_go_back_after_a_wipe(
+    dedicated_redis: RedisServer,
+) -> None:
+    """Without persistence, ``kill -9`` and a restart empty Redis. The Store carries on
+    with a new key space whose counters start at the server clock in microseconds,
+    above anything the old one issued: versions, fencing tokens and lease ids only go
+    up, and a compare-and-swap with a version from before the wipe fails."""
+    with libkv.open(_url(dedicated_redis, timeout=5)) as store:
+        stale = store.put("k", b"first")
+        issued = [store.put("k", str(number)).version for number in range(5)]
+        with store.lock("lock") as lock:
+            assert lock.token is not None
+            issued.append(lock.token)
+        lease = store.lease(30, keepalive=False)
+        old_lease_id = lease.id
+        dedicated_redis.kill()
+        dedicated_redis.start()
+        pair = wait_until(lambda: _put_when_reachable(store, "k", b"after"), 10)
+        assert pair.version > max(issued)
+        with pytest.raises(KeyModifiedError):
+            store.update("k", b"stale write", version=stale.version)
+        with store.lock("lock") as lock:
+            assert lock.token is not None and lock.token > max(issued)
+        assert store.lease(30, keepalive=False).id > old_lease_id
+        assert store.get("k").value == b"after"
+
+
+def _put_when_reachable(store: libkv.Store, key: str, value: bytes) -> libkv.KVPair | None:
+    try:
+        return store.put(key, value)
+    except NotReachableError:
+        return None
+
+
+# -- item 6: close() is prompt while the server is frozen ----------------------------
+
+
+def test_watch_close_ends_iteration_within_a_second_while_the_server_is_frozen(
+    dedicated_redis: RedisServer,
+) -> None:
+    with libkv.open(_url(dedicated_redis, timeout=10)) as store:
+        watch = store.watch("", recursive=True)
+        assert watch.next_event(5) is not None  # INIT
+        finished = threading.Event()
+
+        def consume() -> None:
+            for _ in watch:
+                pass
+            finished.set()
+
+        consumer = threading.Thread(target=consume, daemon=True)
+        consumer.start()
+        dedicated_redis.pause()
+        try:
+            # The consumer is now blocked in a read the frozen server never answers.
+            assert_holds_until(lambda: not finished.is_set(), time.monotonic() + 0.6)
+            started = time.monotonic()
+            watch.close()
+            assert finished.wait(5), "iteration did not end"
+            assert time.monotonic() - started < 1.0
+        finally:
+            dedicated_redis.resume()
+
+
+# -- a killed or frozen server is reported, within the timeout plus 2 s ----------------
+
+
+@pytest.mark.parametrize("how", ["kill", "pause"])
+def test_a_watch_raises_not_reachable_when_the_server_is_gone(
+    dedicated_redis: RedisServer, how: str
+) -> None:
+    timeout = 2.0
+    with libkv.open(_url(dedicated_redis, timeout=timeout)) as store:
+        store.put("k", b"0")
+        watch = store.watch("", recursive=True)
+        assert watch.next_event(5) is not None  # INIT
+        if how == "kill":
+            dedicated_redis.kill()
+        else:
+            dedicated_redis.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(NotReachableError):
+                while time.monotonic() - started < 30:
+                    watch.next_event(0.5)
+            assert time.monotonic() - started < timeout + 2
+        finally:
+            if how == "pause":
+                dedicated_redis.resume()
+
+
+# -- item 7: Redis' own refusals become typed errors, with nothing half written --------
+
+
+def test_out_of_memory_is_a_typed_error_and_writes_nothing(dedicated_redis: RedisServer) -> None:
+    with libkv.open(_url(dedicated_redis)) as store:
+        store.put("a", b"1")
+        with store.watch("", recursive=True) as watch, WatchRecorder(watch) as recorder:
+            wait_until(lambda: len(recorder.events) == 1, 5)  # INIT
+            before = _state(dedicated_redis)
+            dedicated_redis.call("CONFIG", "SET", "maxmemory-policy", "noeviction")
+            dedicated_redis.call("CONFIG", "SET", "maxmemory", "1")
+            try:
+                for attempt in (
+                    lambda: store.put("k", b"v"),
+                    lambda: store.put("k", b"v", ttl=5),
+                    lambda: store.create("k", b"v"),
+                    lambda: store.transaction([ops.put("k", b"v"), ops.put("j", b"w")]),
+                ):
+                    with pytest.raises(KVError, match="out of memory") as raised:
+                        attempt()
+                    assert not isinstance(raised.value, NotReachableError)
+                    assert isinstance(raised.value.__cause__, redis.ResponseError)
+                    assert _state(dedicated_redis) == before
+                # The watch keeps polling meanwhile, unharmed.
+                assert_holds_until(
+                    lambda: recorder.error is None and not recorder.ended.is_set(),
+                    time.monotonic() + 0.5,
+                    message=lambda: repr(recorder.error),
+                )
+            finally:
+                dedicated_redis.call("CONFIG", "SET", "maxmemory", "0")
+            later = store.put("c", b"3")
+            wait_until(lambda: len(recorder.events) == 2 or recorder.error, 5)
+            assert recorder.error is None, repr(recorder.error)
+            assert recorder.events[1].pair == later
+            assert not store.exists("k")
+
+
+def test_a_database_the_server_does_not_have_is_an_invalid_url(redis_server: RedisServer) -> None:
+    with libkv.open(f"{redis_server.url}/99") as store:
+        with pytest.raises(InvalidURLError, match="database 99") as raised:
+            store.get("k")
+        assert isinstance(raised.value.__cause__, redis.ResponseError)
+        with pytest.raises(InvalidURLError):
+            store.put("k", b"v")
+
+
+def test_compact_before_the_first_revision_is_harmless(redis_server: RedisServer) -> None:
+    """A compaction point below 1 keeps everything (the core may refuse negatives
+    first); whatever the server answers, nothing raw escapes and no history is lost."""
+    with libkv.open(_url(redis_server)) as store:
+        first = store.put("k", b"1")
+        for revision in (-5, 0, 1):
+            try:
+                store.compact(revision)
+            except KVError as error:
+                assert _is_argument_error(error), repr(error)
+        with store.watch("k", since=first.version - 1) as watch:
+            event = watch.next_event(5)
+            assert event is not None and event.pair == first
+
+
+# -- item 8: a watch from a revision ahead of the store waits for it -------------------
+
+
+def test_watch_since_a_revision_ahead_of_the_store_waits_for_it(
+    redis_server: RedisServer,
+) -> None:
+    with libkv.open(_url(redis_server)) as store:
+        revision = store.put("k", b"0").version
+        with (
+            store.watch("k", since=revision + 3) as watch,
+            WatchRecorder(watch) as recorder,
+        ):
+            assert_holds_until(
+                lambda: not recorder.events and recorder.error is None,
+                time.monotonic() + 0.5,
+            )
+            written = [store.put("k", str(number)) for number in range(1, 6)]
+            assert [pair.version for pair in written] == [revision + n for n in range(1, 6)]
+            wait_until(lambda: len(recorder.events) == 2 or recorder.error, 5)
+            assert recorder.error is None, repr(recorder.error)
+            assert [event.pair for event in recorder.events] == written[3:]

@@ -17,6 +17,7 @@ DRIVERS = {
     "sqlite": "libkv.drivers.sqlite",
     "redis": "libkv_redis.driver",
     "etcd": "libkv_etcd.driver",
+    "consul": "libkv_consul.driver",
 }
 
 

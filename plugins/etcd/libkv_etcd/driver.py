@@ -35,6 +35,7 @@ from libkv.driver import (
     Event,
     FeedBatch,
     HistoryLostError,
+    InvalidArgumentError,
     InvalidURLError,
     KVError,
     KVPair,
@@ -66,8 +67,8 @@ CAPABILITIES = Capabilities(
     watch_resume=True,
     # etcd raises shorter leases to 3/2 election timeouts (1.5 s, so 2 s) by default.
     ttl_min=2.0,
+    ttl_max=9e9,  # etcd's MaxLeaseTTL (9,000,000,000 s); longer leases: "too large lease TTL"
     # ttl rounded up to whole seconds (< 1 s), the leader's 500 ms expiry scan, raft.
-    ttl_max=1e9,  # about 31 years; every backend represents it
     ttl_slack=2.0,
     max_value_size=MAX_REQUEST_BYTES - 8 * 1024,  # room for the key and the Txn around it
     max_transaction_ops=128,  # etcd's default --max-txn-ops
@@ -99,6 +100,13 @@ _NOT_SENT = (
 _LEADER = (("hasleader", "true"),)
 _OUTCOME_UNKNOWN_NOTE = "libkv: the write was sent; its outcome is unknown"
 _AUTH_MESSAGES = ("authentication failed", "user name is empty", "authentication is not enabled")
+
+
+# A watch stream silent for STREAM_STALL (at most; a quarter of the store's timeout
+# if less) is taken as unreachable, so a frozen member is reported within the store's
+# timeout plus about a second; one silent for half of that is asked for a progress
+# report, which etcd answers at once.
+STREAM_STALL = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +200,7 @@ class EtcdStore(Store):
                     raise
                 attempt += 1
                 pause = 0.0 if attempt % len(self._endpoints) else min(0.05 * attempt, 0.5)
-                if self._closed or time.monotonic() + pause >= deadline:
+                if self.closed or time.monotonic() + pause >= deadline:
                     raise
                 if pause:
                     time.sleep(pause)
@@ -287,6 +295,9 @@ class EtcdStore(Store):
     # -- writing ------------------------------------------------------------------------
 
     def _commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
+        # The conditions first: a version etcd cannot represent is refused before a
+        # lease is granted for the transaction.
+        conditions = [_conditions(op, op.key.encode()) for op in ops]
         leases = self._ttl_leases(ops)
         if len(ops) == 1 and ops[0].kind is OpKind.PUT:
             op = ops[0]
@@ -303,9 +314,9 @@ class EtcdStore(Store):
         compare: list[Any] = []
         success: list[Any] = []
         failure: list[Any] = []
-        for op in ops:
+        for op, condition in zip(ops, conditions, strict=True):
             key = op.key.encode()
-            compare.extend(_conditions(op, key))
+            compare.extend(condition)
             if op.kind is OpKind.DELETE:
                 request = etcdrpc.DeleteRangeRequest(key=key)
                 success.append(etcdrpc.RequestOp(request_delete_range=request))
@@ -438,7 +449,7 @@ class EtcdStore(Store):
         create = _range_of(prefix, etcdrpc.WatchCreateRequest)
         create.start_revision = 0 if after is None else after + 1
         create.progress_notify = True
-        return _EtcdFeed(self, index, endpoint, prefix, create, metadata)
+        return _EtcdFeed(self, index, endpoint, prefix, create, metadata, after or 0)
 
     def _compact(self, revision: int) -> None:
         current = self._range_request(
@@ -461,6 +472,9 @@ class EtcdStore(Store):
     def _translate_error(self, error: Exception) -> KVError | None:
         if isinstance(error, ValueError) and "closed channel" in str(error):
             return StoreClosedError(f"store is closed: {self.url}")
+        if isinstance(error, (ValueError, OverflowError)) and "out of range" in str(error):
+            # protobuf refusing a number its int64 field cannot hold: nothing was sent.
+            return InvalidArgumentError(f"a number is out of etcd's range: {error}")
         if not isinstance(error, grpc.RpcError):
             return None
         code = error.code()
@@ -471,11 +485,15 @@ class EtcdStore(Store):
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return NotReachableError(f"{where} not reachable within {self.timeout} s: {details}")
         if code is grpc.StatusCode.CANCELLED:
-            if self._closed:
+            if self.closed:
                 return StoreClosedError(f"store is closed: {self.url}")
             return NotReachableError(f"{where}: request cancelled: {details}")
         if code is grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
             return HistoryLostError(f"{where}: {details}")
+        if "too large lease ttl" in details.lower():
+            return InvalidArgumentError(
+                f"{where}: a ttl above etcd's maximum of {CAPABILITIES.ttl_max:g} s: {details}"
+            )
         if code is grpc.StatusCode.NOT_FOUND and "lease" in details:
             return LeaseNotFoundError(f"{where}: lease has expired or was revoked")
         if "request is too large" in details:
@@ -494,7 +512,14 @@ class EtcdStore(Store):
 
 
 class _EtcdFeed:
-    """An etcd watch stream, read into a queue by a thread so ``close()`` is prompt."""
+    """An etcd watch stream, read into a queue by a thread so ``close()`` is prompt.
+
+    Opening sends nothing by itself, so the feed proves contact instead: every poll
+    that got an answer from etcd (the stream's creation, events, a progress report)
+    returns a batch, a stream silent for half of ``STREAM_STALL`` is asked for a
+    progress report, and one silent for ``STREAM_STALL`` (or that broke) raises
+    NotReachableError. So a killed or frozen member is reported, not waited on forever.
+    """
 
     def __init__(
         self,
@@ -504,11 +529,19 @@ class _EtcdFeed:
         prefix: str,
         create: Any,
         metadata: Any,
+        after: int,
     ) -> None:
         self._store = store
         self._index = index
+        self._address = endpoint.address
         self._prefix = prefix
         self._filter = bool(prefix) and prefix[-1] != "/"  # the range also holds p-x, p.x
+        self._revision = after  # the revision this feed is known consistent with
+        self._stall = min(STREAM_STALL, store.timeout / 4)
+        self._probe_after = self._stall / 2
+        self._opened = time.monotonic()
+        self._contact: float | None = None  # when etcd last answered on this stream
+        self._probed: float | None = None
         self._responses: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._requests.put(etcdrpc.WatchRequest(create_request=create))
@@ -525,6 +558,7 @@ class _EtcdFeed:
     def _read(self) -> None:
         try:
             for response in self._call:
+                self._contact = time.monotonic()
                 self._responses.put(response)
             self._responses.put(NotReachableError("etcd ended the watch stream"))
         except grpc.RpcError as error:
@@ -541,21 +575,34 @@ class _EtcdFeed:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+        now = time.monotonic()
+        heard = self._contact or self._opened
+        if now - heard > self._stall:
+            raise NotReachableError(
+                f"etcd at {self._address} did not answer on a watch stream for {now - heard:.1f} s"
+            )
+        if now - heard > self._probe_after and (self._probed is None or self._probed < heard):
+            self._probed = now
+            self._requests.put(
+                etcdrpc.WatchRequest(progress_request=etcdrpc.WatchProgressRequest())
+            )
         try:
-            item = self._responses.get(timeout=timeout)
+            # Return by the stall deadline, so the next poll can report it.
+            item = self._responses.get(timeout=max(0.0, min(timeout, heard + self._stall - now)))
         except queue.Empty:
             return None
         changes: list[Event] = []
-        revision = 0
+        answered = False
         while True:
             if self._closed:
                 return None
             try:
                 if isinstance(item, BaseException):
                     raise item
-                revision = max(revision, self._accept(item, changes))
+                self._revision = max(self._revision, self._accept(item, changes))
+                answered = True
             except BaseException as error:
-                if not changes and not revision:
+                if not answered:
                     raise
                 self._error = error  # raised by the next poll, after these changes
                 break
@@ -563,7 +610,8 @@ class _EtcdFeed:
                 item = self._responses.get_nowait()
             except queue.Empty:
                 break
-        return FeedBatch(revision, changes) if revision else None
+        # Even without news, an answer proves contact: a batch at the known revision.
+        return FeedBatch(self._revision, changes)
 
     def _accept(self, response: Any, changes: list[Event]) -> int:
         """Add a response's changes; return the revision it proves consistency to (or 0)."""
@@ -575,7 +623,9 @@ class _EtcdFeed:
         if response.canceled:
             raise NotReachableError(f"etcd cancelled the watch: {response.cancel_reason}")
         if response.created or response.watch_id < 0:
-            return 0  # the header revision runs ahead of events still to come
+            # Creation, or the answer to a progress request: contact, but the header
+            # revision may run ahead of events still to come.
+            return 0
         if not response.events:
             return int(response.header.revision)  # progress notification: caught up
         prefix, check = self._prefix, self._filter

@@ -40,6 +40,7 @@ from libkv.driver import (
     Event,
     FeedBatch,
     HistoryLostError,
+    InvalidArgumentError,
     InvalidURLError,
     KVError,
     KVPair,
@@ -62,11 +63,16 @@ __all__ = ["CAPABILITIES", "RedisStore", "open_redis"]
 
 log = logging.getLogger(__name__)
 
+# Deadlines are kept in milliseconds as ZSET scores (doubles, exact up to 2**53 ms, in
+# the year 287,396); with room for the current time, a ttl up to 9e12 s (~285,000
+# years) has an exact deadline until the year 2198.
+TTL_MAX = 9e12
+
 CAPABILITIES = Capabilities(
     watch_every_change=True,
     watch_resume=True,
     ttl_min=0.01,
-    ttl_max=1e9,  # about 31 years; every backend represents it
+    ttl_max=TTL_MAX,
     ttl_slack=0.5,
     max_value_size=16 * 1024 * 1024,
     max_transaction_ops=1024,
@@ -75,6 +81,10 @@ CAPABILITIES = Capabilities(
 REAP_INTERVAL = 0.2  # seconds between two reaps by each open Store
 FOLLOW_INTERVAL = 1.0  # seconds between two Sentinel look-ups of the master by each Store
 FEED_BLOCK = 0.2  # longest XREAD BLOCK, so a closed feed returns promptly
+# How long past its XREAD BLOCK a watch waits for Redis to answer (at most; a quarter
+# of the store's timeout if less) before it takes the server as unreachable: short, so
+# a frozen server is reported within the store's timeout plus about a second.
+FEED_STALL = 0.75
 FEED_BATCH = 1000  # log entries read per poll
 
 _KIND_CODES = {
@@ -132,6 +142,8 @@ class RedisStore(Store):
         super().__init__(url, namespace=namespace, timeout=timeout)
         self._client = client
         self._cluster = isinstance(client, RedisCluster)
+        pool = getattr(client, "connection_pool", None)
+        self._database = pool.connection_kwargs.get("db", 0) if pool is not None else 0
         self._execute: Callable[..., Any] = client.execute_command
         self._physical = "{" + hashtag + "}:"
         self._data = self._physical + "v:"
@@ -234,6 +246,12 @@ class RedisStore(Store):
             raise LeaseNotFoundError(
                 f"lease {failed.id if failed else '?'} has expired or was revoked"
             )
+        if status == -2:
+            refused = ops[int(reply[1])]
+            raise InvalidArgumentError(
+                f"the deadline of {refused.key!r} (ttl {refused.ttl} s) is beyond what Redis "
+                f"can keep exactly (2**53 ms); nothing was written"
+            )
         return [KVPair(op.key, op.value, status) if op.kind.writes else None for op in ops]
 
     def _delete_range(self, prefix: str) -> int:
@@ -251,7 +269,13 @@ class RedisStore(Store):
 
     def _grant_lease(self, ttl: float) -> int:
         arguments = [*self._arguments, _milliseconds(ttl)]
-        return int(self._run_write(self._grant_script, arguments))
+        lease_id = int(self._run_write(self._grant_script, arguments))
+        if lease_id == -2:
+            raise InvalidArgumentError(
+                f"the deadline of a lease of {ttl} s is beyond what Redis can keep exactly "
+                "(2**53 ms); no lease was granted"
+            )
+        return lease_id
 
     def _keepalive_lease(self, lease_id: int) -> bool:
         reply = self._keepalive_script(
@@ -268,7 +292,7 @@ class RedisStore(Store):
     def _revoke_lease(self, lease_id: int) -> None:
         self._run_write(self._revoke_script, [*self._arguments, lease_id])
 
-    def _reap(self) -> tuple[int, str]:
+    def _reap(self) -> tuple[int, str | None]:
         """Expire what is due; return the revision and the epoch of this history."""
         return _revision_and_epoch(
             self._reap_script(self._client, self._script_keys, self._arguments)
@@ -312,23 +336,19 @@ class RedisStore(Store):
     # -- watching -----------------------------------------------------------------
 
     def _open_feed(self, prefix: str, after: int | None) -> _RedisFeed:
-        revision_text = self._execute("GET", self._physical + "revision")
-        first: Any = self._client.xrange(self._log_key, "-", "+", count=1)
-        revision = int(revision_text or 0)
-        start = revision if after is None else after
-        if revision < start:
-            raise HistoryLostError(
-                f"store revision went back from {start} to {revision} (Redis lost its data)"
-            )
-        if revision > start:
-            oldest = _entry_revision(first[0][0]) if first else revision + 1
-            if oldest > start + 1:
-                raise HistoryLostError(
-                    f"changes after revision {start} were discarded (log starts at {oldest})"
-                )
-        return _RedisFeed(self, prefix, start)
+        """A feed from ``after``; it contacts Redis at its first poll, not here.
+
+        Whether the changes after ``after`` are still in the log, or ``after`` is ahead
+        of the store (the feed then waits for it, as every backend does), is found by
+        reading the log from there.
+        """
+        if after is None:
+            after = int(self._execute("GET", self._physical + "revision") or 0)
+        return _RedisFeed(self, prefix, after)
 
     def _compact(self, revision: int) -> None:
+        if revision <= 1:
+            return  # nothing comes before the first revision
         self._client.xtrim(self._log_key, minid=f"{revision}-0", approximate=False)
 
     # -- errors, closing ----------------------------------------------------------
@@ -377,6 +397,20 @@ class RedisStore(Store):
             ),
         ):
             return NotReachableError(f"{self.url} cannot serve requests now: {error}")
+        if isinstance(error, redis.exceptions.ResponseError):
+            message = str(error)
+            if isinstance(error, redis.exceptions.OutOfMemoryError) or "maxmemory" in message:
+                # Every script writes its log entry first, and Redis refuses only that first
+                # write: nothing of the refused call was applied.
+                return KVError(
+                    f"{self.url} is out of memory (maxmemory reached); nothing was written: "
+                    f"{message}"
+                )
+            if "DB index is out of range" in message or "invalid DB index" in message:
+                return InvalidURLError(
+                    f"{self.url}: the server has no database {self._database}: {message}"
+                )
+            return KVError(f"{self.url} refused the request: {message}")
         return None
 
     def _close(self) -> None:
@@ -387,72 +421,137 @@ class RedisStore(Store):
 
 
 class _RedisFeed:
-    """Reads the log stream after a revision with short blocking XREADs."""
+    """Reads the log stream after a revision with short blocking XREADs.
+
+    Each poll is one round trip (reap, then XREAD BLOCK) on a connection of the feed's
+    own, which ``close()`` shuts from any thread, so a poll blocked on a frozen server
+    ends at once. A poll that got an answer returns a batch even without news: it
+    proves contact with the server (and carries the epoch of its history).
+    """
 
     def __init__(self, store: RedisStore, prefix: str, after: int) -> None:
         self._store = store
         self._prefix = prefix
         self._after = after
         self._closed = threading.Event()
-        self._epoch_reported = False
+        self._lock = threading.Lock()  # guards _connection (close() runs in any thread)
+        self._polling = threading.Lock()  # one poll at a time on the one connection
+        self._connection: Any = None
 
     def poll(self, timeout: float) -> FeedBatch | None:
+        # Several threads may iterate one watch: they take turns on the connection.
+        if not self._polling.acquire(timeout=max(timeout, 0.0)):
+            return None
+        try:
+            return self._poll(timeout)
+        finally:
+            self._polling.release()
+
+    def _poll(self, timeout: float) -> FeedBatch | None:
         if self._closed.is_set():
             return None
         store = self._store
-        # Block well within the socket timeout (the store's), or the read would time out.
-        block = max(1, int(min(timeout, FEED_BLOCK, store.timeout / 2) * 1000))
-        streams: dict[Any, Any] = {store._log_key: f"{self._after}-0"}
+        # Block within the socket timeout (FEED_BLOCK plus the stall allowance).
+        block = max(1, int(min(timeout, FEED_BLOCK) * 1000))
         try:
-            if store._cluster:
-                revision, epoch = store._reap()
-                reply = store._client.xread(streams, count=FEED_BATCH, block=block)
-            else:  # one round trip
-                pipeline = store._client.pipeline(transaction=False)
-                pipeline.evalsha(
-                    store._reap_script.sha,
-                    len(store._script_keys),
-                    *store._script_keys,
-                    *store._arguments,
-                )
-                pipeline.xread(streams, count=FEED_BATCH, block=block)
-                reap_reply, reply = pipeline.execute()
-                revision, epoch = _revision_and_epoch(reap_reply)
+            reap_reply, reply = self._read(block)
         except redis.exceptions.NoScriptError:
             store._reap()  # loads the script; the next poll reads the log
             return None
         except Exception:
+            self._disconnect()
             if self._closed.is_set() or store.closed:
-                return None  # the store closed its connections under this poll
+                return None  # closed under this poll
             raise
         if self._closed.is_set():
             return None
+        revision, epoch = _revision_and_epoch(reap_reply)
         entries = _stream_entries(reply)
         if not entries:
             if revision > self._after:
                 raise HistoryLostError(
                     f"changes after revision {self._after} were discarded from the log"
                 )
-            if revision < self._after or not self._epoch_reported:
-                # Always report the epoch once, so even an idle watch notices a reset.
-                self._epoch_reported = True
-                return FeedBatch(revision, epoch=epoch)
-            return None
+            # Caught up, or the store has not reached the revision asked for yet (the
+            # feed waits for it, as on every backend): consistent with self._after.
+            return FeedBatch(self._after, epoch=epoch)
         changes: list[Event] = []
         expected = self._after + 1
         for entry_id, fields in entries:
             revision = _entry_revision(entry_id)
-            if revision != expected:
+            if revision != expected and not (expected == 1 and _first_of_history(fields)):
                 raise HistoryLostError(
                     f"changes after revision {expected - 1} were discarded (next is {revision})"
                 )
-            expected += 1
-            changes += _decode_changes(fields[b"c"], revision, self._prefix)
+            expected = revision + 1
+            changes += _decode_changes(_payload(fields), revision, self._prefix)
         self._after = expected - 1
         return FeedBatch(self._after, changes, epoch=epoch)
 
+    def _read(self, block: int) -> tuple[Any, Any]:
+        """Reap, then read the log after ``self._after``: the two replies."""
+        store = self._store
+        position = f"{self._after}-0"
+        if store._cluster:  # a Cluster routes commands itself; two round trips
+            reap_reply = store._reap_script(store._client, store._script_keys, store._arguments)
+            streams: dict[Any, Any] = {store._log_key: position}
+            return reap_reply, store._client.xread(streams, count=FEED_BATCH, block=block)
+        connection = self._connect()
+        reap = ("EVALSHA", store._reap_script.sha, len(store._script_keys))
+        xread = ("XREAD", "COUNT", FEED_BATCH, "BLOCK", block, "STREAMS")
+        connection.send_packed_command(
+            connection.pack_commands(
+                [
+                    (*reap, *store._script_keys, *store._arguments),
+                    (*xread, store._log_key, position),
+                ]
+            )
+        )
+        try:
+            reap_reply = connection.read_response()
+        except redis.exceptions.ResponseError:
+            connection.read_response()  # the XREAD's reply: keep the connection in step
+            raise
+        return reap_reply, connection.read_response()
+
+    def _connect(self) -> Any:
+        with self._lock:
+            if self._closed.is_set():
+                raise redis.exceptions.ConnectionError("the feed is closed")
+            if self._connection is None:
+                # Not from the pool: close() shuts it while another thread may read it.
+                pool: Any = self._store._client.connection_pool  # type: ignore[union-attr]
+                wait = FEED_BLOCK + min(FEED_STALL, self._store.timeout / 4)
+                self._connection = pool.connection_class(
+                    **{
+                        **pool.connection_kwargs,
+                        "socket_timeout": wait,
+                        "socket_connect_timeout": wait,
+                    }
+                )
+            connection = self._connection
+        sentinel = self._store._sentinel_pool
+        if sentinel is not None and sentinel.master_address not in (
+            None,
+            (connection.host, connection.port),
+        ):
+            # The Store found a new master (see _follow_master): leave the old one.
+            connection.disconnect()
+        connection.connect()
+        return connection
+
+    def _disconnect(self) -> None:
+        with self._lock:
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.disconnect()  # shuts the socket down: a blocked read returns
+            except Exception:
+                log.debug("error closing a watch connection", exc_info=True)
+
     def close(self) -> None:
         self._closed.set()
+        self._disconnect()
 
 
 def _causes(error: BaseException) -> Iterator[BaseException]:
@@ -480,8 +579,11 @@ def _milliseconds(seconds: float) -> int:
     return math.ceil(seconds * 1000) + 1
 
 
-def _revision_and_epoch(reply: Any) -> tuple[int, str]:
-    revision, epoch = reply
+def _revision_and_epoch(reply: Any) -> tuple[int, str | None]:
+    """The reap script's reply; the epoch is None while Redis could not record one."""
+    revision, epoch = reply[0], reply[1] if len(reply) > 1 else None
+    if epoch is None:
+        return int(revision), None
     return int(revision), epoch.decode("ascii") if isinstance(epoch, bytes) else str(epoch)
 
 
@@ -490,16 +592,28 @@ def _entry_revision(entry_id: bytes | str) -> int:
     return int(text.partition("-")[0])
 
 
-def _stream_entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """The entries of XREAD's one stream, in either of redis-py's reply shapes."""
+def _stream_entries(reply: Any) -> list[tuple[bytes, Any]]:
+    """The entries of XREAD's one stream: raw, or in either of redis-py's parsed shapes."""
     if not reply:
         return []
-    if isinstance(reply, dict):
+    if isinstance(reply, dict):  # RESP3: {stream: entries}, or {stream: [entries]} parsed
         for value in reply.values():
-            entries = value[0] if value and isinstance(value[0], list) else value
-            return list(entries)
+            nested = value and isinstance(value[0], list) and isinstance(value[0][0], list)
+            return list(value[0] if nested else value)
         return []
     return list(reply[0][1])
+
+
+def _payload(fields: Any) -> bytes:
+    """An entry's packed changes: its one field ``c``, as a dict or a raw list."""
+    return bytes(fields[b"c"] if isinstance(fields, dict) else fields[1])
+
+
+def _first_of_history(fields: Any) -> bool:
+    """Whether an entry is the first revision of its key space (nothing comes before)."""
+    if isinstance(fields, dict):
+        return b"f" in fields
+    return len(fields) > 2
 
 
 def _decode_changes(payload: bytes, revision: int, prefix: str) -> list[Event]:

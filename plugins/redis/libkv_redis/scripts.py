@@ -16,6 +16,18 @@ deadlines (ms, server clock) of ``k<key>`` (ttl keys) and ``l<lease id>`` (lease
 ``P leases`` a hash lease id -> ttl ms; ``P lease:<id>`` the set of a lease's keys;
 ``P attached`` a hash key -> ``t`` (has a ttl) or its lease id; ``P leaseid`` the
 lease id counter.
+
+Every writing script checks everything first (conditions, leases, deadlines) with
+reads only, and only then writes; its first write is the log entry (XADD), a command
+Redis refuses when out of memory before anything else was written. So a refused
+write leaves nothing behind and no revision without its log entry. (Reaping is the
+exception by design: it removes first, which never fails and frees memory, then logs.)
+
+Counters that are missing (a new key space, or one a restart without persistence
+wiped) start at the server clock in microseconds, not at 1, so a wiped space issues
+revisions, versions and lease ids above anything it issued before (see the README).
+Numbers are formatted with ``%d``: Lua's own ``tostring`` switches to exponent
+notation above 1e14.
 """
 
 from __future__ import annotations
@@ -37,20 +49,49 @@ local P = ARGV[1]
 local REVISION, INDEX, LOG, EXPIRY, LEASES, ATTACHED =
   KEYS[1], P .. 'index', P .. 'log', P .. 'expiry', P .. 'leases', P .. 'attached'
 local HISTORY = ARGV[2]
+-- Deadlines are milliseconds in ZSET scores and Lua numbers, both doubles: exact up to 2^53.
+local MAX_DEADLINE = 9007199254740992
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+local function int(number)
+  return string.format('%d', number)
+end
+
+-- The value after counter ``key``, and whether the counter was missing: then it starts
+-- at the server clock in microseconds.
+local function next_value(key)
+  local current = redis.call('GET', key)
+  if current then return tonumber(current) + 1, false end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2]), true
+end
+
 local function encode(action, key, value)
   return action .. #key .. ':' .. key .. #value .. ':' .. value
 end
 
+-- Log a revision's changes and move the counter to it; returns the revision as text.
+-- The XADD comes first: if Redis refuses it (out of memory), nothing was written. The
+-- first revision of a key space is marked (field f), so a watch from revision 0 (the
+-- empty space) knows nothing comes before it.
+local function log_revision(revision, first, payload)
+  local text = int(revision)
+  if first then
+    redis.call('XADD', LOG, 'MAXLEN', HISTORY, text .. '-0', 'c', payload, 'f', '1')
+  else
+    redis.call('XADD', LOG, 'MAXLEN', HISTORY, text .. '-0', 'c', payload)
+  end
+  redis.call('SET', REVISION, text)
+  return text
+end
+
 local function log_changes(parts)
-  local revision = redis.call('INCR', REVISION)
-  redis.call('XADD', LOG, 'MAXLEN', HISTORY, revision .. '-0', 'c', table.concat(parts))
-  return revision
+  local revision, first = next_value(REVISION)
+  return log_revision(revision, first, table.concat(parts))
 end
 
 local function detach(key)
@@ -84,6 +125,8 @@ local function drop_lease(id, parts)
 end
 
 -- Remove every key and lease whose deadline has passed, as one logged revision.
+-- Removing comes before logging here: removals never fail (nor are they refused when
+-- Redis is out of memory, which they relieve), and after them the XADD is allowed.
 local function reap(now)
   local due = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', now)
   if #due == 0 then return end
@@ -122,13 +165,20 @@ REAP = (
     + r"""
 reap(now_ms())
 -- The epoch names this history: a wiped database gets a new one at its first reap,
--- so a watch can tell a reset from a revision that merely moved on.
-local t = redis.call('TIME')
-redis.call('SET', P .. 'epoch', t[1] .. '.' .. t[2], 'NX')
-return {current_revision(), redis.call('GET', P .. 'epoch')}
+-- so a watch can tell a reset from a revision that merely moved on. Written only when
+-- missing, and then without failing: Redis refuses the write while it is out of
+-- memory, and the epoch stays unknown (false) until it can be written.
+local epoch = redis.call('GET', P .. 'epoch')
+if not epoch then
+  local t = redis.call('TIME')
+  epoch = t[1] .. '.' .. t[2]
+  local written = redis.pcall('SET', P .. 'epoch', epoch)
+  if type(written) == 'table' and written.err then epoch = false end
+end
+return {current_revision(), epoch}
 """
 )
-"""Reap expired keys and leases; returns the current revision."""
+"""Reap expired keys and leases; returns the current revision and the epoch (or nil)."""
 
 COMMIT = (
     _PRELUDE
@@ -136,14 +186,17 @@ COMMIT = (
 -- ARGV[3..]: per operation a header 'kind|version|ttl ms|lease id' (kind p c u d k;
 -- empty fields mean none), the key and the value.
 -- Returns {revision} on success, {0, version...} (0 = absent) when a condition fails,
--- {-1, index} when a lease is gone.
+-- {-1, index} when a lease is gone, {-2, index} when a deadline is out of range.
+-- Everything is checked before the first write.
 local now = now_ms()
 reap(now)
 local count = (#ARGV - 2) / 3
-local kinds, versions, ttls, leases, failed = {}, {}, {}, {}, false
+local kinds, versions, deadlines, leases, failed = {}, {}, {}, {}, false
 for i = 1, count do
-  local kind, expected, ttl, lease = string.match(ARGV[i * 3], '^(%a)|(%d*)|(%d*)|(%d*)$')
-  kinds[i], ttls[i], leases[i] = kind, ttl, lease
+  local kind, expected, ttl, lease = string.match(ARGV[i * 3], '^([pcudk])|(%d*)|(%d*)|(%d*)$')
+  if not kind then return redis.error_reply('malformed operation header ' .. ARGV[i * 3]) end
+  kinds[i], leases[i] = kind, lease
+  if ttl ~= '' then deadlines[i] = now + tonumber(ttl) end
   local version = 0
   if kind ~= 'p' then
     local data = redis.call('GET', P .. 'v:' .. ARGV[i * 3 + 1])
@@ -161,48 +214,53 @@ if failed then
   for i = 1, count do reply[i + 1] = versions[i] end
   return reply
 end
-local deadlines = {}
 for i = 1, count do
   if leases[i] ~= '' then
     local deadline = redis.call('ZSCORE', EXPIRY, 'l' .. leases[i])
     if not deadline then return {-1, i - 1} end
     deadlines[i] = tonumber(deadline)
   end
+  if deadlines[i] and deadlines[i] > MAX_DEADLINE then return {-2, i - 1} end
 end
 local parts = {}
 for i = 1, count do
   local kind, key = kinds[i], ARGV[i * 3 + 1]
   if kind == 'd' then
-    remove(key, parts)
+    parts[#parts + 1] = encode('d', key, '')
   elseif kind ~= 'k' then
     parts[#parts + 1] = encode('u', key, ARGV[i * 3 + 2])
   end
 end
 if #parts == 0 then return {current_revision()} end
-local revision = redis.call('INCR', REVISION)
+-- Checked: now write, the log entry first.
+local revision, first = next_value(REVISION)
+local text = log_revision(revision, first, table.concat(parts))
 for i = 1, count do
-  local kind = kinds[i]
-  if kind ~= 'd' and kind ~= 'k' then
-    local key = ARGV[i * 3 + 1]
+  local kind, key = kinds[i], ARGV[i * 3 + 1]
+  if kind == 'd' then
+    detach(key)
+    redis.call('DEL', P .. 'v:' .. key)
+    redis.call('ZREM', INDEX, key)
+  elseif kind ~= 'k' then
     local data_key = P .. 'v:' .. key
     detach(key)
     local mark = ''
-    if ttls[i] ~= '' or leases[i] ~= '' then mark = '~' end
-    redis.call('SET', data_key, mark .. revision .. ':' .. ARGV[i * 3 + 2])
+    if deadlines[i] then mark = '~' end
+    redis.call('SET', data_key, mark .. text .. ':' .. ARGV[i * 3 + 2])
     redis.call('ZADD', INDEX, 0, key)
-    if ttls[i] ~= '' then
-      local deadline = now + tonumber(ttls[i])
-      redis.call('HSET', ATTACHED, key, 't')
-      redis.call('ZADD', EXPIRY, deadline, 'k' .. key)
+    if deadlines[i] then
+      local deadline = int(deadlines[i])
+      if leases[i] ~= '' then
+        redis.call('HSET', ATTACHED, key, leases[i])
+        redis.call('SADD', P .. 'lease:' .. leases[i], key)
+      else
+        redis.call('HSET', ATTACHED, key, 't')
+        redis.call('ZADD', EXPIRY, deadline, 'k' .. key)
+      end
       redis.call('PEXPIREAT', data_key, deadline)
-    elseif leases[i] ~= '' then
-      redis.call('HSET', ATTACHED, key, leases[i])
-      redis.call('SADD', P .. 'lease:' .. leases[i], key)
-      redis.call('PEXPIREAT', data_key, deadlines[i])
     end
   end
 end
-redis.call('XADD', LOG, 'MAXLEN', HISTORY, revision .. '-0', 'c', table.concat(parts))
 return {revision}
 """
 )
@@ -211,7 +269,8 @@ return {revision}
 PUT = (
     r"""
 -- The common case, kept lean: one unconditional write without ttl or lease.
--- ARGV[3]: key, ARGV[4]: value. Returns the new revision.
+-- ARGV[3]: key, ARGV[4]: value. Returns the new revision. The log entry is the first
+-- write (see the module docstring).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local P, key = ARGV[1], ARGV[3]
@@ -221,9 +280,21 @@ if #redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', now, 'LIMIT', 0, 1) > 0 t
     + r"""
   reap(now)
 end
-local revision = redis.call('INCR', KEYS[1])
+local current = redis.call('GET', KEYS[1])
 local value = ARGV[4]
-local previous = redis.call('SET', P .. 'v:' .. key, revision .. ':' .. value, 'GET')
+local payload = 'u' .. #key .. ':' .. key .. #value .. ':' .. value
+local revision, text
+if current then
+  revision = tonumber(current) + 1
+  text = string.format('%d', revision)
+  redis.call('XADD', P .. 'log', 'MAXLEN', ARGV[2], text .. '-0', 'c', payload)
+else  -- a new or wiped key space: start at the server clock in microseconds (see above)
+  revision = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  text = string.format('%d', revision)
+  redis.call('XADD', P .. 'log', 'MAXLEN', ARGV[2], text .. '-0', 'c', payload, 'f', '1')
+end
+redis.call('SET', KEYS[1], text)
+local previous = redis.call('SET', P .. 'v:' .. key, text .. ':' .. value, 'GET')
 if not previous then
   redis.call('ZADD', P .. 'index', 0, key)
 elseif string.byte(previous, 1) == 126 then  -- '~': detach it from its ttl or lease
@@ -235,8 +306,6 @@ elseif string.byte(previous, 1) == 126 then  -- '~': detach it from its ttl or l
     redis.call('SREM', P .. 'lease:' .. attachment, key)
   end
 end
-redis.call('XADD', P .. 'log', 'MAXLEN', ARGV[2], revision .. '-0', 'c',
-  'u' .. #key .. ':' .. key .. #value .. ':' .. value)
 return revision
 """
 )
@@ -263,6 +332,7 @@ return reply
 DELETE_RANGE = (
     _PRELUDE
     + r"""
+-- Removals never fail, so removing before logging (as reap does) leaves no half write.
 reap(now_ms())
 local parts = {}
 for _, key in ipairs(select_keys()) do remove(key, parts) end
@@ -275,13 +345,16 @@ return #parts
 GRANT_LEASE = (
     _PRELUDE
     + r"""
--- ARGV[3]: ttl ms. Returns the new lease id.
+-- ARGV[3]: ttl ms. Returns the new lease id, or -2 if its deadline is out of range.
 local now = now_ms()
 reap(now)
-local id = redis.call('INCR', P .. 'leaseid')
+local deadline = now + tonumber(ARGV[3])
+if deadline > MAX_DEADLINE then return -2 end
+local id = int((next_value(P .. 'leaseid')))
+redis.call('SET', P .. 'leaseid', id)
 redis.call('HSET', LEASES, id, ARGV[3])
-redis.call('ZADD', EXPIRY, now + tonumber(ARGV[3]), 'l' .. id)
-return id
+redis.call('ZADD', EXPIRY, int(deadline), 'l' .. id)
+return tonumber(id)
 """
 )
 
@@ -293,7 +366,8 @@ local now = now_ms()
 reap(now)
 local ttl = redis.call('HGET', LEASES, ARGV[3])
 if not ttl then return 0 end
-local deadline = now + tonumber(ttl)
+-- The grant checked now + ttl; a deadline reached centuries later stays at the limit.
+local deadline = int(math.min(now + tonumber(ttl), MAX_DEADLINE))
 redis.call('ZADD', EXPIRY, deadline, 'l' .. ARGV[3])
 for _, key in ipairs(redis.call('SMEMBERS', P .. 'lease:' .. ARGV[3])) do
   redis.call('PEXPIREAT', P .. 'v:' .. key, deadline)
