@@ -324,6 +324,11 @@ class ConsulStore(Store):
 
     # -- closing ----------------------------------------------------------------------
 
+    def _translate_error(self, error: Exception) -> KVError | None:
+        """None: every HTTP failure is translated where the request is made
+        (:meth:`ConsulHTTP.failure`), where it is known whether a write was sent."""
+        return None
+
     def _close(self) -> None:
         self.client.close()
 
