@@ -44,6 +44,9 @@ class FeedBatch:
     ``revision``: the store revision the feed is now consistent with (>= every change
     in the batch). ``changes``: UPDATE/DELETE events on full keys, in revision order.
     ``snapshot``: for snapshot feeds, every pair under the prefix at ``revision``.
+    ``keys``: when set, ``snapshot`` is partial: it holds the present pairs among
+    ``keys`` only (a key of ``keys`` missing from it is deleted) and every other key keeps
+    its state, so a feed that knows which keys changed re-reads just those.
     ``epoch``: optional identity of the backend's history; revisions are comparable only
     within one epoch, so a watch that sees it change (a wiped and rewritten database)
     raises HistoryLostError even when the revision did not go backwards.
@@ -53,6 +56,7 @@ class FeedBatch:
     changes: Sequence[Event] = ()
     snapshot: Sequence[KVPair] | None = None
     epoch: str | None = None
+    keys: Sequence[str] | None = None
 
 
 class Feed(Protocol):
@@ -227,7 +231,9 @@ class Watch:
                 )
                 return
             self._epoch = batch.epoch
-        if batch.snapshot is not None:
+        if batch.snapshot is not None and batch.keys is not None:
+            self._diff_keys(batch.snapshot, batch.revision, batch.keys)
+        elif batch.snapshot is not None:
             self._diff(batch.snapshot, batch.revision)
         else:
             for event in batch.changes:
@@ -258,6 +264,29 @@ class Watch:
         for key in self._state.keys() - current.keys():
             events.append(Event(Action.DELETE, key, None, max(revision, self._state[key].version)))
         self._state = current
+        self._emit(events)
+
+    def _diff_keys(self, snapshot: Sequence[KVPair], revision: int, keys: Sequence[str]) -> None:
+        """Diff a partial snapshot: only ``keys`` may have changed (cost: len(keys))."""
+        present = {pair.key: pair for pair in snapshot}
+        events: list[Event] = []
+        for key in dict.fromkeys(keys):
+            if not self._wanted(key):
+                continue
+            pair, previous = present.get(key), self._state.get(key)
+            if pair is not None:
+                if previous is None or previous.version != pair.version:
+                    if previous is not None and pair.version < previous.version:
+                        self._failure = HistoryLostError(f"version of {key!r} went backwards")
+                        return
+                    events.append(Event(Action.UPDATE, key, pair, pair.version))
+                    self._state[key] = pair
+            elif previous is not None:
+                events.append(Event(Action.DELETE, key, None, max(revision, previous.version)))
+                del self._state[key]
+        self._emit(events)
+
+    def _emit(self, events: list[Event]) -> None:
         events.sort(key=lambda event: (event.revision, event.key))
         for event in events:
             relative = event.key[len(self._root) :]
