@@ -218,6 +218,15 @@ class ZooKeeperStore(Store):
         )
         self._reaper.start()
 
+    @property
+    def endpoint(self) -> str | None:
+        """``host:port`` of the member this Store is connected to (None while it is not)."""
+        try:
+            address = self._client._connection._socket.getpeername()
+        except (AttributeError, OSError):
+            return None
+        return f"{address[0]}:{address[1]}"
+
     # -- paths --------------------------------------------------------------------------
 
     def _path(self, key: str) -> str:

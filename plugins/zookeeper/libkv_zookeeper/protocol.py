@@ -18,6 +18,7 @@ answered, which is the revision a read is consistent with.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,31 +211,39 @@ class Multi:
     def deserialize(self, buffer: bytes, offset: int) -> list[Any]:
         """One entry per op: a Stat, a path, True, or an int error code."""
         self.zxid = reply_zxid(buffer, offset)
-        results: list[Any] = []
-        while True:
-            kind, done, _ = _HEADER.unpack_from(buffer, offset)
-            offset += _HEADER.size
-            if done:
-                break
-            if kind == ERROR:
-                (code,) = _INT.unpack_from(buffer, offset)
-                offset += 4
-                results.append(int(code))
-            elif kind == CREATE:
-                path, offset = _read_string(buffer, offset)
-                results.append(path)
-            elif kind in (CREATE2, CREATE_TTL, CREATE_CONTAINER):
-                path, offset = _read_string(buffer, offset)
-                results.append(Stat.read(buffer, offset))
-                offset += _STAT.size
-            elif kind == SET_DATA:
-                results.append(Stat.read(buffer, offset))
-                offset += _STAT.size
-            elif kind in (DELETE, CHECK):
-                results.append(True)
-            else:
-                raise ValueError(f"unexpected multi result type {kind}")
-        return results
+        return _multi_results(buffer, offset, _write_result)
+
+
+def _write_result(kind: int, buffer: bytes, offset: int) -> tuple[Any, int]:
+    if kind == CREATE:
+        return _read_string(buffer, offset)
+    if kind in (CREATE2, CREATE_TTL, CREATE_CONTAINER):
+        _, offset = _read_string(buffer, offset)
+        return Stat.read(buffer, offset), offset + _STAT.size
+    if kind == SET_DATA:
+        return Stat.read(buffer, offset), offset + _STAT.size
+    if kind in (DELETE, CHECK):
+        return True, offset
+    raise ValueError(f"unexpected multi result type {kind}")
+
+
+def _multi_results(
+    buffer: bytes, offset: int, read_one: Callable[[int, bytes, int], tuple[Any, int]]
+) -> list[Any]:
+    """A MultiResponse's results: ``read_one(type, buffer, offset)`` each, or error codes."""
+    results: list[Any] = []
+    while True:
+        kind, done, _ = _HEADER.unpack_from(buffer, offset)
+        offset += _HEADER.size
+        if done:
+            return results
+        if kind == ERROR:
+            (code,) = _INT.unpack_from(buffer, offset)
+            results.append(int(code))
+            offset += 4
+        else:
+            result, offset = read_one(kind, buffer, offset)
+            results.append(result)
 
 
 # -- read multi ----------------------------------------------------------------------
@@ -269,36 +278,22 @@ class MultiRead:
     def deserialize(self, buffer: bytes, offset: int) -> list[ReadData | list[str] | int]:
         """One entry per read: ReadData, a list of child names, or an int error code."""
         self.zxid = reply_zxid(buffer, offset)
-        results: list[ReadData | list[str] | int] = []
-        while True:
-            kind, done, _ = _HEADER.unpack_from(buffer, offset)
-            offset += _HEADER.size
-            if done:
-                break
-            if kind == ERROR:
-                (code,) = _INT.unpack_from(buffer, offset)
-                offset += 4
-                results.append(int(code))
-            elif kind == GET_DATA:
-                data, offset = _read_buffer(buffer, offset)
-                results.append(ReadData(data, Stat.read(buffer, offset)))
-                offset += _STAT.size
-            elif kind == GET_CHILDREN:
-                (count,) = _INT.unpack_from(buffer, offset)
-                offset += 4
-                children: list[str] = []
-                for _ in range(max(count, 0)):
-                    child, offset = _read_string(buffer, offset)
-                    children.append(child or "")
-                results.append(children)
-            else:
-                raise ValueError(f"unexpected multiRead result type {kind}")
-        return results
+        return _multi_results(buffer, offset, _read_result)
 
 
-def read_request_size(reads: list[tuple[str, str]]) -> int:
-    """Bytes of a MultiRead request for ``reads``."""
-    return _HEADER_SIZE + sum(_HEADER.size + 5 + len(path.encode()) for _, path in reads) + 9
+def _read_result(kind: int, buffer: bytes, offset: int) -> tuple[Any, int]:
+    if kind == GET_DATA:
+        data, offset = _read_buffer(buffer, offset)
+        return ReadData(data, Stat.read(buffer, offset)), offset + _STAT.size
+    if kind == GET_CHILDREN:
+        (count,) = _INT.unpack_from(buffer, offset)
+        offset += 4
+        children: list[str] = []
+        for _ in range(max(count, 0)):
+            child, offset = _read_string(buffer, offset)
+            children.append(child or "")
+        return children, offset
+    raise ValueError(f"unexpected multiRead result type {kind}")
 
 
 # -- watches ---------------------------------------------------------------------------
