@@ -8,22 +8,103 @@ import functools
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient  # type: ignore[import-untyped]
 from libkv_zookeeper import ZooKeeperStore
 
 import libkv
-from integration.servers import ZooKeeperEnsemble, ZooKeeperServer
+from integration.servers import (
+    Certificates,
+    ZooKeeperEnsemble,
+    ZooKeeperServer,
+    free_port,
+    make_test_certificates,
+)
 from libkv.testing import CrossProcessConformance, WatchRecorder, replay
 from libkv.testing.conformance import EVENT_TIMEOUT, LOST_MARGIN
 from libkv.testing.polling import wait_until
+
+JAVA_LIBRARIES = Path("/usr/share/java")
+
+
+class SecureZooKeeperServer(ZooKeeperServer):
+    """A standalone server that takes clients only over TLS with a client certificate
+    (``ssl.clientAuth=need``) and only authenticated by digest (``enforce.auth``).
+
+    A local configuration until the harness has its own: ZooKeeper's TLS needs the Netty
+    connection factory, whose codec and resolver jars Debian's zookeeper.jar does not
+    list on its class path.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secure_port = free_port()
+        self.certificates: Certificates = make_test_certificates(self.directory / "tls")
+        self.keystore = self.directory / "tls" / "server-keystore.pem"
+        self.keystore.write_text(
+            self.certificates.server_key.read_text() + self.certificates.server.read_text()
+        )
+
+    def secure_url(self, credentials: str = "alice:s3cret", *, certificate: bool = True) -> str:
+        """A ``zookeeper://`` URL of the TLS port, with the CA and the client certificate."""
+        query = f"ca={self.certificates.ca}"
+        if certificate:
+            query += f"&cert={self.certificates.client}&key={self.certificates.client_key}"
+        user = f"{credentials}@" if credentials else ""
+        return f"zookeeper://{user}127.0.0.1:{self.secure_port}/t{uuid.uuid4().hex}?{query}"
+
+    def prepare(self) -> None:
+        super().prepare()
+        with (self.configuration_directory / "zoo.cfg").open("a") as configuration:
+            configuration.write(
+                f"secureClientPort={self.secure_port}\nsecureClientPortAddress=127.0.0.1\n"
+            )
+
+    def command(self) -> list[str]:
+        command = super().command()
+        at = command.index("-cp")
+        command[at + 1] += "".join(
+            f":{JAVA_LIBRARIES}/netty-{name}.jar"
+            for name in ("codec", "resolver", "transport-native-unix-common")
+        )
+        command[at:at] = [
+            "-Dzookeeper.serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+            f"-Dzookeeper.ssl.keyStore.location={self.keystore}",
+            "-Dzookeeper.ssl.keyStore.type=PEM",
+            f"-Dzookeeper.ssl.trustStore.location={self.certificates.ca}",
+            "-Dzookeeper.ssl.trustStore.type=PEM",
+            "-Dzookeeper.ssl.clientAuth=need",
+            "-Dzookeeper.enforce.auth.enabled=true",
+            "-Dzookeeper.enforce.auth.schemes=digest",
+        ]
+        return command
+
+
+@pytest.fixture(scope="module")
+def secure_server() -> Iterator[SecureZooKeeperServer]:
+    server = SecureZooKeeperServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
 
 
 class TestZooKeeper(CrossProcessConformance):
     @pytest.fixture
     def url(self, zookeeper_server: ZooKeeperServer) -> str:
         return f"{zookeeper_server.url}/t{uuid.uuid4().hex}"
+
+
+class TestZooKeeperOverTLSWithDigestAuth(CrossProcessConformance):
+    """The whole suite over TLS with a client certificate, as a digest-authenticated user
+    whose znodes only it can read."""
+
+    @pytest.fixture
+    def url(self, secure_server: SecureZooKeeperServer) -> str:
+        return secure_server.secure_url()
 
 
 @pytest.fixture
@@ -238,6 +319,33 @@ def test_digest_auth_wrong_password_is_refused(chroot_url: str) -> None:
             assert "wr0ng" not in repr(intruder)
     with libkv.open(f"zookeeper://alice:s3cret@{host}") as owner:
         assert owner.get("private").value == b"1"
+
+
+def test_secure_server_refuses_clients_without_a_certificate_or_credentials(
+    secure_server: SecureZooKeeperServer,
+) -> None:
+    """Without a client certificate the TLS handshake fails (NotReachableError within the
+    timeout); without credentials or with a wrong password: AuthenticationError, and the
+    password never appears."""
+    url = secure_server.secure_url()
+    with libkv.open(url) as owner:
+        owner.put("private", b"1")
+    target = url.split("@", 1)[1]
+    with (
+        libkv.open(f"zookeeper://{target}&timeout=2") as anonymous,
+        pytest.raises(libkv.AuthenticationError),
+    ):
+        anonymous.get("private")
+    with libkv.open(f"zookeeper://alice:wr0ng@{target}&timeout=2") as intruder:
+        with pytest.raises(libkv.AuthenticationError) as caught:
+            intruder.get("private")
+        assert "wr0ng" not in str(caught.value) and "s3cret" not in str(caught.value)
+    without_certificate = secure_server.secure_url(certificate=False) + "&timeout=2"
+    with libkv.open(without_certificate) as stranger:
+        started = time.monotonic()
+        with pytest.raises(libkv.NotReachableError):
+            stranger.get("private")
+        assert time.monotonic() - started < 2 + 1
 
 
 def test_unreachable_server_raises_not_reachable_within_the_timeout(

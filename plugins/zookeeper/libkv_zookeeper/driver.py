@@ -34,6 +34,7 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
     NoAuthError,
     NoNodeError,
     OperationTimeoutError,
+    SessionClosedRequireSaslError,
     SessionExpiredError,
 )
 from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
@@ -42,6 +43,7 @@ from kazoo.protocol.serialization import SetData as KazooSetData
 from kazoo.protocol.serialization import Watch as WatchMessage
 from kazoo.protocol.states import KazooState, KeeperState  # type: ignore[import-untyped]
 from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
+from kazoo.security import make_digest_acl_credential  # type: ignore[import-untyped]
 
 from libkv.driver import (
     AuthenticationError,
@@ -187,8 +189,18 @@ class ZooKeeperStore(Store):
         self._lease_root = self._bookkeeping + "/leases"
         self._attached_root = self._bookkeeping + "/attached"
         credentials = url.username is not None or url.password is not None
+        # With credentials every znode the driver creates belongs to that digest user alone
+        # (not to the session's other identities, such as its TLS certificate's).
         self._acl: tuple[tuple[int, str, str], ...] = (
-            ((31, "auth", ""),) if credentials else protocol.OPEN_ACL_UNSAFE
+            (
+                (
+                    31,
+                    "digest",
+                    make_digest_acl_credential(url.username or "", url.password or ""),
+                ),
+            )
+            if credentials
+            else protocol.OPEN_ACL_UNSAFE
         )
         self._connected = threading.Event()
         self._watch_lock = threading.Lock()
@@ -772,7 +784,7 @@ class ZooKeeperStore(Store):
     # -- errors and closing ---------------------------------------------------------------------
 
     def _translate_error(self, error: Exception) -> KVError | None:
-        if isinstance(error, (NoAuthError, AuthFailedError)):
+        if isinstance(error, (NoAuthError, AuthFailedError, SessionClosedRequireSaslError)):
             return AuthenticationError(self._refused())
         if isinstance(error, ConnectionClosedError) and self._closed:
             return StoreClosedError(f"store is closed: {self.url}")
