@@ -98,6 +98,26 @@ class TestZooKeeper(CrossProcessConformance):
         return f"{zookeeper_server.url}/t{uuid.uuid4().hex}"
 
 
+@pytest.fixture(scope="module")
+def ensemble() -> Iterator[ZooKeeperEnsemble]:
+    """One 3-member ensemble for the conformance class (the harness's fixture starts one
+    per test, which is too slow for the whole suite)."""
+    members = ZooKeeperEnsemble()
+    try:
+        members.start()
+        yield members
+    finally:
+        members.close()
+
+
+class TestZooKeeperEnsembleConformance(CrossProcessConformance):
+    """The suite against a 3-member ensemble: each Store connects to a random member."""
+
+    @pytest.fixture
+    def url(self, ensemble: ZooKeeperEnsemble) -> str:
+        return f"{ensemble.url}/t{uuid.uuid4().hex}"
+
+
 class TestZooKeeperOverTLSWithDigestAuth(CrossProcessConformance):
     """The whole suite over TLS with a client certificate, as a digest-authenticated user
     whose znodes only it can read."""

@@ -40,6 +40,7 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
 from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
 from kazoo.protocol.serialization import GetData  # type: ignore[import-untyped]
 from kazoo.protocol.serialization import SetData as KazooSetData
+from kazoo.protocol.serialization import Sync as KazooSync
 from kazoo.protocol.serialization import Watch as WatchMessage
 from kazoo.protocol.states import KazooState, KeeperState  # type: ignore[import-untyped]
 from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
@@ -512,12 +513,19 @@ class ZooKeeperStore(Store):
                 else:
                     return [KVPair(op.key, op.value, stat.mzxid)]
         deadline = time.monotonic() + self.timeout
+        synced = False
         while True:
             plan = _Plan(self, ops)
             nodes, _ = self._read_nodes(plan.reads)
             error = first_failure(ops, [self._pair(op.key, nodes[path]) for op, path in plan.ops])
             if error is not None:
-                raise error
+                if synced:
+                    raise error
+                # A follower may not have applied the write that makes the condition
+                # hold yet: catch up with the leader before refusing.
+                self._send(KazooSync(self._base or "/"), write=False)
+                synced = True
+                continue
             operations = plan.build(nodes)
             results = self._send_multi(operations)
             failed = next(
