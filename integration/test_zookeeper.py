@@ -4,7 +4,7 @@ znodes, session expiry, restart, an ensemble member killed)."""
 
 from __future__ import annotations
 
-import functools
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -404,33 +404,47 @@ def test_write_to_a_frozen_server_raises_unknown_outcome(server: ZooKeeperServer
 
 
 def _write_while_watching(store: libkv.Store, fault: Callable[[], object]) -> None:
-    """Write through a fault with a recursive watch open: the watch converges to list()."""
+    """Write continuously through a fault with a recursive watch open: writes fail only
+    with NotReachableError (UnknownOutcomeError included), resume afterwards, and the
+    watch converges to list() without raising."""
+    stop = threading.Event()
+    written: list[int] = []
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        index = 0
+        while not stop.is_set():
+            index += 1
+            try:
+                store.put(f"during/{index % 50}", str(index).encode())
+            except libkv.NotReachableError as error:
+                failures.append(error)
+                continue
+            written.append(index)
+
     with (
         store.watch("", recursive=True) as watch,
         WatchRecorder(watch) as recorder,
     ):
         init = wait_until(lambda: recorder.events, EVENT_TIMEOUT)[0]
-        for index in range(20):
-            store.put(f"before/{index}", b"1")
-        fault()
-        for index in range(20):
-            key = f"after/{index}"
-            wait_until(functools.partial(_put_quietly, store, key), 3 * EVENT_TIMEOUT)
-        store.delete("before/0")
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        try:
+            wait_until(lambda: len(written) >= 20, EVENT_TIMEOUT)
+            fault()
+            after = len(written)
+            wait_until(lambda: len(written) >= after + 20, 3 * EVENT_TIMEOUT)
+        finally:
+            stop.set()
+            writer.join(2 * EVENT_TIMEOUT)
+        assert not writer.is_alive(), "a write hung"
+        store.delete("during/1")
         wait_until(
             lambda: replay(init, recorder.events[1:]) == {pair.key: pair for pair in store.list()},
             3 * EVENT_TIMEOUT,
             message=lambda: f"watch error {recorder.error!r}",
         )
         assert recorder.error is None
-
-
-def _put_quietly(store: libkv.Store, key: str) -> bool:
-    try:
-        store.put(key, b"1")
-    except libkv.NotReachableError:
-        return False
-    return True
 
 
 def test_session_expiry_during_writes(server: ZooKeeperServer) -> None:
@@ -450,9 +464,25 @@ def test_session_expiry_during_writes(server: ZooKeeperServer) -> None:
         lock.release()
 
 
-def test_restart_during_writes(server: ZooKeeperServer) -> None:
+def test_crash_and_restart_during_writes(server: ZooKeeperServer) -> None:
+    """The server is killed and started again while a writer writes and a watch is open:
+    the watch converges; a lease and a lock with a ttl longer than the outage are kept."""
     with libkv.open(f"{server.url}/t") as store:
-        _write_while_watching(store, server.restart)
+        lease = store.lease(30.0)
+        store.put("leased", b"1", lease=lease)
+        lock = store.lock("lock", ttl=30.0)
+        assert lock.acquire(timeout=EVENT_TIMEOUT)
+
+        def crash() -> None:
+            server.kill()
+            server.start()
+
+        _write_while_watching(store, crash)
+        assert not lease.lost.is_set() and not lock.lost.is_set()
+        assert store.get("leased").value == b"1"
+        lock.release()
+        lease.revoke()
+        assert not store.exists("leased")
 
 
 def test_lease_and_lock_are_lost_when_the_server_is_gone_past_their_ttl(
