@@ -403,6 +403,25 @@ def test_write_to_a_frozen_server_raises_unknown_outcome(server: ZooKeeperServer
         wait_until(lambda: store.get("k").value in (b"1", b"2"), EVENT_TIMEOUT)
 
 
+def test_close_does_not_wait_for_a_frozen_server(server: ZooKeeperServer) -> None:
+    store = libkv.open(f"{server.url}/t?timeout=1")
+    store.put("k", b"1")
+    watch = store.watch("", recursive=True)
+    assert watch.next_event(EVENT_TIMEOUT) is not None
+    server.pause()
+    try:
+        with pytest.raises(libkv.NotReachableError):
+            store.get("k")
+        started = time.monotonic()
+        store.close()
+        assert time.monotonic() - started < 2.0
+        assert watch.closed
+        with pytest.raises(libkv.StoreClosedError):
+            store.get("k")
+    finally:
+        server.resume()
+
+
 def _write_while_watching(store: libkv.Store, fault: Callable[[], object]) -> None:
     """Write continuously through a fault with a recursive watch open: writes fail only
     with NotReachableError (UnknownOutcomeError included), resume afterwards, and the

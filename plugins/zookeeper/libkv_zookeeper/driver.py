@@ -93,6 +93,7 @@ READ_LIMIT = 512 * 1024  # a multiRead request this large is split (its reply is
 REAP_INTERVAL = 0.2  # seconds between two looks for dead leases by each open Store
 OPEN_FEED_WAIT = 0.5  # longest a watch waits for the connection when (re)opening its feed
 MAX_WRITE_OPS = 1000
+CLOSE_WAIT = 1.0  # longest close() waits for kazoo to end its session
 
 CAPABILITIES = Capabilities(
     watch_every_change=False,  # a persistent watch says what changed, not every value
@@ -813,10 +814,19 @@ class ZooKeeperStore(Store):
 
     def _close(self) -> None:
         self._stopping.set()
+        # kazoo's stop() waits for its connection thread, which may be stuck connecting
+        # to a frozen server for seconds: let it finish on its own.
+        closer = threading.Thread(target=self._stop_client, name="libkv-zookeeper-close")
+        closer.daemon = True
+        closer.start()
+        closer.join(CLOSE_WAIT)
+
+    def _stop_client(self) -> None:
         try:
             self._client.stop()
-        finally:
             self._client.close()
+        except Exception:
+            log.debug("error stopping the kazoo client", exc_info=True)
 
 
 class _Plan:
