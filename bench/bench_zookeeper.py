@@ -33,32 +33,32 @@ from integration.servers import ZooKeeperServer
 
 VALUE = b"v" * 100
 KEYS = 100  # distinct keys cycled through
-ROUNDS = 5
-
-
-def microseconds_per_call(operation: Callable[[int], object], count: int) -> float:
-    started = time.perf_counter()
-    for index in range(count):
-        operation(index)
-    return (time.perf_counter() - started) / count * 1e6
 
 
 def overhead(
     name: str, raw: Callable[[int], object], wrapped: Callable[[int], object], count: int
 ) -> None:
-    """Print raw and libkv microseconds per call (medians of interleaved rounds)."""
-    share = max(count // ROUNDS, 1)
+    """Print raw and libkv microseconds per call: the two alternate call by call, so that
+    the shared machine's noise hits both alike; medians and means of single calls."""
     for index in range(min(count // 5, 500)):  # warm-up
         raw(index)
         wrapped(index)
-    raw_rounds, libkv_rounds = [], []
-    for _ in range(ROUNDS):
-        raw_rounds.append(microseconds_per_call(raw, share))
-        libkv_rounds.append(microseconds_per_call(wrapped, share))
-    raw_us, libkv_us = statistics.median(raw_rounds), statistics.median(libkv_rounds)
+    raw_times, libkv_times = [], []
+    clock = time.perf_counter
+    for index in range(count):
+        started = clock()
+        raw(index)
+        middle = clock()
+        wrapped(index)
+        ended = clock()
+        raw_times.append((middle - started) * 1e6)
+        libkv_times.append((ended - middle) * 1e6)
+    raw_median, libkv_median = statistics.median(raw_times), statistics.median(libkv_times)
+    raw_mean, libkv_mean = statistics.fmean(raw_times), statistics.fmean(libkv_times)
     print(
-        f"{name:<4} raw kazoo {raw_us:8.1f} us/op   libkv {libkv_us:8.1f} us/op   "
-        f"ratio {libkv_us / raw_us:5.2f}x   ({ROUNDS} rounds of {share}, medians)"
+        f"{name:<4} raw kazoo {raw_median:7.1f} us   libkv {libkv_median:7.1f} us   "
+        f"ratio {libkv_median / raw_median:5.2f}x (medians; means {raw_mean:.0f} / "
+        f"{libkv_mean:.0f} us, {libkv_mean / raw_mean:.2f}x; {count} alternating calls)"
     )
 
 

@@ -301,6 +301,8 @@ class ZooKeeperStore(Store):
         return self._read_watch_event(buffer, offset)
 
     def _await_connection(self, deadline: float) -> None:
+        if self._connected.is_set():
+            return
         while not self._connected.wait(max(min(0.05, deadline - time.monotonic()), 0.0)):
             if self._closed:
                 self._raise_closed()
