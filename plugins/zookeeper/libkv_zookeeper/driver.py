@@ -725,21 +725,29 @@ class ZooKeeperStore(Store):
         root = self._range_root(prefix)[0]
         deadline = time.monotonic() + OPEN_FEED_WAIT
         self._await_connection(deadline)
+        added = None
         with self._watch_lock:
+            # Requests leave in the order they are queued: adding and removing a path's
+            # watch are queued under the lock, so a removal never overtakes an addition.
             feed = _Feed(self, root, self._generation)
             self._feeds = (*self._feeds, feed)
-            first = self._watched.get(root, 0) == 0
-            self._watched[root] = self._watched.get(root, 0) + 1
-        try:
-            if first:
-                self._send(
-                    protocol.AddWatch(root, protocol.WATCH_PERSISTENT_RECURSIVE),
-                    write=False,
-                    timeout=max(deadline - time.monotonic(), OPEN_FEED_WAIT),
+            count = self._watched.get(root, 0)
+            self._watched[root] = count + 1
+            if count == 0:
+                added = self._client.handler.async_result()
+                self._client._call(
+                    protocol.AddWatch(root, protocol.WATCH_PERSISTENT_RECURSIVE), added
                 )
-        except BaseException:
-            self._forget(feed)
-            raise
+        if added is not None:
+            try:
+                added.get(timeout=max(deadline - time.monotonic(), OPEN_FEED_WAIT))
+            except BaseException as error:
+                self._forget(feed)
+                if isinstance(error, (ConnectionLoss, SessionExpiredError, KazooTimeoutError)):
+                    raise NotReachableError(
+                        f"zookeeper at {self._hosts}: could not add a watch: {error!r}"
+                    ) from error
+                raise
         with self._watch_lock:
             if feed.generation != self._generation:
                 feed.lose()
@@ -757,11 +765,11 @@ class ZooKeeperStore(Store):
                 self._watched[feed.root] = count
                 return
             self._watched.pop(feed.root, None)
-        if self._connected.is_set() and not self._closed:
-            # Fire and forget: a watch left behind only costs ignored events.
-            self._client._call(
-                protocol.RemoveWatches(feed.root, 3), self._client.handler.async_result()
-            )
+            if self._connected.is_set() and not self._closed:
+                # Fire and forget: a watch left behind only costs ignored events.
+                self._client._call(
+                    protocol.RemoveWatches(feed.root, 3), self._client.handler.async_result()
+                )
 
     def _read_changes(self, paths: Sequence[str]) -> FeedBatch | None:
         keys: list[str] = []
