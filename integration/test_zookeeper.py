@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient  # type: ignore[import-untyped]
-from libkv_zookeeper import ZooKeeperStore
+from libkv_zookeeper import ZooKeeperStore, driver
+from libkv_zookeeper.paths import decode_segment, encode_segment
 
 import libkv
 from integration.servers import (
@@ -23,7 +24,7 @@ from integration.servers import (
     make_test_certificates,
 )
 from libkv.testing import CrossProcessConformance, WatchRecorder, replay
-from libkv.testing.conformance import EVENT_TIMEOUT, LOST_MARGIN
+from libkv.testing.conformance import EVENT_TIMEOUT, LOST_MARGIN, UNUSUAL_VALID_KEYS
 from libkv.testing.polling import wait_until
 
 JAVA_LIBRARIES = Path("/usr/share/java")
@@ -305,6 +306,49 @@ def test_keys_zookeeper_refuses_are_encoded(chroot_url: str, raw: KazooClient) -
         store.put("emoji😀/100%", b"1")
         assert raw.get_children(_chroot(chroot_url) + "/emoji%F0%9F%98%80") == ["100%25"]
         assert [pair.key for pair in store.list("")] == ["emoji😀/100%"]
+
+
+@pytest.mark.parametrize("key", [*UNUSUAL_VALID_KEYS, "%", "%25", "a%2Fb", "\ue000", "\ufff0"])
+def test_key_segments_round_trip_through_znode_names(key: str) -> None:
+    for segment in key.split("/"):
+        name = encode_segment(segment)
+        assert decode_segment(name) == segment
+        assert "/" not in name and "%2F" not in name  # so flatten() can be undone
+
+
+@pytest.mark.parametrize("name", ["%libkv", "%41", "%zz", "%", "a%2", "\ue000"])
+def test_names_that_are_no_encoded_key_are_not_keys(name: str) -> None:
+    assert decode_segment(name) is None
+
+
+def test_snapshots_read_in_several_requests_are_consistent(
+    chroot_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subtree too large for one multiRead is read in chunks and accepted only when a
+    second pass finds nothing changed: snapshots taken under concurrent batches still
+    show every key of a batch at one generation."""
+    monkeypatch.setattr(driver, "READ_LIMIT", 200)  # a few paths per request
+    keys = [f"batch/{index}" for index in range(12)]
+    with libkv.open(chroot_url) as store, libkv.open(chroot_url) as writer:
+        store.put_many({key: b"0" for key in keys})
+        stop = threading.Event()
+
+        def write_generations() -> None:
+            generation = 0
+            while not stop.is_set():
+                generation += 1
+                writer.put_many({key: str(generation).encode() for key in keys})
+
+        thread = threading.Thread(target=write_generations, daemon=True)
+        thread.start()
+        try:
+            for _ in range(5):
+                snapshot = store.list("batch")
+                assert [pair.key for pair in snapshot] == sorted(keys)
+                assert len({pair.value for pair in snapshot}) == 1
+        finally:
+            stop.set()
+            thread.join(EVENT_TIMEOUT)
 
 
 def test_lease_bookkeeping_lives_outside_the_keys(chroot_url: str, raw: KazooClient) -> None:
