@@ -194,10 +194,19 @@ def test_url_with_hosts_credentials_chroot_and_options() -> None:
         store.close()
 
 
+def test_check_interval_sets_the_declared_ttl_slack() -> None:
+    with libkv.open("zookeeper://127.0.0.1:2181?check_interval=60") as store:
+        assert store.capabilities.ttl_slack == 61.0
+        assert store.capabilities.latest_expiry(2.0) == 63.0
+    with libkv.open("zookeeper://127.0.0.1:2181") as store:
+        assert store.capabilities.ttl_slack == 1.5
+
+
 @pytest.mark.parametrize(
     "query",
     [
         "bogus=1",
+        "check_interval=-1",
         "timeout=0",
         "session_timeout=never",
         "tls=maybe",

@@ -4,7 +4,8 @@ URL: ``zookeeper://[user:password@]host[:2181][,host[:port]...][/chroot][?option
 Options: ``prefix`` (namespace), ``timeout`` (seconds per operation, default 10),
 ``session_timeout`` (seconds, default 10), ``tls`` (true: TLS with the system roots),
 ``ca``, ``cert``, ``key`` (PEM files; ``ca`` or ``cert`` imply TLS), ``verify``
-(default true: check the server's certificate).
+(default true: check the server's certificate), ``check_interval`` (seconds, default
+0.5: the server's ``znode.container.checkIntervalMs``, which ``ttl_slack`` depends on).
 
 Layout: a key is the znode at its path (segments percent-encoded where ZooKeeper
 refuses characters, see :mod:`libkv_zookeeper.paths`). A libkv value's data starts
@@ -17,6 +18,7 @@ of the state its conditions were evaluated on; ttl= and leases are TTL znodes un
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -93,6 +95,7 @@ READ_LIMIT = REQUEST_LIMIT - 4096  # a larger multiRead is split (and loses its 
 REAP_INTERVAL = 0.2  # seconds between two looks for dead leases by each open Store
 OPEN_FEED_WAIT = 0.5  # longest a watch waits for the connection when (re)opening its feed
 MAX_WRITE_OPS = 1000
+CHECK_INTERVAL = 0.5  # the server's znode.container.checkIntervalMs assumed (check_interval=)
 CLOSE_WAIT = 1.0  # longest close() waits for kazoo to end its session
 
 CAPABILITIES = Capabilities(
@@ -103,7 +106,7 @@ CAPABILITIES = Capabilities(
     # The server reaps a TTL znode up to znode.container.checkIntervalMs (500 ms in the
     # documented setting) after its ttl; an open Store notices within REAP_INTERVAL and
     # deletes its keys in one multi.
-    ttl_slack=1.5,
+    ttl_slack=1.5,  # CHECK_INTERVAL + 1 s
     max_value_size=1_000_000,  # one value with the longest key stays under jute.maxbuffer
     max_transaction_ops=MAX_WRITE_OPS,
 )
@@ -183,8 +186,14 @@ class ZooKeeperStore(Store):
         timeout: float,
         session_timeout: float,
         tls: dict[str, Any],
+        check_interval: float = CHECK_INTERVAL,
     ) -> None:
         super().__init__(url, namespace=namespace, timeout=timeout)
+        if check_interval != CHECK_INTERVAL:
+            # Expiry waits for the server's TTL check: declare the slack it implies.
+            self.capabilities = dataclasses.replace(
+                CAPABILITIES, ttl_slack=CAPABILITIES.ttl_slack - CHECK_INTERVAL + check_interval
+            )
         self._hosts = hosts
         self._base = chroot  # "" or "/a/b": every path of this Store starts with it
         self._bookkeeping = self._base + "/%libkv"
@@ -1070,6 +1079,7 @@ def open_zookeeper(url: StoreURL) -> ZooKeeperStore:
             "cert": str,
             "key": str,
             "verify": parse_bool,
+            "check_interval": parse_seconds,
         }
     )
     if ("cert" in options) != ("key" in options):
@@ -1099,5 +1109,6 @@ def open_zookeeper(url: StoreURL) -> ZooKeeperStore:
         namespace=options.get("prefix", ""),
         timeout=options.get("timeout", 10.0),
         session_timeout=options.get("session_timeout", 10.0),
+        check_interval=options.get("check_interval", CHECK_INTERVAL),
         tls=tls,
     )
