@@ -49,6 +49,9 @@ class FeedBatch:
     ``revision``: the store revision the feed is now consistent with (>= every change
     in the batch). ``changes``: UPDATE/DELETE events on full keys, in revision order.
     ``snapshot``: for snapshot feeds, every pair under the prefix at ``revision``.
+    ``keys``: when set, ``snapshot`` is partial: it holds the present pairs among
+    ``keys`` only (a key of ``keys`` missing from it was deleted) and every other key
+    keeps its state, so a feed that knows which keys changed re-reads just those.
     ``epoch``: optional identity of the backend's history; revisions are comparable only
     within one epoch, so a watch that sees it change (a wiped and rewritten database)
     raises HistoryLostError even when the revision did not go backwards.
@@ -58,6 +61,7 @@ class FeedBatch:
     changes: Sequence[Event] = ()
     snapshot: Sequence[KVPair] | None = None
     epoch: str | None = None
+    keys: Sequence[str] | None = None
 
 
 class Feed(Protocol):
@@ -131,22 +135,35 @@ class _SnapshotDiff:
     def __init__(self, pairs: Sequence[KVPair]) -> None:
         self.state = {pair.key: pair for pair in pairs}
 
-    def diff(self, snapshot: Sequence[KVPair], revision: int) -> list[Event]:
+    def diff(
+        self, snapshot: Sequence[KVPair], revision: int, keys: Sequence[str] | None = None
+    ) -> list[Event]:
         """The events that turn the state into ``snapshot``, ordered by revision, key.
 
-        Raises HistoryLostError if a key's version went backwards.
+        With ``keys``, the snapshot is partial (see :class:`FeedBatch`): only those keys
+        are compared, at a cost of len(keys). Raises HistoryLostError if a key's version
+        went backwards.
         """
         current = {pair.key: pair for pair in snapshot}
+        compared = self.state.keys() | current.keys() if keys is None else dict.fromkeys(keys)
         events: list[Event] = []
-        for key, pair in current.items():
-            previous = self.state.get(key)
-            if previous is None or previous.version != pair.version:
-                if previous is not None and pair.version < previous.version:
-                    raise HistoryLostError(f"version of {key!r} went backwards")
-                events.append(Event(Action.UPDATE, key, pair, pair.version))
-        for key in self.state.keys() - current.keys():
-            events.append(Event(Action.DELETE, key, None, max(revision, self.state[key].version)))
-        self.state = current
+        for key in compared:
+            pair, previous = current.get(key), self.state.get(key)
+            if pair is not None:
+                if previous is None or previous.version != pair.version:
+                    if previous is not None and pair.version < previous.version:
+                        raise HistoryLostError(f"version of {key!r} went backwards")
+                    events.append(Event(Action.UPDATE, key, pair, pair.version))
+            elif previous is not None:
+                events.append(Event(Action.DELETE, key, None, max(revision, previous.version)))
+        if keys is None:
+            self.state = current
+        else:
+            for event in events:
+                if event.pair is None:
+                    del self.state[event.key]
+                else:
+                    self.state[event.key] = event.pair
         events.sort(key=lambda event: (event.revision, event.key))
         return events
 
@@ -372,8 +389,9 @@ class Watch:
         bookkeeping = self._bookkeeping
         if isinstance(bookkeeping, _SnapshotDiff):
             snapshot = [pair for pair in batch.snapshot or () if self._wanted(pair.key)]
+            keys = None if batch.keys is None else [k for k in batch.keys if self._wanted(k)]
             try:
-                events = bookkeeping.diff(snapshot, batch.revision)
+                events = bookkeeping.diff(snapshot, batch.revision, keys)
             except HistoryLostError as error:
                 self._failure = error
                 return

@@ -18,6 +18,7 @@ DRIVERS = {
     "redis": "libkv_redis.driver",
     "etcd": "libkv_etcd.driver",
     "consul": "libkv_consul.driver",
+    "zookeeper": "libkv_zookeeper.driver",
 }
 
 

@@ -1,0 +1,598 @@
+"""The ZooKeeper driver against a real ZooKeeper 3.8: the conformance suite plus driver
+specifics (parents and values, CAS across delete and re-create, request size, foreign
+znodes, session expiry, restart, an ensemble member killed)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient  # type: ignore[import-untyped]
+from libkv_zookeeper import ZooKeeperStore, driver
+from libkv_zookeeper.paths import decode_segment, encode_segment
+
+import libkv
+from integration.servers import (
+    Certificates,
+    ZooKeeperEnsemble,
+    ZooKeeperServer,
+    free_port,
+    make_test_certificates,
+)
+from libkv.testing import CrossProcessConformance, WatchRecorder, replay
+from libkv.testing.conformance import EVENT_TIMEOUT, LOST_MARGIN, UNUSUAL_VALID_KEYS
+from libkv.testing.polling import wait_until
+
+JAVA_LIBRARIES = Path("/usr/share/java")
+
+
+class SecureZooKeeperServer(ZooKeeperServer):
+    """A standalone server that takes clients only over TLS with a client certificate
+    (``ssl.clientAuth=need``) and only authenticated by digest (``enforce.auth``).
+
+    A local configuration until the harness has its own: ZooKeeper's TLS needs the Netty
+    connection factory, whose codec and resolver jars Debian's zookeeper.jar does not
+    list on its class path.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secure_port = free_port()
+        self.certificates: Certificates = make_test_certificates(self.directory / "tls")
+        self.keystore = self.directory / "tls" / "server-keystore.pem"
+        self.keystore.write_text(
+            self.certificates.server_key.read_text() + self.certificates.server.read_text()
+        )
+
+    def secure_url(self, credentials: str = "alice:s3cret", *, certificate: bool = True) -> str:
+        """A ``zookeeper://`` URL of the TLS port, with the CA and the client certificate."""
+        query = f"ca={self.certificates.ca}"
+        if certificate:
+            query += f"&cert={self.certificates.client}&key={self.certificates.client_key}"
+        user = f"{credentials}@" if credentials else ""
+        return f"zookeeper://{user}127.0.0.1:{self.secure_port}/t{uuid.uuid4().hex}?{query}"
+
+    def prepare(self) -> None:
+        super().prepare()
+        with (self.configuration_directory / "zoo.cfg").open("a") as configuration:
+            configuration.write(
+                f"secureClientPort={self.secure_port}\nsecureClientPortAddress=127.0.0.1\n"
+            )
+
+    def command(self) -> list[str]:
+        command = super().command()
+        at = command.index("-cp")
+        command[at + 1] += "".join(
+            f":{JAVA_LIBRARIES}/netty-{name}.jar"
+            for name in ("codec", "resolver", "transport-native-unix-common")
+        )
+        command[at:at] = [
+            "-Dzookeeper.serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+            f"-Dzookeeper.ssl.keyStore.location={self.keystore}",
+            "-Dzookeeper.ssl.keyStore.type=PEM",
+            f"-Dzookeeper.ssl.trustStore.location={self.certificates.ca}",
+            "-Dzookeeper.ssl.trustStore.type=PEM",
+            "-Dzookeeper.ssl.clientAuth=need",
+            "-Dzookeeper.enforce.auth.enabled=true",
+            "-Dzookeeper.enforce.auth.schemes=digest",
+        ]
+        return command
+
+
+@pytest.fixture(scope="module")
+def secure_server() -> Iterator[SecureZooKeeperServer]:
+    server = SecureZooKeeperServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+class TestZooKeeper(CrossProcessConformance):
+    @pytest.fixture
+    def url(self, zookeeper_server: ZooKeeperServer) -> str:
+        return f"{zookeeper_server.url}/t{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="module")
+def ensemble() -> Iterator[ZooKeeperEnsemble]:
+    """One 3-member ensemble for the conformance class (the harness's fixture starts one
+    per test, which is too slow for the whole suite)."""
+    members = ZooKeeperEnsemble()
+    try:
+        members.start()
+        yield members
+    finally:
+        members.close()
+
+
+class TestZooKeeperEnsembleConformance(CrossProcessConformance):
+    """The suite against a 3-member ensemble: each Store connects to a random member."""
+
+    @pytest.fixture
+    def url(self, ensemble: ZooKeeperEnsemble) -> str:
+        return f"{ensemble.url}/t{uuid.uuid4().hex}"
+
+
+class TestZooKeeperOverTLSWithDigestAuth(CrossProcessConformance):
+    """The whole suite over TLS with a client certificate, as a digest-authenticated user
+    whose znodes only it can read."""
+
+    @pytest.fixture
+    def url(self, secure_server: SecureZooKeeperServer) -> str:
+        return secure_server.secure_url()
+
+
+@pytest.fixture
+def server() -> Iterator[ZooKeeperServer]:
+    """A dedicated standalone server, started; the test may kill, pause or restart it."""
+    dedicated = ZooKeeperServer()
+    try:
+        dedicated.start()
+        yield dedicated
+    finally:
+        dedicated.close()
+
+
+@pytest.fixture
+def chroot_url(zookeeper_server: ZooKeeperServer) -> str:
+    return f"{zookeeper_server.url}/t{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def raw(zookeeper_server: ZooKeeperServer) -> Iterator[KazooClient]:
+    """A plain kazoo client of the shared server, as another ZooKeeper application."""
+    client = KazooClient(hosts=zookeeper_server.endpoint)
+    client.start(timeout=EVENT_TIMEOUT)
+    yield client
+    client.stop()
+    client.close()
+
+
+def _open(url: str) -> ZooKeeperStore:
+    store = libkv.open(url)
+    assert isinstance(store, ZooKeeperStore)
+    return store
+
+
+def _chroot(url: str) -> str:
+    return "/" + url.rsplit("/", 1)[1]
+
+
+def _expire_session(store: ZooKeeperStore, endpoint: str) -> None:
+    """End the store's session from outside: a second client with the same session id and
+    password closes it, so the server expires it (what a long partition does)."""
+    session_id, password = store._client.client_id
+    impostor = KazooClient(hosts=endpoint, client_id=(session_id, password))
+    impostor.start(timeout=EVENT_TIMEOUT)
+    impostor.stop()
+    impostor.close()
+
+
+# -- URL --------------------------------------------------------------------------------
+
+
+def test_url_with_hosts_credentials_chroot_and_options() -> None:
+    store = libkv.open(
+        "zookeeper://alice:secret@10.0.0.1,10.0.0.2:2182,[::1]:2183/apps/one"
+        "?timeout=2.5&session_timeout=4&prefix=svc"
+    )
+    try:
+        assert isinstance(store, ZooKeeperStore)
+        assert store._hosts == "10.0.0.1:2181,10.0.0.2:2182,[::1]:2183"
+        assert store._base == "/apps/one"
+        assert store.namespace == "svc"
+        assert store.timeout == 2.5
+        assert store._path(store._root + "a/b") == "/apps/one/svc/a/b"
+        assert "secret" not in repr(store) and "secret" not in str(store.url)
+    finally:
+        store.close()
+
+
+def test_check_interval_sets_the_declared_ttl_slack() -> None:
+    with libkv.open("zookeeper://127.0.0.1:2181?check_interval=60") as store:
+        assert store.capabilities.ttl_slack == 61.0
+        assert store.capabilities.latest_expiry(2.0) == 63.0
+    with libkv.open("zookeeper://127.0.0.1:2181") as store:
+        assert store.capabilities.ttl_slack == 1.5
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "bogus=1",
+        "check_interval=-1",
+        "timeout=0",
+        "session_timeout=never",
+        "tls=maybe",
+        "cert=/nonexistent.pem",  # without key=
+        "ca=/nonexistent/ca.pem",
+        "tls=false&ca=/etc/hostname",
+        "verify=false",  # without TLS
+    ],
+)
+def test_bad_option_raises_invalid_url(query: str) -> None:
+    with pytest.raises(libkv.InvalidURLError):
+        libkv.open(f"zookeeper://127.0.0.1:2181?{query}")
+
+
+def test_bad_chroot_raises_invalid_url() -> None:
+    with pytest.raises(libkv.InvalidURLError, match="chroot"):
+        libkv.open("zookeeper://127.0.0.1:2181/a/../b")
+
+
+# -- keys, parents and values -------------------------------------------------------------
+
+
+def test_parents_are_implicit_and_cleaned_up(chroot_url: str, raw: KazooClient) -> None:
+    """A parent created for a child is no key; a key with children deleted leaves them
+    readable; an explicit b"" outlives its children; empty implicit parents go away."""
+    root = _chroot(chroot_url)
+    with libkv.open(chroot_url) as store:
+        store.put("a/b/c", b"deep")
+        assert raw.exists(f"{root}/a/b") is not None
+        assert store.list("") == [store.get("a/b/c")]
+        with pytest.raises(libkv.KeyNotFoundError):
+            store.get("a/b")
+        store.put("a", b"")
+        store.delete("a/b/c")
+        assert store.get("a").value == b""
+        assert raw.get_children(f"{root}/a") == []  # the implicit a/b went with its child
+        store.put("a/x", b"1")
+        store.delete("a")
+        assert store.get("a/x").value == b"1"
+        assert not store.exists("a")
+        store.delete("a/x")
+        assert raw.get_children(root) == []
+        store.put_many({f"m/{index}/leaf": b"v" for index in range(20)})
+        assert store.delete_tree("m") == 20
+        assert raw.get_children(root) == []
+
+
+def test_compare_and_swap_survives_delete_and_recreate(chroot_url: str) -> None:
+    """A version is an mzxid: after a delete and re-create that brings the znode back to
+    the same data version, an update with the old version still fails."""
+    with _open(chroot_url) as store, libkv.open(chroot_url) as other:
+        old = store.put("k", b"1")
+        data_version = store._client.exists(store._path("k")).version
+        other.delete("k")
+        other.put("k", b"2")
+        while store._client.exists(store._path("k")).version < data_version:
+            other.put("k", b"2")
+        assert store._client.exists(store._path("k")).version == data_version
+        with pytest.raises(libkv.KeyModifiedError):
+            store.update("k", b"3", version=old.version)
+        with pytest.raises(libkv.KeyModifiedError):
+            store.delete("k", version=old.version)
+        current = store.get("k")
+        assert current.version > old.version
+        assert store.update("k", b"3", version=current.version).value == b"3"
+
+
+def test_request_over_jute_maxbuffer_is_refused_before_sending(chroot_url: str) -> None:
+    """Two values that fit alone but not together in one request raise ValueTooLargeError
+    before anything is sent: the connection (which the server would drop) stays up."""
+    with _open(chroot_url) as store:
+        limit = store.capabilities.max_value_size
+        assert store.list("") == []
+        states: list[str] = []
+        store._client.add_listener(states.append)
+        with pytest.raises(libkv.ValueTooLargeError):
+            store.put_many({"a": b"x" * limit, "b": b"y" * limit})
+        assert store.list("") == []
+        assert states == [], "the connection was dropped"
+        store.put("a", b"x" * limit)
+        assert store.get("a").value == b"x" * limit
+
+
+def test_foreign_znodes(chroot_url: str, raw: KazooClient) -> None:
+    """Znodes written by other ZooKeeper clients: data is a value, no data is an implicit
+    parent, a name that is no encoded key is invisible, and an ephemeral parent refuses
+    children with a KVError."""
+    root = _chroot(chroot_url)
+    raw.create(f"{root}/foreign/value", b"hello", makepath=True)
+    raw.create(f"{root}/foreign/empty")
+    raw.create(f"{root}/%41", b"not a key")
+    raw.create(f"{root}/ephemeral", b"e", ephemeral=True)
+    with libkv.open(chroot_url) as store:
+        stat = raw.exists(f"{root}/foreign/value")
+        assert store.get("foreign/value") == libkv.KVPair("foreign/value", b"hello", stat.mzxid)
+        assert [pair.key for pair in store.list("")] == ["ephemeral", "foreign/value"]
+        with pytest.raises(libkv.KVError, match="ephemeral"):
+            store.put("ephemeral/child", b"1")
+        store.put("foreign/value", b"mine")
+        assert raw.get(f"{root}/foreign/value")[0] != b"mine"  # marked as a libkv value
+        assert store.get("foreign/value").value == b"mine"
+
+
+def test_keys_zookeeper_refuses_are_encoded(chroot_url: str, raw: KazooClient) -> None:
+    with libkv.open(chroot_url) as store:
+        store.put("emoji😀/100%", b"1")
+        assert raw.get_children(_chroot(chroot_url) + "/emoji%F0%9F%98%80") == ["100%25"]
+        assert [pair.key for pair in store.list("")] == ["emoji😀/100%"]
+
+
+@pytest.mark.parametrize("key", [*UNUSUAL_VALID_KEYS, "%", "%25", "a%2Fb", "\ue000", "\ufff0"])
+def test_key_segments_round_trip_through_znode_names(key: str) -> None:
+    for segment in key.split("/"):
+        name = encode_segment(segment)
+        assert decode_segment(name) == segment
+        assert "/" not in name and "%2F" not in name  # so flatten() can be undone
+
+
+@pytest.mark.parametrize("name", ["%libkv", "%41", "%zz", "%", "a%2", "\ue000"])
+def test_names_that_are_no_encoded_key_are_not_keys(name: str) -> None:
+    assert decode_segment(name) is None
+
+
+def test_snapshots_read_in_several_requests_are_consistent(
+    chroot_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subtree too large for one multiRead is read in chunks and accepted only when a
+    second pass finds nothing changed: snapshots taken under concurrent batches still
+    show every key of a batch at one generation."""
+    monkeypatch.setattr(driver, "READ_LIMIT", 200)  # a few paths per request
+    keys = [f"batch/{index}" for index in range(12)]
+    with libkv.open(chroot_url) as store, libkv.open(chroot_url) as writer:
+        store.put_many({key: b"0" for key in keys})
+        stop = threading.Event()
+
+        def write_generations() -> None:
+            generation = 0
+            while not stop.is_set():
+                generation += 1
+                writer.put_many({key: str(generation).encode() for key in keys})
+
+        thread = threading.Thread(target=write_generations, daemon=True)
+        thread.start()
+        try:
+            for _ in range(5):
+                snapshot = store.list("batch")
+                assert [pair.key for pair in snapshot] == sorted(keys)
+                assert len({pair.value for pair in snapshot}) == 1
+        finally:
+            stop.set()
+            thread.join(EVENT_TIMEOUT)
+
+
+def test_lease_bookkeeping_lives_outside_the_keys(chroot_url: str, raw: KazooClient) -> None:
+    with libkv.open(chroot_url) as store:
+        lease = store.lease(5.0)
+        store.put("svc", b"1", lease=lease)
+        assert raw.get_children(_chroot(chroot_url) + "/%libkv") == ["attached", "leases"]
+        assert [pair.key for pair in store.list("")] == ["svc"]
+        lease.revoke()
+        assert store.list("") == []
+        assert raw.get_children(_chroot(chroot_url) + "/%libkv/attached") == []
+
+
+# -- errors and faults ------------------------------------------------------------------------
+
+
+def test_digest_auth_wrong_password_is_refused(chroot_url: str) -> None:
+    """Nodes written with credentials are readable only with them; a wrong password raises
+    AuthenticationError, and no password appears in any message."""
+    host = chroot_url.split("//", 1)[1]
+    with libkv.open(f"zookeeper://alice:s3cret@{host}") as owner:
+        owner.put("private", b"1")
+    with libkv.open(f"zookeeper://alice:wr0ng@{host}?timeout=3") as intruder:
+        for call in (
+            lambda: intruder.get("private"),
+            lambda: intruder.put("private", b"2"),
+            lambda: intruder.list(""),
+        ):
+            with pytest.raises(libkv.AuthenticationError) as caught:
+                call()
+            assert "wr0ng" not in str(caught.value) and "s3cret" not in str(caught.value)
+            assert "wr0ng" not in repr(intruder)
+    with libkv.open(f"zookeeper://alice:s3cret@{host}") as owner:
+        assert owner.get("private").value == b"1"
+
+
+def test_secure_server_refuses_clients_without_a_certificate_or_credentials(
+    secure_server: SecureZooKeeperServer,
+) -> None:
+    """Without a client certificate the TLS handshake fails (NotReachableError within the
+    timeout); without credentials or with a wrong password: AuthenticationError, and the
+    password never appears."""
+    url = secure_server.secure_url()
+    with libkv.open(url) as owner:
+        owner.put("private", b"1")
+    target = url.split("@", 1)[1]
+    with (
+        libkv.open(f"zookeeper://{target}&timeout=2") as anonymous,
+        pytest.raises(libkv.AuthenticationError),
+    ):
+        anonymous.get("private")
+    with libkv.open(f"zookeeper://alice:wr0ng@{target}&timeout=2") as intruder:
+        with pytest.raises(libkv.AuthenticationError) as caught:
+            intruder.get("private")
+        assert "wr0ng" not in str(caught.value) and "s3cret" not in str(caught.value)
+    without_certificate = secure_server.secure_url(certificate=False) + "&timeout=2"
+    with libkv.open(without_certificate) as stranger:
+        started = time.monotonic()
+        with pytest.raises(libkv.NotReachableError):
+            stranger.get("private")
+        assert time.monotonic() - started < 2 + 1
+
+
+def test_unreachable_server_raises_not_reachable_within_the_timeout(
+    server: ZooKeeperServer,
+) -> None:
+    with libkv.open(f"{server.url}/t?timeout=2") as store:
+        store.put("k", b"1")
+        with store.watch("", recursive=True) as watch:
+            assert watch.next_event(EVENT_TIMEOUT) is not None
+            server.kill()
+            started = time.monotonic()
+            with pytest.raises(libkv.NotReachableError):
+                store.get("k")
+            assert time.monotonic() - started < 2 + 1
+            with pytest.raises(libkv.NotReachableError):
+                while time.monotonic() - started < 10:
+                    watch.next_event(0.5)
+            assert time.monotonic() - started < 2 + 3
+
+
+def test_write_to_a_frozen_server_raises_unknown_outcome(server: ZooKeeperServer) -> None:
+    with libkv.open(f"{server.url}/t?timeout=1") as store:
+        store.put("k", b"1")
+        server.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(libkv.UnknownOutcomeError):
+                store.put("k", b"2")
+            assert time.monotonic() - started < 1 + 1
+            with pytest.raises(libkv.NotReachableError) as caught:
+                store.get("k")
+            assert not isinstance(caught.value, libkv.UnknownOutcomeError)
+        finally:
+            server.resume()
+        wait_until(lambda: store.get("k").value in (b"1", b"2"), EVENT_TIMEOUT)
+
+
+def test_close_does_not_wait_for_a_frozen_server(server: ZooKeeperServer) -> None:
+    store = libkv.open(f"{server.url}/t?timeout=1")
+    store.put("k", b"1")
+    watch = store.watch("", recursive=True)
+    assert watch.next_event(EVENT_TIMEOUT) is not None
+    server.pause()
+    try:
+        with pytest.raises(libkv.NotReachableError):
+            store.get("k")
+        started = time.monotonic()
+        store.close()
+        assert time.monotonic() - started < 2.0
+        assert watch.closed
+        with pytest.raises(libkv.StoreClosedError):
+            store.get("k")
+    finally:
+        server.resume()
+
+
+def _write_while_watching(store: libkv.Store, fault: Callable[[], object]) -> None:
+    """Write continuously through a fault with a recursive watch open: writes fail only
+    with NotReachableError (UnknownOutcomeError included), resume afterwards, and the
+    watch converges to list() without raising."""
+    stop = threading.Event()
+    written: list[int] = []
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        index = 0
+        while not stop.is_set():
+            index += 1
+            try:
+                store.put(f"during/{index % 50}", str(index).encode())
+            except libkv.NotReachableError as error:
+                failures.append(error)
+                continue
+            written.append(index)
+
+    with (
+        store.watch("", recursive=True) as watch,
+        WatchRecorder(watch) as recorder,
+    ):
+        init = wait_until(lambda: recorder.events, EVENT_TIMEOUT)[0]
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        try:
+            wait_until(lambda: len(written) >= 20, EVENT_TIMEOUT)
+            fault()
+            after = len(written)
+            wait_until(lambda: len(written) >= after + 20, 3 * EVENT_TIMEOUT)
+        finally:
+            stop.set()
+            writer.join(2 * EVENT_TIMEOUT)
+        assert not writer.is_alive(), "a write hung"
+        store.delete("during/1")
+        wait_until(
+            lambda: replay(init, recorder.events[1:]) == {pair.key: pair for pair in store.list()},
+            3 * EVENT_TIMEOUT,
+            message=lambda: f"watch error {recorder.error!r}",
+        )
+        assert recorder.error is None
+
+
+def test_session_expiry_during_writes(server: ZooKeeperServer) -> None:
+    """An expired session is replaced; the watch re-reads and converges; a held lock and a
+    lease are not tied to the session and stay held."""
+    with libkv.open(f"{server.url}/t") as store:
+        assert isinstance(store, ZooKeeperStore)
+        lease = store.lease(2.0)
+        store.put("leased", b"1", lease=lease)
+        lock = store.lock("lock", ttl=2.0)
+        assert lock.acquire(timeout=EVENT_TIMEOUT)
+        session = store._client.client_id
+        _write_while_watching(store, lambda: _expire_session(store, server.endpoint))
+        assert store._client.client_id != session
+        assert not lease.lost.is_set() and not lock.lost.is_set()
+        assert store.get("leased").value == b"1"
+        lock.release()
+
+
+def test_crash_and_restart_during_writes(server: ZooKeeperServer) -> None:
+    """The server is killed and started again while a writer writes and a watch is open:
+    the watch converges; a lease and a lock with a ttl longer than the outage are kept."""
+    with libkv.open(f"{server.url}/t") as store:
+        lease = store.lease(30.0)
+        store.put("leased", b"1", lease=lease)
+        lock = store.lock("lock", ttl=30.0)
+        assert lock.acquire(timeout=EVENT_TIMEOUT)
+
+        def crash() -> None:
+            server.kill()
+            server.start()
+
+        _write_while_watching(store, crash)
+        assert not lease.lost.is_set() and not lock.lost.is_set()
+        assert store.get("leased").value == b"1"
+        lock.release()
+        lease.revoke()
+        assert not store.exists("leased")
+
+
+def test_lease_and_lock_are_lost_when_the_server_is_gone_past_their_ttl(
+    server: ZooKeeperServer,
+) -> None:
+    with libkv.open(f"{server.url}/t?timeout=2") as store:
+        lease = store.lease(1.0)
+        lock = store.lock("lock", ttl=1.0)
+        assert lock.acquire(timeout=EVENT_TIMEOUT)
+        server.kill()
+        wait_until(lambda: lease.lost.is_set() and lock.lost.is_set(), 1.0 + LOST_MARGIN + 1)
+        server.start()
+        wait_until(lambda: _gone(store, "lock"), EVENT_TIMEOUT + store.capabilities.ttl_slack)
+
+
+def _gone(store: libkv.Store, key: str) -> bool:
+    try:
+        return not store.exists(key)
+    except libkv.NotReachableError:
+        return False
+
+
+class TestZooKeeperEnsemble:
+    """Against a 3-member ensemble (slow to start: one ensemble per test)."""
+
+    def test_killing_the_connected_member_leaves_the_store_working(
+        self, zookeeper_ensemble: ZooKeeperEnsemble
+    ) -> None:
+        with libkv.open(f"{zookeeper_ensemble.url}/t") as store:
+            assert isinstance(store, ZooKeeperStore)
+            store.put("k", b"1")
+            connected = store.endpoint
+            member = next(m for m in zookeeper_ensemble.members if m.endpoint == connected)
+            _write_while_watching(store, member.kill)
+            assert store.endpoint != connected
+            assert store.get("k").value == b"1"
+            with store.lease(2.0) as lease:
+                store.put("leased", b"1", lease=lease)
+                with store.lock("lock", ttl=2.0):
+                    assert store.get("lock").value == b""
+            assert not store.exists("leased")
