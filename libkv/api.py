@@ -447,12 +447,13 @@ class Store(abc.ABC):
     def _reraise(self, error: Exception) -> NoReturn:
         if isinstance(error, KVError):
             raise error
+        if self._closed:
+            # The call raced close(): its connection went away under it, whatever the
+            # client raised for that (a closed gRPC channel raises a bare ValueError).
+            raise StoreClosedError(f"store is closed: {self.url}") from error
         translated = self._translate_error(error)
         if translated is None:
             raise error
-        if self._closed:
-            # The call raced close(): its connection went away under it.
-            raise StoreClosedError(f"store is closed: {self.url}") from error
         raise translated from error
 
     def _raise_closed(self) -> NoReturn:

@@ -71,6 +71,15 @@ class Lease:
         self._revoked = True
         self.store.revoke_lease(self.id)
 
+    def abandon(self) -> None:
+        """Stop refreshing the lease without revoking it.
+
+        The backend expires the lease, and deletes its keys, within
+        ``capabilities.latest_expiry(ttl)``. For when revoking would only wait out the
+        store's timeout again: the backend cannot be reached.
+        """
+        self._stop()
+
     def add_listener(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(True)`` after every successful keep-alive (or, with
         ``keepalive=False``, every check that the lease still lives), and

@@ -13,7 +13,14 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from libkv.errors import KeyExistsError, KeyModifiedError, KeyNotFoundError, KVError, LockError
+from libkv.errors import (
+    KeyExistsError,
+    KeyModifiedError,
+    KeyNotFoundError,
+    KVError,
+    LockError,
+    NotReachableError,
+)
 from libkv.keys import check_timeout
 
 if TYPE_CHECKING:
@@ -73,6 +80,11 @@ class Lock:
                             return False
                         continue
                     break
+            except NotReachableError:
+                # Revoking would wait out the timeout again; the lease expires by itself
+                # (and with it the key, should the create have been applied after all).
+                lease.abandon()
+                raise
             except BaseException:
                 if not self.store.closed:
                     lease.revoke()

@@ -78,13 +78,16 @@ class Feed(Protocol):
         ``timeout`` may be 0: then look for news that is ready (already received, or
         answered by the backend at once) without waiting for more.
 
-        Returning (a batch, or None) asserts contact with the backend: the feed heard
-        from the server during this poll, or within the store's timeout before it (a
-        reply, a progress notification, an answered keep-alive). A feed that has not
-        (the server is down or stopped, the connection broken) raises
-        NotReachableError instead of returning None, so that a watch on a dead
-        backend fails once the store's timeout has passed rather than waiting
-        forever. Raises HistoryLostError when the changes asked for are gone.
+        A batch (with or without changes) asserts that the feed heard from the
+        backend: a feed returns one as soon as it first hears from the server after
+        opening, and whenever a poll is answered. Once a feed has returned a batch,
+        None asserts its connection is still healthy (it heard from the server within
+        the store's timeout: a reply, a progress notification, an answered
+        keep-alive); before its first batch, None proves nothing. A feed that has lost
+        contact (the server is down or stopped, the connection broken) raises
+        NotReachableError, so that a watch on a dead backend fails once the store's
+        timeout has passed rather than waiting forever. Raises HistoryLostError when
+        the changes asked for are gone.
         """
         ...
 
@@ -202,6 +205,7 @@ class Watch:
         self._epoch: str | None = None
         self._unreachable_since: float | None = None  # start of the first failed poll
         self._next_attempt = 0.0  # when a feed may be opened again after a failure
+        self._feed_answered = False  # whether the current feed has returned a batch
         self.revision = 0
         try:
             if since is None:
@@ -312,9 +316,11 @@ class Watch:
         except Exception as error:
             self._poll_failed(feed, error, started)
             return
-        self._unreachable_since = None  # the poll proved contact with the backend
         if batch is not None:
+            self._feed_answered = True
             self._accept(batch)
+        if self._feed_answered:
+            self._unreachable_since = None  # the feed has proved contact with the backend
 
     def _poll_failed(self, feed: Feed, error: Exception, started: float) -> None:
         try:
@@ -343,7 +349,8 @@ class Watch:
         """Open a new feed after a connection loss, from the revision read up to.
 
         Opening proves nothing about the backend (a driver may open without a network
-        call), so it leaves the unreachable clock running; the next poll stops it.
+        call), so it leaves the unreachable clock running until the new feed returns
+        its first batch.
         """
         store = self._store
         if store.closed:
@@ -371,6 +378,7 @@ class Watch:
                 _close_feed(feed)
                 return
             self._feed = feed
+            self._feed_answered = False
 
     def _accept(self, batch: FeedBatch) -> None:
         """Check a batch's revision and epoch, and queue its new events."""

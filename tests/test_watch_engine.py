@@ -23,18 +23,20 @@ from libkv.watching import FeedBatch
 
 
 class ScriptedFeed:
-    def __init__(self, script: list[FeedBatch | Exception]) -> None:
+    """Plays a script: a batch is returned, an exception raised, None waits out the poll
+    and returns None (as does the end of the script)."""
+
+    def __init__(self, script: list[FeedBatch | Exception | None]) -> None:
         self.script = script
         self.closed = threading.Event()
 
     def poll(self, timeout: float) -> FeedBatch | None:
-        if self.script:
-            step = self.script.pop(0)
-            if isinstance(step, Exception):
-                raise step
-            return step
-        self.closed.wait(timeout)
-        return None
+        step = self.script.pop(0) if self.script else None
+        if isinstance(step, Exception):
+            raise step
+        if step is None:
+            self.closed.wait(timeout)
+        return step
 
     def close(self) -> None:
         self.closed.set()
@@ -49,7 +51,7 @@ class ScriptedStore(Store):
         self.capabilities = Capabilities(every_change, every_change, 1.0, 60.0, 1.0, 1024, 8)
         super().__init__(StoreURL.parse("scripted://"), namespace="ns", timeout=timeout)
         self.snapshot, self.revision = snapshot, revision
-        self.feeds: list[list[FeedBatch | Exception]] = []
+        self.feeds: list[list[FeedBatch | Exception | None]] = []
         self.opened: list[int | None] = []
 
     def _range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
@@ -318,18 +320,37 @@ def test_opening_a_feed_does_not_restart_the_unreachable_clock() -> None:
     assert watch.closed
 
 
-def test_a_poll_that_returns_stops_the_unreachable_clock() -> None:
-    """After a lost connection, a poll that returns (contact) resets the clock: an idle
-    watch does not fail later for an old outage."""
-    store = ScriptedStore(every_change=True, snapshot=[], revision=1, timeout=0.3)
-    store.feeds = [[NotReachableError("reset")], []]  # the second feed idles, in contact
+def test_a_batch_from_a_reopened_feed_stops_the_unreachable_clock() -> None:
+    """After a lost connection, the new feed's first batch proves contact and resets the
+    clock: a later outage is timed from its own start, not from the first one."""
+    store = ScriptedStore(every_change=True, snapshot=[], revision=1, timeout=0.5)
+    idle: list[FeedBatch | Exception | None] = [None] * 10  # about 1 s of quiet polls
+    store.feeds = [[NotReachableError("reset")], [FeedBatch(1), *idle, NotReachableError("2")]]
     watch = store.watch("x")
     assert watch.next_event(0) is not None  # INIT
-    deadline = time.monotonic() + 3 * store.timeout
-    while time.monotonic() < deadline:
-        assert watch.next_event(0.1) is None
-    assert store.opened == [1, 1]
-    assert not watch.closed
+    started = time.monotonic()
+    with pytest.raises(NotReachableError):  # no third feed: the second outage lasts
+        while watch.next_event(0.1) is None:
+            assert time.monotonic() - started < 10, "the watch never failed"
+    # The second outage began after the idle polls (about 1 s in) and was given the
+    # whole timeout: timing it from the first outage would have failed at once.
+    assert time.monotonic() - started >= 1.0 + store.timeout - 0.2
+    assert store.opened[:2] == [1, 1]  # then failed attempts to reopen
+
+
+def test_a_reopened_feed_that_never_answers_does_not_stop_the_clock() -> None:
+    """A reopened feed that returns None without ever returning a batch (a stream opened
+    without a network call, to a frozen server, which then reports the stall) proves
+    nothing: the watch raises NotReachableError once the store's timeout has passed."""
+    store = ScriptedStore(every_change=True, snapshot=[], revision=1, timeout=0.5)
+    stalled: list[FeedBatch | Exception | None] = [None, None, NotReachableError("stall")]
+    store.feeds = [[NotReachableError("frozen")]] + [list(stalled) for _ in range(100)]
+    watch = store.watch("x")
+    assert watch.next_event(0) is not None  # INIT
+    started = time.monotonic()
+    with pytest.raises(NotReachableError):
+        while watch.next_event(0.1) is None:
+            assert time.monotonic() - started < 8 * store.timeout, "the watch never failed"
 
 
 def test_close_ends_iteration_promptly_while_the_backend_is_unreachable() -> None:
