@@ -46,6 +46,7 @@ from libkv.testing.conformance.base import (
     close_quietly,
     keys_of,
 )
+from libkv.testing.history import replay
 from libkv.testing.polling import wait_until
 
 __all__ = [
@@ -367,6 +368,40 @@ class FaultConformance:
             event = watch.next_event(timeout=EVENT_TIMEOUT)
         assert event is not None and event.pair == written, event
 
+    def test_a_watch_across_a_restart_never_silently_diverges(
+        self, fault_server: FaultServer, fault_store: Store
+    ) -> None:
+        """A watch open while the server crashes and restarts (with or without its data)
+        either raises HistoryLostError or converges: once writes stop, the state rebuilt
+        from its events equals list(). It never keeps showing keys the store lost."""
+        for index in range(5):
+            fault_store.put(f"w/{index}", b"before")
+        with fault_store.watch("w", recursive=True) as watch:
+            received: list[Event] = []
+            first = watch.next_event(timeout=EVENT_TIMEOUT)
+            assert first is not None and first.action is Action.INIT, first
+            received.append(first)
+            self.restart(fault_server)
+            # Wait by reading: a write anywhere could show the watch the loss in passing.
+            wait_until(
+                lambda: _readable(fault_store),
+                self.not_reachable_bound + EVENT_TIMEOUT,
+                message="the store did not answer a read after the restart",
+            )
+            deadline = time.monotonic() + self.not_reachable_bound + EVENT_TIMEOUT
+            try:
+                while time.monotonic() < deadline:
+                    event = watch.next_event(timeout=0.1)
+                    if event is not None:
+                        received.append(event)
+                    elif replay(received[0], received[1:]) == _state(fault_store.list("w")):
+                        return  # converged
+            except libkv.HistoryLostError:
+                return  # reported, as the contract asks
+        state = sorted(replay(received[0], received[1:]))
+        actual = [pair.key for pair in fault_store.list("w")]
+        raise AssertionError(f"the watch shows {state} while the store holds {actual}")
+
     def test_tokens_and_versions_never_go_backwards_across_a_restart(
         self, fault_server: FaultServer, fault_store: Store
     ) -> None:
@@ -466,6 +501,18 @@ class FaultConformance:
             call.join(since + self.not_reachable_bound + JOIN_MARGIN)
         failures = [call.not_reachable_failure(since, self.not_reachable_bound) for call in calls]
         assert not any(failures), "\n".join(failure for failure in failures if failure)
+
+
+def _readable(store: Store) -> bool:
+    try:
+        store.exists("probe")
+    except libkv.NotReachableError:
+        return False
+    return True
+
+
+def _state(pairs: Sequence[KVPair]) -> dict[str, KVPair]:
+    return {pair.key: pair for pair in pairs}
 
 
 def _first_event_snapshot(store: Store) -> tuple[KVPair, ...]:

@@ -336,15 +336,17 @@ class RedisStore(Store):
     # -- watching -----------------------------------------------------------------
 
     def _open_feed(self, prefix: str, after: int | None) -> _RedisFeed:
-        """A feed from ``after``; it contacts Redis at its first poll, not here.
+        """A feed from ``after``, with the epoch of the history it belongs to.
 
-        Whether the changes after ``after`` are still in the log, or ``after`` is ahead
-        of the store (the feed then waits for it, as every backend does), is found by
-        reading the log from there.
+        The epoch is read here, one round trip, so that a watch knows it before its
+        first poll: a restart that wipes Redis while that poll is blocked would
+        otherwise hand the watch the new history's epoch as its own, and the lost
+        data would go unnoticed. Whether the changes after ``after`` are still in the
+        log, or ``after`` is ahead of the store (the feed then waits for it, as every
+        backend does), is found by reading the log from there.
         """
-        if after is None:
-            after = int(self._execute("GET", self._physical + "revision") or 0)
-        return _RedisFeed(self, prefix, after)
+        revision, epoch = self._reap()
+        return _RedisFeed(self, prefix, revision if after is None else after, epoch)
 
     def _compact(self, revision: int) -> None:
         if revision <= 1:
@@ -429,10 +431,12 @@ class _RedisFeed:
     proves contact with the server (and carries the epoch of its history).
     """
 
-    def __init__(self, store: RedisStore, prefix: str, after: int) -> None:
+    def __init__(self, store: RedisStore, prefix: str, after: int, epoch: str | None) -> None:
         self._store = store
         self._prefix = prefix
         self._after = after
+        # Returned by the first poll, so the watch learns the epoch the feed opened in.
+        self._opened: FeedBatch | None = FeedBatch(after, epoch=epoch)
         self._closed = threading.Event()
         self._lock = threading.Lock()  # guards _connection (close() runs in any thread)
         self._polling = threading.Lock()  # one poll at a time on the one connection
@@ -450,6 +454,9 @@ class _RedisFeed:
     def _poll(self, timeout: float) -> FeedBatch | None:
         if self._closed.is_set():
             return None
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            return opened
         store = self._store
         # Block within the socket timeout (FEED_BLOCK plus the stall allowance).
         block = max(1, int(min(timeout, FEED_BLOCK) * 1000))
