@@ -46,7 +46,7 @@ def _node_of(cluster: RedisCluster, hashtag: str) -> RedisClusterNode:
 
 def _hashtag_on(cluster: RedisCluster, wanted: RedisClusterNode, *, on: bool) -> str:
     """A fresh hashtag whose slot `wanted` serves (on=True) or does not (on=False)."""
-    return wait_until(
+    found: str | None = wait_until(
         lambda: next(
             (
                 hashtag
@@ -58,6 +58,8 @@ def _hashtag_on(cluster: RedisCluster, wanted: RedisClusterNode, *, on: bool) ->
         10.0,
         message="no hashtag found for the node",
     )
+    assert found is not None
+    return found
 
 
 def test_a_dead_node_stops_only_its_own_database_and_the_same_store_recovers(
