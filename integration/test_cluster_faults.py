@@ -697,13 +697,15 @@ class Contention:
             self.calls.append(Call(started, time.monotonic(), "ok"))
             assert lock.token is not None
             self.holdings.append(Holding(holder, lock.token, time.monotonic(), lock))
-            try:
+            with contextlib.suppress(libkv.NotReachableError):  # the work stops there
                 for step in range(3):
                     self.resource.write(lock.token, holder)
                     store.put(f"work/{name}", f"{holder} step {step}")
+            # Released whatever happened: a release that fails (unreachable, or the lock
+            # was lost) has still stopped the lease's keep-alives, so the lock frees
+            # itself within its ttl.
+            with contextlib.suppress(libkv.NotReachableError, libkv.LockError):
                 lock.release()
-            except (libkv.NotReachableError, libkv.LockError):
-                pass  # a lost or unreachable lock: its lease frees it (checked below)
 
     def acquired_after(self, moment: float) -> int:
         return sum(1 for holding in list(self.holdings) if holding.acquired > moment)
