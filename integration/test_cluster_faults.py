@@ -781,6 +781,7 @@ def _check_fencing(running: Running, contention: Contention) -> dict[str, object
         "accepted_writes": len(contention.resource.accepted),
         "rejected_writes": len(contention.resource.rejected),
         "tokens_reissued": len(duplicated),
+        "tokens_shared_in_accepted_writes": len(shared),
         "tokens_backwards": len(backwards),
         "failed_acquires": sum(call.outcome not in ("ok", "timeout") for call in contention.calls),
     }
