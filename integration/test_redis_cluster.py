@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -81,13 +81,16 @@ def test_a_dead_node_stops_only_its_own_database_and_the_same_store_recovers(
         before = doomed.put("k", b"before")
         spared.put("k", b"before")
         victim.kill()
-        killed = time.monotonic()
-        with pytest.raises(libkv.NotReachableError):
-            doomed.get("k")
-        with pytest.raises(libkv.NotReachableError):
-            doomed.put("k", b"during")
-        took = time.monotonic() - killed
-        assert took <= 2 * (FAULT_TIMEOUT + NOT_REACHABLE_MARGIN), f"took {took:.1f} s"
+        calls: list[Callable[[], object]] = [
+            lambda: doomed.get("k"),
+            lambda: doomed.put("k", b"during"),
+        ]
+        for call in calls:
+            started = time.monotonic()
+            with pytest.raises(libkv.NotReachableError):
+                call()
+            took = time.monotonic() - started
+            assert took <= FAULT_TIMEOUT + NOT_REACHABLE_MARGIN, f"took {took:.1f} s"
         # The other database's node is alive; the cluster may call itself down for a
         # moment (cluster-require-full-coverage), then serves it again.
         spared_after = wait_until(
