@@ -134,6 +134,7 @@ CLUSTERED = [
         durable=False,
         watch_errors=(libkv.HistoryLostError,),  # plugins/redis/README.md, Sentinel
     ),
+    # With the ZooKeeper driver (and ZooKeeperEnsemble imported from integration.servers):
     # Clustered("zookeeper-ensemble", ZooKeeperEnsemble, _leader, _leader_first),
 ]
 
