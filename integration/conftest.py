@@ -16,6 +16,7 @@ from integration.servers import (
     ConsulServer,
     EtcdCluster,
     EtcdServer,
+    RedisCluster,
     RedisSentinelGroup,
     RedisServer,
     Server,
@@ -118,3 +119,10 @@ def zookeeper_ensemble() -> Iterator[ZooKeeperEnsemble]:
 def consul_cluster() -> Iterator[ConsulCluster]:
     """A fresh 3-server Consul cluster for one (fault-injection) test."""
     yield from _run(ConsulCluster)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster of 3 masters on loopback (``url`` has ``cluster=true``), shared by
+    the whole test session: tests keep apart with a ``hashtag=`` of their own."""
+    yield from _run(RedisCluster)

@@ -7,8 +7,8 @@ Every server runs as a child process in its own temporary directory and listens 
 
 Modules: ``process`` (the ``Server`` interface, one process, helpers), ``cluster``
 (members forming one service), ``certificates`` (test TLS files), and one per server
-family: ``redis``, ``etcd``, ``zookeeper``, ``consul``. Everything public is importable
-from ``integration.servers``.
+family: ``redis``, ``redis_cluster``, ``etcd``, ``zookeeper``, ``consul``. Everything
+public is importable from ``integration.servers``.
 
 Command line (from the repository root)::
 
@@ -40,6 +40,7 @@ from .redis import (
     redis_call,
     redis_command,
 )
+from .redis_cluster import RedisCluster, RedisClusterNode
 from .zookeeper import (
     SLF4J_SIMPLE_JAR,
     ZOOKEEPER_JAR,
@@ -59,6 +60,8 @@ __all__ = [
     "ConsulServer",
     "EtcdCluster",
     "EtcdServer",
+    "RedisCluster",
+    "RedisClusterNode",
     "RedisReplyError",
     "RedisSentinel",
     "RedisSentinelGroup",
