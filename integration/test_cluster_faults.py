@@ -52,6 +52,7 @@ from integration.servers import (
     RedisSentinelGroup,
     ServerCluster,
     ServerProcess,
+    ZooKeeperEnsemble,
 )
 from libkv import Action, KVPair, Store
 from libkv.testing.conformance.base import (
@@ -134,8 +135,7 @@ CLUSTERED = [
         durable=False,
         watch_errors=(libkv.HistoryLostError,),  # plugins/redis/README.md, Sentinel
     ),
-    # With the ZooKeeper driver (and ZooKeeperEnsemble imported from integration.servers):
-    # Clustered("zookeeper-ensemble", ZooKeeperEnsemble, _leader, _leader_first),
+    Clustered("zookeeper-ensemble", ZooKeeperEnsemble, _leader, _leader_first),
 ]
 
 

@@ -16,6 +16,7 @@ from .consul import ConsulCluster, ConsulServer
 from .etcd import EtcdCluster, EtcdServer
 from .process import BinaryNotFoundError, Server, ServerError, ServerProcess
 from .redis import RedisSentinelGroup, RedisServer
+from .redis_cluster import RedisCluster
 from .zookeeper import ZooKeeperEnsemble, ZooKeeperServer
 
 LOGGER = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ SERVER_KINDS: dict[str, Callable[[], Server]] = {
     "redis": RedisServer,
     "redis-tls": lambda: RedisServer(tls=True),
     "redis-sentinel": RedisSentinelGroup,
+    "redis-cluster": RedisCluster,
     "etcd": EtcdServer,
     "etcd-cluster": EtcdCluster,
     "zookeeper": ZooKeeperServer,

@@ -221,6 +221,8 @@ class ZooKeeperStore(Store):
         self._lease_clock: dict[int, tuple[float, float]] = {}  # id -> (refreshed, ttl)
         self._client = KazooClient(
             hosts=hosts,
+            # Members are tried in the order the URL lists them, as on etcd and Consul.
+            randomize_hosts=False,
             timeout=session_timeout,
             auth_data=(
                 [("digest", f"{url.username or ''}:{url.password or ''}")] if credentials else None
