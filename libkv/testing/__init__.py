@@ -12,6 +12,7 @@ from libkv.testing.cross_process import CrossProcessConformance
 from libkv.testing.faults import FaultConformance, FaultServer
 from libkv.testing.history import WatchRecorder, assert_valid_history, replay
 from libkv.testing.polling import assert_holds_until, wait_until
+from libkv.testing.properties import PropertyConformance
 from libkv.testing.recipes import CrossProcessRecipeConformance, RecipeConformance
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "CrossProcessRecipeConformance",
     "FaultConformance",
     "FaultServer",
+    "PropertyConformance",
     "RecipeConformance",
     "StoreConformance",
     "WatchRecorder",

@@ -1,0 +1,29 @@
+"""Property-based bad-input tests (libkv.testing.PropertyConformance) on every network
+backend, each against the session's server in a namespace of its own per test."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from integration.servers import ConsulServer, EtcdServer, RedisServer
+from libkv.testing import PropertyConformance
+
+
+class TestRedisProperties(PropertyConformance):
+    @pytest.fixture
+    def url(self, redis_server: RedisServer) -> str:
+        return f"{redis_server.url}?prefix=t{uuid.uuid4().hex}"
+
+
+class TestEtcdProperties(PropertyConformance):
+    @pytest.fixture
+    def url(self, etcd_server: EtcdServer) -> str:
+        return f"{etcd_server.url}/t{uuid.uuid4().hex}"
+
+
+class TestConsulProperties(PropertyConformance):
+    @pytest.fixture
+    def url(self, consul_server: ConsulServer) -> str:
+        return f"{consul_server.url}/t{uuid.uuid4().hex}?session_ttl_min=1"
