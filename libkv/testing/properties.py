@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import ClassVar, TypeVar
 from urllib.parse import quote
 
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 import libkv
@@ -273,8 +273,11 @@ def _decorated_key(draw: st.DrawFn) -> str:
 def keys() -> st.SearchStrategy[object]:
     """Valid and invalid keys: the pool, decorated pool keys, random text, long keys
     around 1024 bytes, and a few non-strings."""
+    pool = st.sampled_from(KEY_POOL)
     return st.one_of(
-        st.sampled_from(KEY_POOL),
+        pool,  # thrice as likely: calls on one key must meet often
+        pool,
+        pool,
         _decorated_key(),
         st.text(alphabet=st.sampled_from(KEY_CHARACTERS), max_size=10),
         _long_key(),
@@ -369,8 +372,15 @@ class Call:
             "items": self.items or None,
             "pad": self.pad or None,
         }
-        arguments = ", ".join(f"{name}={value!r}" for name, value in shown.items() if value)
+        arguments = ", ".join(f"{name}={_short(value)}" for name, value in shown.items() if value)
         return f"{self.kind}({arguments})"
+
+
+def _short(value: object) -> str:
+    """repr(value), with a long value (one of max_value_size bytes) cut to its length."""
+    if isinstance(value, (bytes, bytearray, memoryview)) and len(value) > 64:
+        return f"<{len(value)} bytes>"
+    return repr(value)
 
 
 REFUSALS: dict[str, Callable[[BaseException], bool]] = {
@@ -749,27 +759,15 @@ class Trial:
         self.model.highest = max([highest, *(p.version for p in result if p is not None)])
 
     def finish(self) -> None:
-        """The watch converges on list(""), its history is valid, and it reports only
-        (and, where watch_every_change, every one of) the accepted writes and deletes."""
+        """The watch converges on list(""), and again after an accepted delete_tree("")
+        (so every example also checks that each deletion is reported); its history is
+        valid, and it reports only (and, where watch_every_change, every one of) the
+        accepted writes and deletes."""
         model, recorder = self.model, self.recorder
-
-        def state_reached() -> bool:
-            events = recorder.events[1:]
-            listed = {pair.key: pair for pair in self.store.list("")}
-            if replay(self.init, events) != listed:
-                return False
-            return not self.capabilities.watch_every_change or not self.unreported(events)
-
         try:
-            wait_until(
-                lambda: state_reached() or recorder.error is not None,
-                CONVERGENCE_BOUND + DELIVERY_MARGIN,
-                message=lambda: (
-                    "the watch did not converge on list(''), or (watch_every_change)"
-                    f" missed {self.unreported(recorder.events[1:])}:\n"
-                    + "\n".join(map(describe, recorder.events))
-                ),
-            )
+            self.await_watch()
+            self.apply(Call("delete_tree", ""))
+            self.await_watch()
         finally:
             self.close()
         assert recorder.error is None, f"the watch raised {recorder.error!r}"
@@ -794,6 +792,28 @@ class Trial:
         for key, count in reported.items():
             allowed = model.deletions[key] + (1 if key in model.ever_expiring else 0)
             assert count <= allowed, f"{count} DELETEs of {key!r}; accepted calls made {allowed}"
+
+    def await_watch(self) -> None:
+        """Wait (within the convergence bound) until INIT + events equals list("") and,
+        where watch_every_change, every accepted write and delete has been reported."""
+        recorder = self.recorder
+
+        def state_reached() -> bool:
+            events = recorder.events[1:]
+            listed = {pair.key: pair for pair in self.store.list("")}
+            if replay(self.init, events) != listed:
+                return False
+            return not self.capabilities.watch_every_change or not self.unreported(events)
+
+        wait_until(
+            lambda: state_reached() or recorder.error is not None,
+            CONVERGENCE_BOUND + DELIVERY_MARGIN,
+            message=lambda: (
+                "the watch did not converge on list(''), or (watch_every_change)"
+                f" missed {self.unreported(recorder.events[1:])}:\n"
+                + "\n".join(map(describe, recorder.events))
+            ),
+        )
 
     def unreported(self, events: Sequence[Event]) -> list[str]:
         """Accepted writes and deletes the events do not (yet) report."""
@@ -1005,11 +1025,14 @@ class PropertyConformance(ConformanceBase):
         `explicit` ones). The test function itself takes no hypothesis arguments, so
         its function-scoped fixtures (`url`) are never shared between examples."""
         configured = settings(
-            max_examples=self.property_examples,
+            max_examples=int(os.environ.get("LIBKV_PROPERTY_EXAMPLES", self.property_examples)),
             deadline=None,
             derandomize=bool(os.environ.get("CI")),
             database=None,
             print_blob=True,
+            # No explain phase: it re-runs a failing example many times over a network
+            # round trip each, for a hint the shrunk example already gives.
+            phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink),
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         )
         test = given(strategy)(check)
