@@ -364,15 +364,20 @@ class Call:
     pad: bool = False
 
     def __repr__(self) -> str:
+        containers = ("get_many", "put_many", "transaction")
         shown = {
-            "key": self.key,
+            "key": None if self.kind in containers else self.key,
             "value": self.value,
             "version": self.version,
             "ttl": self.ttl,
             "items": self.items or None,
             "pad": self.pad or None,
         }
-        arguments = ", ".join(f"{name}={_short(value)}" for name, value in shown.items() if value)
+        arguments = ", ".join(
+            f"{name}={_short(value)}"
+            for name, value in shown.items()
+            if value is not None and (value or name in ("key", "version", "ttl"))
+        )
         return f"{self.kind}({arguments})"
 
 
