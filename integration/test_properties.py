@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from integration.servers import ConsulServer, EtcdServer, RedisServer
+from integration.servers import ConsulServer, EtcdServer, RedisServer, ZooKeeperServer
 from libkv.testing import PropertyConformance
 
 
@@ -27,3 +27,9 @@ class TestConsulProperties(PropertyConformance):
     @pytest.fixture
     def url(self, consul_server: ConsulServer) -> str:
         return f"{consul_server.url}/t{uuid.uuid4().hex}?session_ttl_min=1"
+
+
+class TestZooKeeperProperties(PropertyConformance):
+    @pytest.fixture
+    def url(self, zookeeper_server: ZooKeeperServer) -> str:
+        return f"{zookeeper_server.url}/t{uuid.uuid4().hex}"
