@@ -175,5 +175,24 @@ def _character_class(pattern: str, start: int) -> tuple[str, int]:
         body = body[1:]
     if not body:
         raise InvalidArgumentError(f"empty character class in glob pattern: {pattern!r}")
-    escaped = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")
-    return (f"[^/{escaped}]" if negate else f"(?!/)[{escaped}]"), end + 1
+    items: list[str] = []
+    index = 0
+    while index < len(body):  # single characters and ranges, each escaped for a class
+        if index + 2 < len(body) and body[index + 1] == "-":
+            first, last = body[index], body[index + 2]
+            if first > last:
+                raise InvalidArgumentError(
+                    f"reversed range {first}-{last} in glob pattern: {pattern!r}"
+                )
+            items.append(f"{_class_character(first)}-{_class_character(last)}")
+            index += 3
+        else:  # a '-' that opens or closes the class is the character itself
+            items.append(_class_character(body[index]))
+            index += 1
+    members = "".join(items)
+    return (f"[^/{members}]" if negate else f"(?!/)[{members}]"), end + 1
+
+
+def _class_character(character: str) -> str:
+    """``character`` as a literal member of a regex character class."""
+    return "\\" + character if character in "\\]-^[" else character
