@@ -24,7 +24,7 @@ from integration.servers import (
     make_test_certificates,
 )
 from libkv.testing import CrossProcessConformance, WatchRecorder, replay
-from libkv.testing.conformance import EVENT_TIMEOUT, LOST_MARGIN, UNUSUAL_VALID_KEYS
+from libkv.testing.conformance.base import EVENT_TIMEOUT, LOST_MARGIN, UNUSUAL_VALID_KEYS
 from libkv.testing.polling import wait_until
 
 JAVA_LIBRARIES = Path("/usr/share/java")
