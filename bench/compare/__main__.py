@@ -183,6 +183,8 @@ def measure_backend(
             )
         )
 
+    log(progress(rows[-1]))
+
     serial = itertools.count()
     sides = {
         "libkv": Side(

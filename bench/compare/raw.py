@@ -177,7 +177,7 @@ class RedisClient(RawClient):
 
     def cas(self, key: str, value: bytes) -> object:
         path = self._root + key
-        current = self._redis.get(path)
+        current = cast(bytes, self._redis.get(path))
         if not self._cas(keys=[path], args=[current, value]):
             raise RuntimeError("modified")
         return True
@@ -188,7 +188,9 @@ class RedisClient(RawClient):
         lock.release()
 
     def subscribe(self, prefix: str, on_event: OnEvent) -> Closer:
-        pubsub = self._subscriptions.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._subscriptions.pubsub(  # type: ignore[no-untyped-call]
+            ignore_subscribe_messages=True
+        )
         pubsub.psubscribe(**{f"__keyspace@0__:{self._root}{prefix}/*": lambda _: on_event()})
         worker = pubsub.run_in_thread(sleep_time=0.25, daemon=True)
 

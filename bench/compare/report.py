@@ -42,10 +42,14 @@ NOTES: dict[tuple[str, str], str] = {
     ("memory", "put"): "appends to the change log (history for watch since=); raw is a bare dict",
     ("memory", "cas update"): "appends to the change log; raw is a bare dict",
     ("memory", "get"): "key normalisation and a KVPair vs a bare dict lookup",
-    ("memory", "get_many(100)"): "one call of 100 vs 100 dict lookups",
+    (
+        "memory",
+        "get_many(100)",
+    ): "100 lookups through the core (no batched read) vs 100 dict lookups",
     ("sqlite", "put"): "also bumps the meta revision and appends to the changes table",
     ("sqlite", "cas update"): "also bumps the meta revision and appends to the changes table",
-    ("sqlite", "get"): "reads inside BEGIN/COMMIT (a consistent revision); raw is one SELECT",
+    ("sqlite", "get"): "one SELECT that also skips expired keys, under the store's lock",
+    ("sqlite", "get_many(100)"): "100 SELECTs in one read transaction vs 100 autocommit SELECTs",
     ("redis", "put"): "one Lua script that also bumps the revision and XADDs the log stream",
     ("redis", "cas update"): "one Lua script that also bumps the revision and XADDs the log stream",
     ("redis", "get_many(100)"): "one MGET vs 100 GETs",
@@ -57,10 +61,19 @@ NOTES: dict[tuple[str, str], str] = {
     ("zookeeper", "watch p50"): "libkv: recursive persistent watch; raw: one-key DataWatch",
     ("zookeeper", "lock cycle"): _LOCK_NOTE + " (TTL znode + attached entry)",
     ("zookeeper", "get_many(100)"): "one multiRead vs 100 getData calls",
+    ("redis", "100 watchers"): "libkv: each watch blocks in XREAD on the log stream on a"
+    " connection of its own; raw: 100 pub/sub connections",
+    ("etcd", "100 watchers"): "libkv: a watch stream and reader thread per watch; raw: 100"
+    " callbacks on python-etcd3's one shared watch stream",
+    ("etcd", "idle watch"): "libkv: a watch stream and reader thread per watch; raw: a"
+    " callback on python-etcd3's one shared watch stream",
+    ("zookeeper", "idle watch"): "libkv: a recursive persistent watch and its bookkeeping;"
+    " raw: a one-key DataWatch",
     ("consul", "put"): "PUT /v1/txn (delete + set: a new ModifyIndex for every write)",
     ("consul", "cas update"): "PUT /v1/txn (check-index + delete + set)",
     ("consul", "lock cycle"): _LOCK_NOTE + " (a session, like raw)",
-    ("consul", "get_many(100)"): "one /v1/txn of 100 gets vs 100 GETs",
+    ("consul", "get_many(100)"): "the driver has no batched read: 100 GETs on both sides",
+    ("consul", "get"): "raw py-consul (requests) with consistency=consistent, like libkv",
 }
 
 
@@ -82,7 +95,8 @@ class Row:
     def __post_init__(self) -> None:
         self.kind, self.unit = OPERATIONS[self.operation]
         same_note = self.operation.replace("p99", "p50")  # both percentiles share one
-        self.note = self.note or NOTES.get((self.backend, same_note), "")
+        known = NOTES.get((self.backend, same_note), "")
+        self.note = "; ".join(part for part in (known, self.note) if part)
         if self.ratio is None and self.raw:
             self.ratio = self.libkv / self.raw
         self.target = {"read": READ_TARGET, "write": WRITE_TARGET}.get(self.kind)
@@ -154,7 +168,7 @@ def server_version(backend: str) -> str:
         import sqlite3
 
         return f"SQLite {sqlite3.sqlite_version}"
-    return "in-process"
+    return f"{backend} in-process"
 
 
 def _figure(value: float | None) -> str:
