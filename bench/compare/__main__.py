@@ -9,7 +9,6 @@ import logging
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +17,15 @@ from pathlib import Path
 import libkv
 
 from . import raw as raw_clients
-from .measure import Side, Subscribe, event_latency, fan_out, idle_memory, paired_rounds, percentile
+from .measure import (
+    Side,
+    event_latency,
+    fan_out,
+    idle_memory,
+    libkv_subscriber,
+    paired_rounds,
+    percentile,
+)
 from .report import Row, draw_chart, machine, server_version, table, write_json
 
 BACKENDS = ("memory", "sqlite", "redis", "etcd", "zookeeper", "consul")
@@ -86,25 +93,6 @@ def open_backend(name: str, directory: Path) -> Iterator[tuple[str, raw_clients.
             yield url, client
         finally:
             client.close()
-
-
-def libkv_subscriber(store: libkv.Store) -> Subscribe:
-    """A recursive libkv watch consumed by a thread of its own (the iterator API's way)."""
-
-    def subscribe(prefix: str, on_event: Callable[[], None]) -> Callable[[], None]:
-        watch = store.watch(prefix, recursive=True)
-        if watch.next_event(60) is None:  # INIT: changes from here on are events
-            raise TimeoutError(f"no INIT event for {prefix!r} within 60 s")
-
-        def consume() -> None:
-            with contextlib.suppress(libkv.KVError):
-                for _ in watch:
-                    on_event()
-
-        threading.Thread(target=consume, daemon=True).start()
-        return watch.close
-
-    return subscribe
 
 
 def measure_backend(

@@ -9,11 +9,14 @@ process, interleaved so that whatever else the machine does hits both alike:
 * :func:`event_latency` times put -> watch event, one put in flight at a time, the two
   sides' puts alternating;
 * :func:`fan_out` times one put until all of N watchers on one prefix have seen it;
-* :func:`idle_memory` measures what N idle watches hold (tracemalloc and RSS).
+* :func:`idle_memory` measures what N idle watches hold (tracemalloc and RSS);
+* :func:`libkv_subscriber` makes a libkv store's recursive watch a watcher for these,
+  like the raw adapters' ``subscribe``; :func:`percentile` is the one quantile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import statistics
@@ -22,6 +25,8 @@ import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import libkv
 
 Operation = Callable[[int], object]
 
@@ -169,6 +174,25 @@ def fan_out(sides: dict[str, Side], watchers: int, puts: int) -> dict[str, list[
                 close()
             time.sleep(side.linger)  # let the server see those connections go
     return results
+
+
+def libkv_subscriber(store: libkv.Store) -> Subscribe:
+    """A recursive libkv watch consumed by a thread of its own (the iterator API's way)."""
+
+    def subscribe(prefix: str, on_event: Callable[[], None]) -> Callable[[], None]:
+        watch = store.watch(prefix, recursive=True)
+        if watch.next_event(60) is None:  # INIT: changes from here on are events
+            raise TimeoutError(f"no INIT event for {prefix!r} within 60 s")
+
+        def consume() -> None:
+            with contextlib.suppress(libkv.KVError):
+                for _ in watch:
+                    on_event()
+
+        threading.Thread(target=consume, daemon=True).start()
+        return watch.close
+
+    return subscribe
 
 
 def _rss_bytes() -> int:
