@@ -264,7 +264,9 @@ class ZooKeeperClient(RawClient):
 
     def __init__(self, hosts: str) -> None:
         from kazoo.client import KazooClient  # type: ignore[import-untyped]
+        from kazoo.exceptions import NoNodeError  # type: ignore[import-untyped]
 
+        self._no_node: type[Exception] = NoNodeError
         self._zookeeper: Any = KazooClient(hosts=hosts)
         self._zookeeper.start(timeout=30)
         self._root = f"/raw-{uuid.uuid4().hex[:8]}/"
@@ -277,9 +279,7 @@ class ZooKeeperClient(RawClient):
         path = self._root + key
         try:
             return self._zookeeper.set(path, value)
-        except Exception as error:  # NoNodeError on the first write: create it
-            if type(error).__name__ != "NoNodeError":
-                raise
+        except self._no_node:  # the first write of a key creates it
             return self._zookeeper.create(path, value, makepath=True)
 
     def cas(self, key: str, value: bytes) -> object:
