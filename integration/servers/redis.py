@@ -204,7 +204,7 @@ class RedisServer(RedisProcess):
         keep_directory: bool | None = None,
     ) -> None:
         if replica_of is not None and (
-            tls or acl or replica_of.certificates is not None or replica_of.acl
+            tls or acl or replica_of.certificates is not None or replica_of.credentials
         ):
             raise ServerError("the harness runs replicas of plain (non-TLS, no ACL) masters only")
         if acl and (username == "default" or any(char.isspace() for char in username)):
@@ -322,8 +322,8 @@ class RedisSentinel(RedisProcess):
         start_timeout: float = DEFAULT_START_TIMEOUT,
         keep_directory: bool | None = None,
     ) -> None:
-        if master.certificates is not None:
-            raise ServerError("the harness runs Sentinels of plain (non-TLS) masters only")
+        if master.certificates is not None or master.credentials is not None:
+            raise ServerError("the harness runs Sentinels of plain (non-TLS, no ACL) masters only")
         super().__init__(
             directory, port=port, start_timeout=start_timeout, keep_directory=keep_directory
         )
