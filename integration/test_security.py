@@ -479,3 +479,33 @@ def test_secrets_appear_nowhere(
     assert any(line.endswith(" DEBUG capture check") for line in records.lines)
     for where, text in texts:
         assert_no_secret(text, right, wrong, where=where)
+
+
+MALFORMED_URLS = [
+    "consul://{token}@[::1",  # unterminated IPv6 address, a token alone
+    "redis://user:{password}@[::1",
+    "consul//{token}@host",  # no scheme://
+    "consul:{token}@host",
+    "etcd:/user:{password}@host",
+    "redis://user:{password}@host:bad-port",
+    "consul://{token}@host?timeout=never",
+    "redis://user:{password}@h1,h2",
+    "nosuch://user:{password}@host",
+]
+
+
+@pytest.mark.parametrize("template", MALFORMED_URLS)
+@pytest.mark.parametrize("encoded", [True, False], ids=["encoded", "raw"])
+def test_malformed_urls_do_not_show_their_secret(template: str, encoded: bool) -> None:
+    """A URL refused before any server is contacted: InvalidURLError, and neither its
+    message nor the CLI's output shows the password or token, URL-encoded or not (a raw
+    secret with "/" or "@" is itself what makes a URL malformed)."""
+    secret = make_secret("url")
+    spelled = quote(secret, safe="") if encoded else secret
+    url = template.format(token=spelled, password=spelled)
+    error = raised_by(lambda: libkv.open(url))
+    assert isinstance(error, libkv.InvalidURLError), repr(error)
+    assert_no_secret(error_text(error), secret, where="the error")
+    result = run_cli(url, "get", "x")
+    assert result.returncode == 2, result
+    assert_no_secret(result.stdout + result.stderr, secret, where="the CLI output")
