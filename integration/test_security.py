@@ -46,6 +46,7 @@ from integration.servers import (
     EtcdServer,
     RedisServer,
     ServerProcess,
+    free_port,
     make_test_certificates,
 )
 
@@ -438,6 +439,9 @@ def test_secrets_appear_nowhere(
             assert store.get("x").value == b"value-of-x"
             with store.watch("", recursive=True) as watch:
                 assert watch.next_event(timeout=5) is not None
+                texts.append(("repr(watch)", repr(watch)))
+            with store.lease(max(store.capabilities.ttl_min, 2.0)) as lease:
+                texts.append(("repr(lease)", repr(lease)))
             # Errors of an authenticated store must not carry its secret either.
             texts.append(("KeyExistsError", error_text(raised_by(lambda: store.create("x", b"")))))
         else:
@@ -509,3 +513,27 @@ def test_malformed_urls_do_not_show_their_secret(template: str, encoded: bool) -
     result = run_cli(url, "get", "x")
     assert result.returncode == 2, result
     assert_no_secret(result.stdout + result.stderr, secret, where="the CLI output")
+
+
+def test_unreachable_server_does_not_show_the_secret(
+    backend: Backend, auth_server: ServerProcess, records: Records
+) -> None:
+    """Credentials for a port nobody listens on: NotReachableError within the timeout,
+    and neither it, the log nor the CLI shows the secret."""
+    secret = SECRETS[backend.name]
+    url = backend.auth_url(auth_server, secret, namespace())
+    closed = url.replace(f":{auth_server.port}", f":{free_port()}", 1)
+    assert closed != url
+    with libkv.open(closed) as store:
+        texts = [repr(store), str(store.url)]
+        for operation in (lambda: store.get("x"), lambda: store.put("x", b"v")):
+            started = time.monotonic()
+            error = raised_by(operation)
+            assert time.monotonic() - started < TIMEOUT + SCHEDULING_SLACK
+            assert isinstance(error, libkv.NotReachableError), repr(error)
+            assert not isinstance(error, libkv.UnknownOutcomeError)  # nothing was sent
+            texts.append(error_text(error))
+    result = run_cli(closed, "get", "x")
+    assert result.returncode == 3, result
+    texts += [result.stdout, result.stderr, records.text]
+    assert_no_secret("\n".join(texts), secret, where="the unreachable server's errors")
