@@ -88,6 +88,9 @@ def url_with(base: str, credentials: str, prefix: str, **options: object) -> str
     return f"{scheme}://{credentials}{address}?{query}"
 
 
+TLSURL = Callable[[Any, Path, Certificates | None, str], str]
+
+
 @dataclass(frozen=True)
 class Backend:
     """How the security tests reach one backend.
@@ -102,7 +105,7 @@ class Backend:
 
     name: str
     tls_fixture: str
-    tls_url: Callable[[Any, Path, Certificates | None, str], str]
+    tls_url: TLSURL
     auth_server: Callable[[str], ServerProcess]
     auth_url: Callable[[Any, str, str], str]
     anonymous_url: Callable[[Any, str], str]
@@ -111,62 +114,59 @@ class Backend:
     forbidden_url: Callable[[Any, str, str], str] | None = None
 
 
-def _redis_tls(server: RedisServer, ca: Path, client: Certificates | None, prefix: str) -> str:
-    files = (
-        {} if client is None else {"ssl_certfile": client.client, "ssl_keyfile": client.client_key}
-    )
-    return url_with(server.url, "", prefix, ssl_ca_certs=ca, **files)
+def tls_urls(ca: str, cert: str, key: str, **options: object) -> TLSURL:
+    """``Backend.tls_url`` for a driver whose URL options for the CA, the client
+    certificate and its key are named ``ca``, ``cert`` and ``key``."""
+
+    def tls_url(server: Any, trusted: Path, client: Certificates | None, prefix: str) -> str:
+        files = {} if client is None else {cert: client.client, key: client.client_key}
+        return url_with(server.url, "", prefix, **options, **{ca: trusted}, **files)
+
+    return tls_url
 
 
-def _etcd_tls(server: EtcdServer, ca: Path, client: Certificates | None, prefix: str) -> str:
-    files = {} if client is None else {"cert": client.client, "key": client.client_key}
-    return url_with(server.url, "", prefix, ca=ca, **files)
-
-
-def _consul_tls(server: ConsulServer, ca: Path, client: Certificates | None, prefix: str) -> str:
-    files = {} if client is None else {"cert": client.client, "key": client.client_key}
-    return url_with(server.url, "", prefix, session_ttl_min=1, ca=ca, **files)
+def user_part(user: str | None, secret: str) -> str:
+    """``user:secret@`` (or ``secret@`` without a user), URL-encoded."""
+    return ("" if user is None else quote(user, safe="") + ":") + quote(secret, safe="") + "@"
 
 
 BACKENDS = [
     Backend(
         "redis",
         tls_fixture="redis_tls_server",
-        tls_url=_redis_tls,
+        tls_url=tls_urls("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"),
         # An ACL user (the default user is off) limited to libkv's hash tag.
         auth_server=lambda secret: RedisServer(acl=True, password=secret),
         auth_url=lambda server, secret, prefix: url_with(
-            server.url, f"{server.username}:{quote(secret, safe='')}@", prefix
+            server.url, user_part(server.username, secret), prefix
         ),
         anonymous_url=lambda server, prefix: url_with(server.url, "", prefix),
         forbidden_url=lambda server, secret, prefix: url_with(
-            server.url, f"{server.username}:{quote(secret, safe='')}@", prefix, hashtag="other"
+            server.url, user_part(server.username, secret), prefix, hashtag="other"
         ),
     ),
     Backend(
         "etcd",
         tls_fixture="etcd_tls_server",
-        tls_url=_etcd_tls,
+        tls_url=tls_urls("ca", "cert", "key"),
         # A user whose role may read and write under key_prefix only (and a root user).
         auth_server=lambda secret: EtcdServer(auth=True, password=secret),
         auth_url=lambda server, secret, prefix: url_with(
-            server.url,
-            f"{server.username}:{quote(secret, safe='')}@",
-            server.key_prefix + prefix,
+            server.url, user_part(server.username, secret), server.key_prefix + prefix
         ),
         anonymous_url=lambda server, prefix: url_with(server.url, "", server.key_prefix + prefix),
         forbidden_url=lambda server, secret, prefix: url_with(
-            server.url, f"{server.username}:{quote(secret, safe='')}@", "other/" + prefix
+            server.url, user_part(server.username, secret), "other/" + prefix
         ),
     ),
     Backend(
         "consul",
         tls_fixture="consul_tls_server",
-        tls_url=_consul_tls,
-        # ACLs on with default deny; the secret is the management token.
+        tls_url=tls_urls("ca", "cert", "key", session_ttl_min=1),
+        # ACLs on with default deny; the secret is the management token (the user part).
         auth_server=lambda secret: ConsulServer(acl=True, token=secret),
         auth_url=lambda server, secret, prefix: url_with(
-            server.url, f"{quote(secret, safe='')}@", prefix, session_ttl_min=1
+            server.url, user_part(None, secret), prefix, session_ttl_min=1
         ),
         anonymous_url=lambda server, prefix: url_with(server.url, "", prefix, session_ttl_min=1),
     ),
