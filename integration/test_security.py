@@ -226,14 +226,23 @@ def records() -> Iterator[Records]:
     """All logging (libkv's, its drivers' and the client libraries') at DEBUG."""
     handler = Records()
     root = logging.getLogger()
-    level = root.level
+    # The root logger and libkv's own (also the drivers', libkv_*), so that no level
+    # set on one of them filters a record out before it reaches the handler.
+    loggers = [root, logging.getLogger("libkv")] + [
+        logging.getLogger(name)
+        for name in list(logging.root.manager.loggerDict)
+        if name.startswith("libkv_")
+    ]
+    levels = [logger.level for logger in loggers]
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
     try:
         yield handler
     finally:
         root.removeHandler(handler)
-        root.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def namespace() -> str:
