@@ -46,6 +46,7 @@ from integration.servers import (
     EtcdServer,
     RedisServer,
     ServerProcess,
+    ZooKeeperServer,
     free_port,
     make_test_certificates,
 )
@@ -169,6 +170,18 @@ BACKENDS = [
             server.url, user_part(None, secret), prefix, session_ttl_min=1
         ),
         anonymous_url=lambda server, prefix: url_with(server.url, "", prefix, session_ttl_min=1),
+    ),
+    Backend(
+        "zookeeper",
+        tls_fixture="zookeeper_tls_server",
+        tls_url=tls_urls("ca", "cert", "key"),
+        # Digest authentication enforced; the chroot's ACL gives the user every right and
+        # nobody else any.
+        auth_server=lambda secret: ZooKeeperServer(auth=True, password=secret),
+        auth_url=lambda server, secret, prefix: url_with(
+            server.url + server.chroot, user_part(server.username, secret), prefix
+        ),
+        anonymous_url=lambda server, prefix: url_with(server.url + server.chroot, "", prefix),
     ),
 ]
 
