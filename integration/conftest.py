@@ -49,6 +49,14 @@ def redis_tls_server() -> Iterator[RedisServer]:
     yield from _run(lambda: RedisServer(tls=True))
 
 
+@pytest.fixture(scope="session")
+def redis_acl_server() -> Iterator[RedisServer]:
+    """A Redis server whose ``default`` user is off: clients must authenticate as the ACL
+    user ``username``/``password`` (``credentials_url``), who may touch only the keys of
+    libkv's default hash tag. Shared by the whole test session."""
+    yield from _run(lambda: RedisServer(acl=True))
+
+
 @pytest.fixture
 def redis_sentinel_group() -> Iterator[RedisSentinelGroup]:
     """A fresh Redis master, one replica and a Sentinel (``url``) for one test."""
@@ -59,6 +67,22 @@ def redis_sentinel_group() -> Iterator[RedisSentinelGroup]:
 def etcd_server() -> Iterator[EtcdServer]:
     """A single-member etcd 3.4 cluster shared by the whole test session."""
     yield from _run(EtcdServer)
+
+
+@pytest.fixture(scope="session")
+def etcd_tls_server() -> Iterator[EtcdServer]:
+    """A single etcd member serving clients over TLS only and requiring a client
+    certificate (``tls_options`` are the URL options a client needs), shared by the
+    whole test session."""
+    yield from _run(lambda: EtcdServer(tls=True))
+
+
+@pytest.fixture(scope="session")
+def etcd_auth_server() -> Iterator[EtcdServer]:
+    """A single etcd member with authentication enabled: a ``root`` user and a user
+    ``username``/``password`` (``credentials_url``) whose role may read and write only
+    under ``key_prefix``. Shared by the whole test session."""
+    yield from _run(lambda: EtcdServer(auth=True))
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,14 @@ from integration.servers import (
     ConsulServer,
     EtcdCluster,
     EtcdServer,
+    RedisReplyError,
     RedisServer,
+    ServerError,
     ZooKeeperEnsemble,
     ZooKeeperServer,
     find_binary,
     http_request,
+    redis_call,
     redis_command,
     zookeeper_command,
     zookeeper_shell,
@@ -85,6 +88,39 @@ def test_redis_pause_and_resume(redis_server: RedisServer) -> None:
     redis_server.wait_healthy(30)
 
 
+def test_redis_acl_user(redis_acl_server: RedisServer) -> None:
+    server = redis_acl_server
+    assert server.credentials is not None and server.url == f"redis://{server.endpoint}"
+    key = "{libkv}:" + unique_key()
+    assert server.call("SET", key, "value") == "OK"
+    assert server.call("GET", key) == b"value"
+    assert server.call("ACL", "WHOAMI") == server.username.encode()
+    # The default user is off: no command without AUTH.
+    with pytest.raises(RedisReplyError, match="NOAUTH"):
+        redis_call(server.port, "GET", key)
+    wrong = (server.username, "wrong-" + server.password)
+    with pytest.raises(RedisReplyError, match="WRONGPASS"):
+        redis_call(server.port, "GET", key, auth=wrong)
+    # The key pattern: only libkv's default hash tag.
+    with pytest.raises(RedisReplyError, match="NOPERM"):
+        server.call("SET", unique_key(), "value")
+    redis_cli = find_binary("redis-cli", ["/usr/bin/redis-cli"])
+    output = run(
+        [
+            redis_cli,
+            "-p",
+            str(server.port),
+            "--user",
+            server.username,
+            "--no-auth-warning",
+            "GET",
+            key,
+        ],
+        {"REDISCLI_AUTH": server.password},
+    )
+    assert output.strip() == "value"
+
+
 def test_etcd_answers(etcd_server: EtcdServer) -> None:
     assert etcd_server.url == f"etcd://{etcd_server.endpoint}"
     key = unique_key()
@@ -93,6 +129,45 @@ def test_etcd_answers(etcd_server: EtcdServer) -> None:
     status, body = http_request("GET", f"http://{etcd_server.endpoint}/version")
     assert status == 200
     assert json.loads(body)["etcdserver"].startswith("3.4.")
+
+
+def test_etcd_tls_only(etcd_tls_server: EtcdServer) -> None:
+    server = etcd_tls_server
+    assert server.certificates is not None and server.http_address.startswith("https://")
+    assert set(server.tls_options) == {"ca", "cert", "key"}
+    key = unique_key()
+    assert server.etcdctl("put", key, "over-tls").strip() == "OK"
+    assert server.etcdctl("get", key, "--print-value-only").strip() == "over-tls"
+    status, body = http_request(
+        "GET", f"{server.http_address}/version", context=server.ssl_context()
+    )
+    assert status == 200 and json.loads(body)["etcdserver"].startswith("3.4."), body
+    # No plain HTTP on the port, and a client certificate is required.
+    with pytest.raises(OSError):
+        http_request("GET", f"http://{server.endpoint}/version", timeout=2.0)
+    without_certificate = ssl.create_default_context(cafile=str(server.certificates.ca))
+    with pytest.raises(OSError):
+        http_request("GET", f"{server.http_address}/version", context=without_certificate)
+
+
+def test_etcd_auth_users_and_roles(etcd_auth_server: EtcdServer) -> None:
+    server = etcd_auth_server
+    user = (server.username, server.password)
+    key = server.key_prefix + unique_key()
+    assert server.etcdctl("put", key, "mine", user=user).strip() == "OK"
+    assert server.etcdctl("get", key, "--print-value-only", user=user).strip() == "mine"
+    # The role covers key_prefix only; root covers everything.
+    with pytest.raises(ServerError, match="permission denied"):
+        server.etcdctl("put", unique_key(), "outside", user=user)
+    assert server.etcdctl("put", unique_key(), "root", user=("root", server.root_password))
+    with pytest.raises(ServerError, match="authentication failed"):
+        server.etcdctl("get", key, user=(server.username, "wrong-" + server.password))
+    with pytest.raises(ServerError, match="user name is empty"):
+        server.etcdctl("get", key)
+    root = ("root", server.root_password)
+    assert server.etcdctl("user", "list", user=root).split() == sorted(["root", server.username])
+    role = server.etcdctl("role", "get", server.username, user=root)
+    assert f"[{server.key_prefix}, " in role, role  # a prefix range: [start, end)
 
 
 def test_etcd_cluster_survives_member_kill(etcd_cluster: EtcdCluster) -> None:

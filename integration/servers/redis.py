@@ -1,4 +1,4 @@
-"""Redis: a server (plain, TLS or replica), a Sentinel, and a Sentinel group.
+"""Redis: a server (plain, TLS, with an ACL user, or replica), a Sentinel, and a Sentinel group.
 
 The servers are probed with a minimal RESP2 client below rather than redis-py, which
 stays a dependency of the libkv-redis plugin only: the harness needs the standard library alone.
@@ -6,12 +6,14 @@ stays a dependency of the libkv-redis plugin only: the harness needs the standar
 
 from __future__ import annotations
 
+import secrets
 import socket
 import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import quote
 
 from .certificates import make_test_certificates
 from .cluster import ServerCluster
@@ -32,14 +34,28 @@ class RedisReplyError(ServerError):
 
 @contextmanager
 def _redis_connection(
-    port: int, timeout: float, context: ssl.SSLContext | None
+    port: int,
+    timeout: float,
+    context: ssl.SSLContext | None,
+    auth: tuple[str, str] | None = None,
 ) -> Iterator[socket.socket]:
     with socket.create_connection((HOST, port), timeout=timeout) as connection:
         if context is None:
+            _authenticate(connection, auth)
             yield connection
         else:
             with context.wrap_socket(connection, server_hostname=HOST) as secure:
+                _authenticate(secure, auth)
                 yield secure
+
+
+def _authenticate(connection: socket.socket, auth: tuple[str, str] | None) -> None:
+    """``AUTH user password`` on ``connection`` if ``auth``; a refusal raises
+    ``RedisReplyError`` (whose text is Redis' error, never the password)."""
+    if auth is not None:
+        connection.sendall(_redis_request(["AUTH", *auth]))
+        with connection.makefile("rb") as stream:
+            _read_redis_reply(stream)
 
 
 def _redis_request(arguments: Sequence[str]) -> bytes:
@@ -54,12 +70,14 @@ def redis_command(
     *arguments: str,
     timeout: float = PROBE_TIMEOUT,
     context: ssl.SSLContext | None = None,
+    auth: tuple[str, str] | None = None,
 ) -> bytes:
     """Send one Redis command and return the first reply line (without CRLF).
 
-    ``context`` speaks TLS (see ``RedisServer.ssl_context``).
+    ``context`` speaks TLS (see ``RedisServer.ssl_context``); ``auth`` is
+    ``(user, password)`` sent with ``AUTH`` first (a refusal raises ``RedisReplyError``).
     """
-    with _redis_connection(port, timeout, context) as connection:
+    with _redis_connection(port, timeout, context, auth) as connection:
         connection.sendall(_redis_request(arguments))
         reply = b""
         while not reply.endswith(b"\r\n"):
@@ -78,13 +96,14 @@ def redis_call(
     *arguments: str,
     timeout: float = PROBE_TIMEOUT,
     context: ssl.SSLContext | None = None,
+    auth: tuple[str, str] | None = None,
 ) -> RedisReply:
     """Send one Redis command and return its whole decoded (RESP2) reply.
 
     Status replies are ``str``, bulk strings ``bytes``; an error reply raises
-    ``RedisReplyError``.
+    ``RedisReplyError``. ``context`` and ``auth`` are as for ``redis_command``.
     """
-    with _redis_connection(port, timeout, context) as connection:
+    with _redis_connection(port, timeout, context, auth) as connection:
         connection.sendall(_redis_request(arguments))
         with connection.makefile("rb") as stream:
             return _read_redis_reply(stream)
@@ -119,7 +138,12 @@ def redis_server_binary() -> str:
 
 
 class RedisProcess(ServerProcess):
-    """A ``redis-server`` process (a data server or a Sentinel) on one port."""
+    """A ``redis-server`` process (a data server or a Sentinel) on one port.
+
+    ``credentials`` (``(user, password)``) are what its probes authenticate with.
+    """
+
+    credentials: tuple[str, str] | None = None
 
     def __init__(
         self,
@@ -141,8 +165,9 @@ class RedisProcess(ServerProcess):
         return self._port
 
     def call(self, *arguments: str) -> RedisReply:
-        """Send one command (over TLS if the server speaks it) and return its reply."""
-        return redis_call(self.port, *arguments, context=self.ssl_context())
+        """Send one command (over TLS if the server speaks it, authenticated if it requires
+        it) and return its reply."""
+        return redis_call(self.port, *arguments, context=self.ssl_context(), auth=self.credentials)
 
 
 class RedisServer(RedisProcess):
@@ -151,6 +176,11 @@ class RedisServer(RedisProcess):
     ``tls=True`` serves TLS only (``rediss://``) with throwaway certificates made in the
     server's directory (``certificates``), requiring a client certificate unless
     ``tls_auth_clients=False``; ``tls_options`` are the libkv URL options a client needs.
+    ``acl=True`` disables the ``default`` user (no ``requirepass``: a connection must
+    ``AUTH`` as a named user) and creates the ACL user ``username`` with ``password``
+    (random unless given), the key pattern ``key_pattern`` (libkv's default hash tag
+    ``{libkv}`` only), no Pub/Sub channel and the commands ``commands``;
+    ``credentials_url`` is the libkv URL with that user.
     ``replica_of`` starts it as a replica of another (plain) RedisServer; it is healthy
     once its link to the master is up.
     """
@@ -164,23 +194,46 @@ class RedisServer(RedisProcess):
         port: int | None = None,
         tls: bool = False,
         tls_auth_clients: bool = True,
+        acl: bool = False,
+        username: str = "libkv",
+        password: str | None = None,
+        key_pattern: str = "{libkv}:*",
+        commands: str = "+@all",
         replica_of: RedisServer | None = None,
         start_timeout: float = DEFAULT_START_TIMEOUT,
         keep_directory: bool | None = None,
     ) -> None:
-        if replica_of is not None and (tls or replica_of.certificates is not None):
-            raise ServerError("the harness runs replicas of plain (non-TLS) masters only")
+        if replica_of is not None and (
+            tls or acl or replica_of.certificates is not None or replica_of.credentials
+        ):
+            raise ServerError("the harness runs replicas of plain (non-TLS, no ACL) masters only")
+        if acl and (username == "default" or any(char.isspace() for char in username)):
+            raise ServerError("the ACL user cannot be 'default' or contain white space")
         super().__init__(
             directory, port=port, start_timeout=start_timeout, keep_directory=keep_directory
         )
         self.tls_auth_clients = tls_auth_clients
         self.replica_of = replica_of
         self.certificates = make_test_certificates(self.directory / "tls") if tls else None
+        self.acl = acl
+        self.username = username
+        self.password = password or secrets.token_hex(12)
+        self.key_pattern = key_pattern
+        self.commands = commands
+        self.credentials = (username, self.password) if acl else None
 
     @property
     def url(self) -> str:
+        """``redis://host:port`` (``rediss://`` with ``tls``): no credentials, no options."""
         scheme = "redis" if self.certificates is None else "rediss"
         return f"{scheme}://{self.endpoint}"
+
+    @property
+    def credentials_url(self) -> str:
+        """``url`` with ``USER:PASSWORD@`` (URL-encoded) of the ACL user."""
+        scheme, _, address = self.url.partition("://")
+        user, password = quote(self.username, safe=""), quote(self.password, safe="")
+        return f"{scheme}://{user}:{password}@{address}"
 
     @property
     def tls_options(self) -> dict[str, str]:
@@ -214,6 +267,14 @@ class RedisServer(RedisProcess):
                 "--tls-ca-cert-file", str(self.certificates.ca),
                 "--tls-auth-clients", "yes" if self.tls_auth_clients else "no",
             ]  # fmt: skip
+        if self.acl:
+            # Redis 7 quotes each command-line argument into the config line, so the
+            # password may hold any character; ``>`` adds it, ``~`` the key pattern.
+            command += [
+                "--user", "default", "off",
+                "--user", self.username, "on", ">" + self.password,
+                "~" + self.key_pattern, "resetchannels", self.commands,
+            ]  # fmt: skip
         if self.replica_of is not None:
             command += ["--replicaof", HOST, str(self.replica_of.port)]
         return command
@@ -228,7 +289,10 @@ class RedisServer(RedisProcess):
 
     def is_healthy(self) -> bool:
         try:
-            if redis_command(self.port, "PING", context=self.ssl_context()) != b"+PONG":
+            pong = redis_command(
+                self.port, "PING", context=self.ssl_context(), auth=self.credentials
+            )
+            if pong != b"+PONG":
                 return False
             if self.replica_of is None:
                 return True
@@ -258,8 +322,8 @@ class RedisSentinel(RedisProcess):
         start_timeout: float = DEFAULT_START_TIMEOUT,
         keep_directory: bool | None = None,
     ) -> None:
-        if master.certificates is not None:
-            raise ServerError("the harness runs Sentinels of plain (non-TLS) masters only")
+        if master.certificates is not None or master.credentials is not None:
+            raise ServerError("the harness runs Sentinels of plain (non-TLS, no ACL) masters only")
         super().__init__(
             directory, port=port, start_timeout=start_timeout, keep_directory=keep_directory
         )

@@ -40,7 +40,9 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
     SessionExpiredError,
 )
 from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
-from kazoo.protocol.serialization import GetData  # type: ignore[import-untyped]
+from kazoo.protocol.serialization import Auth as KazooAuth  # type: ignore[import-untyped]
+from kazoo.protocol.serialization import Connect as KazooConnect
+from kazoo.protocol.serialization import GetData
 from kazoo.protocol.serialization import SetData as KazooSetData
 from kazoo.protocol.serialization import Sync as KazooSync
 from kazoo.protocol.serialization import Watch as WatchMessage
@@ -128,10 +130,30 @@ _CREATED, _DELETED, _CHANGED = 1, 2, 3  # watch event types
 
 
 class _KazooLogFilter(logging.Filter):
-    """Drop kazoo's below-DEBUG records: they print whole requests, auth included."""
+    """Drop kazoo's below-DEBUG records (whole responses) and its records of the requests
+    that carry credentials: kazoo 2.11 logs every request at DEBUG, the digest ``Auth``
+    with its password and ``Connect`` with the session's password."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.DEBUG
+        arguments = record.args if isinstance(record.args, tuple) else ()
+        secret = any(isinstance(argument, KazooAuth | KazooConnect) for argument in arguments)
+        return record.levelno >= logging.DEBUG and not secret
+
+
+class _KazooLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """One client's kazoo logger: remembers why its last connection attempt failed
+    (kazoo only logs it), so that NotReachableError can say so (a TLS handshake refused,
+    a certificate not trusted)."""
+
+    def __init__(self) -> None:
+        super().__init__(_kazoo_log, {})
+        self.last_failure: Exception | None = None
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if msg in ("Connection dropped: %s", "Connection time-out: %s") and args:
+            failure = args[0]
+            self.last_failure = failure if isinstance(failure, Exception) else None
+        super().log(level, msg, *args, **kwargs)
 
 
 _kazoo_log = logging.getLogger("libkv_zookeeper.kazoo")
@@ -219,6 +241,8 @@ class ZooKeeperStore(Store):
         self._watched: dict[str, int] = {}  # path -> open feeds on it (this connection)
         self._generation = 0  # bumped on every connection loss: watches are gone then
         self._lease_clock: dict[int, tuple[float, float]] = {}  # id -> (refreshed, ttl)
+        self._kazoo_log = _KazooLog()
+        self._sasl_closed = -1  # the generation whose session the server closed unauthenticated
         self._client = KazooClient(
             hosts=hosts,
             # Members are tried in the order the URL lists them, as on etcd and Consul.
@@ -229,7 +253,7 @@ class ZooKeeperStore(Store):
             ),
             connection_retry=KazooRetry(max_tries=-1, delay=0.05, backoff=1.5, max_delay=1.0),
             command_retry=None,
-            logger=_kazoo_log,
+            logger=self._kazoo_log,
             **tls,
         )
         connection = self._client._connection
@@ -320,9 +344,11 @@ class ZooKeeperStore(Store):
             if self._client.client_state == KeeperState.AUTH_FAILED:
                 raise AuthenticationError(self._refused())
             if time.monotonic() >= deadline:
+                failure = self._kazoo_log.last_failure
                 raise NotReachableError(
                     f"zookeeper at {self._hosts} not reachable within {self.timeout} s"
-                )
+                    + (f": {failure}" if failure is not None else "")
+                ) from failure
 
     def _refused(self) -> str:
         user = f" user {self.url.username!r}" if self.url.username is not None else ""
@@ -337,11 +363,19 @@ class ZooKeeperStore(Store):
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             self._await_connection(deadline)
+            generation = self._generation
             result = self._client.handler.async_result()
             self._client._call(request, result)
             try:
                 return result.get(timeout=max(deadline - time.monotonic(), 0.001))
+            except SessionClosedRequireSaslError:
+                self._sasl_closed = generation
+                raise
             except (ConnectionLoss, SessionExpiredError, KazooTimeoutError) as error:
+                if self._sasl_closed == generation:
+                    # The server closed this session for not authenticating (enforce.auth)
+                    # and ran none of its requests: this one was lost with it.
+                    raise AuthenticationError(self._refused()) from error
                 if write:
                     raise UnknownOutcomeError(
                         f"zookeeper at {self._hosts}: the connection failed after a write "
@@ -815,6 +849,8 @@ class ZooKeeperStore(Store):
 
     def _translate_error(self, error: Exception) -> KVError | None:
         if isinstance(error, (NoAuthError, AuthFailedError, SessionClosedRequireSaslError)):
+            if isinstance(error, SessionClosedRequireSaslError):
+                self._sasl_closed = self._generation
             return AuthenticationError(self._refused())
         if isinstance(error, ConnectionClosedError) and self._closed:
             return StoreClosedError(f"store is closed: {self.url}")
