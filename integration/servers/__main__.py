@@ -25,9 +25,12 @@ LOGGER = logging.getLogger(__name__)
 SERVER_KINDS: dict[str, Callable[[], Server]] = {
     "redis": RedisServer,
     "redis-tls": lambda: RedisServer(tls=True),
+    "redis-acl": lambda: RedisServer(acl=True),
     "redis-sentinel": RedisSentinelGroup,
     "redis-cluster": RedisCluster,
     "etcd": EtcdServer,
+    "etcd-tls": lambda: EtcdServer(tls=True, client_cert_auth=True),
+    "etcd-auth": lambda: EtcdServer(auth=True),
     "etcd-cluster": EtcdCluster,
     "zookeeper": ZooKeeperServer,
     "zookeeper-tls": lambda: ZooKeeperServer(tls=True),
