@@ -1,0 +1,1 @@
+"""Benchmarks: they print figures and assert nothing (see README.md here)."""
