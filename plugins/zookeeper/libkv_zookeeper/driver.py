@@ -40,7 +40,7 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
     SessionExpiredError,
 )
 from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
-from kazoo.protocol.serialization import GetData  # type: ignore[import-untyped]
+from kazoo.protocol.serialization import Exists, GetData  # type: ignore[import-untyped]
 from kazoo.protocol.serialization import SetData as KazooSetData
 from kazoo.protocol.serialization import Sync as KazooSync
 from kazoo.protocol.serialization import Watch as WatchMessage
@@ -97,6 +97,12 @@ OPEN_FEED_WAIT = 0.5  # longest a watch waits for the connection when (re)openin
 MAX_WRITE_OPS = 1000
 CHECK_INTERVAL = 0.5  # the server's znode.container.checkIntervalMs assumed (check_interval=)
 CLOSE_WAIT = 1.0  # longest close() waits for kazoo to end its session
+# A watch whose Store has heard nothing from the server for WATCH_STALL seconds (at most
+# a quarter of the store's timeout) raises NotReachableError from its feed's poll, so the
+# engine's unreachable clock starts then, not when kazoo notices the loss (two thirds of
+# the session timeout later). Silence for half of it sends a probe (an exists request),
+# whose answer is contact: an idle, healthy connection is never silent that long.
+WATCH_STALL = 1.5
 
 CAPABILITIES = Capabilities(
     watch_every_change=False,  # a persistent watch says what changed, not every value
@@ -233,6 +239,14 @@ class ZooKeeperStore(Store):
         connection = self._client._connection
         self._read_watch_event = connection._read_watch_event
         connection._read_watch_event = self._on_watch_event
+        self._heard = time.monotonic()  # when the server last answered (pings included)
+        # Set once a server that enforces authentication closed the session for want of
+        # it: the Store's credentials cannot change, so every later call is refused too
+        # (rather than failing as a lost connection, or a write of unknown outcome).
+        self._unauthenticated = False
+        self._probed = 0.0  # when the last contact probe was sent
+        self._read_socket = connection._read_socket
+        connection._read_socket = self._on_read_socket
         self._client.add_listener(self._on_state)
         self._client.start_async()
         self._stopping = threading.Event()
@@ -291,6 +305,7 @@ class ZooKeeperStore(Store):
     def _on_state(self, state: str) -> None:
         """kazoo's state listener (its own thread: must not block)."""
         if state == KazooState.CONNECTED:
+            self._heard = time.monotonic()
             self._connected.set()
             return
         self._connected.clear()
@@ -301,6 +316,20 @@ class ZooKeeperStore(Store):
         for feed in feeds:
             feed.lose()
 
+    def _on_read_socket(self, read_timeout: float) -> Any:
+        """Note each message read from the server (kazoo's reader thread) as contact."""
+        result = self._read_socket(read_timeout)
+        self._heard = time.monotonic()
+        return result
+
+    def _probe(self) -> None:
+        """Ask the server for a cheap answer, unless a probe is on its way already: the
+        answer (like any message) proves contact for the watches (see WATCH_STALL)."""
+        if self._probed > self._heard or not self._connected.is_set() or self._closed:
+            return
+        self._probed = time.monotonic()
+        self._client._call(Exists("/", None), self._client.handler.async_result())
+
     def _on_watch_event(self, buffer: bytes, offset: int) -> Any:
         """Route a watch event to the feeds (kazoo's reader only knows one-shot watches)."""
         message, _ = WatchMessage.deserialize(buffer, offset)
@@ -310,6 +339,8 @@ class ZooKeeperStore(Store):
         return self._read_watch_event(buffer, offset)
 
     def _await_connection(self, deadline: float) -> None:
+        if self._unauthenticated:
+            raise AuthenticationError(self._refused())
         if self._connected.is_set():
             return
         while not self._connected.wait(max(min(0.05, deadline - time.monotonic()), 0.0)):
@@ -339,7 +370,12 @@ class ZooKeeperStore(Store):
             self._client._call(request, result)
             try:
                 return result.get(timeout=max(deadline - time.monotonic(), 0.001))
+            except SessionClosedRequireSaslError:
+                self._unauthenticated = True
+                raise
             except (ConnectionLoss, SessionExpiredError, KazooTimeoutError) as error:
+                if self._unauthenticated:
+                    raise AuthenticationError(self._refused()) from error
                 if write:
                     raise UnknownOutcomeError(
                         f"zookeeper at {self._hosts}: the connection failed after a write "
@@ -996,7 +1032,9 @@ class _Feed:
     The first poll returns the whole subtree (read after the watch was added, so no
     change is missed); later polls return a partial snapshot of just the nodes the
     watch named since. A connection loss ends the feed (NotReachableError): the engine
-    opens a new one, which adds the watch again and re-reads everything.
+    opens a new one, which adds the watch again and re-reads everything. So does a
+    Store that has heard nothing from the server for ``WATCH_STALL`` (a frozen or
+    partitioned server, which kazoo notices only two thirds of a session timeout later).
     """
 
     def __init__(self, store: ZooKeeperStore, root: str, generation: int) -> None:
@@ -1009,6 +1047,7 @@ class _Feed:
         self._full = True
         self._lost = False
         self._closed = False
+        self._stall = min(WATCH_STALL, store.timeout / 4)
 
     def offer(self, path: str) -> None:
         """A watch event's path (kazoo's reader thread: must not block)."""
@@ -1024,9 +1063,26 @@ class _Feed:
 
     def poll(self, timeout: float) -> FeedBatch | None:
         """See :class:`libkv.watching.Feed`."""
+        store = self.store
+        deadline = time.monotonic() + timeout
         with self._condition:
-            if not (self._dirty or self._full or self._lost or self._closed):
-                self._condition.wait(timeout)
+            while not (self._dirty or self._full or self._lost or self._closed):
+                # Returning None asserts contact: only while the server has answered
+                # within the stall bound, which a probe keeps true on an idle connection.
+                now = time.monotonic()
+                silent = now - store._heard
+                if silent > self._stall:
+                    raise NotReachableError(
+                        f"zookeeper at {store._hosts}: no answer for {silent:.1f} s"
+                    )
+                if silent > self._stall / 2:
+                    store._probe()
+                    check = store._heard + self._stall
+                else:
+                    check = store._heard + self._stall / 2
+                if now >= deadline:
+                    break
+                self._condition.wait(max(min(deadline, check) - now, 0.001))
             if self._closed:
                 return None
             if self._lost:
