@@ -535,6 +535,30 @@ def test_lease_and_lock_are_lost_when_the_server_is_gone_past_their_ttl(
         wait_until(lambda: _gone(store, "lock"), EVENT_TIMEOUT + store.capabilities.ttl_slack)
 
 
+def test_lease_and_lock_are_lost_when_another_client_deletes_their_lease_znodes(
+    chroot_url: str, raw: KazooClient
+) -> None:
+    """Ownership ends when the lease znode goes, whoever removes it: the next keep-alive
+    finds it gone and the lease and the lock report lost (within ttl + slack + margin),
+    and the lock's key goes with its lease, so another client can take the lock."""
+    with libkv.open(chroot_url) as store, libkv.open(chroot_url) as other:
+        lease = store.lease(3.0)
+        store.put("leased", b"1", lease=lease)
+        lock = store.lock("lock", ttl=3.0)
+        assert lock.acquire(timeout=EVENT_TIMEOUT)
+        leases = _chroot(chroot_url) + "/%libkv/leases"
+        names = raw.get_children(leases)
+        assert len(names) == 2
+        deleted = time.monotonic()
+        for name in names:
+            raw.delete(f"{leases}/{name}")
+        bound = 3.0 + store.capabilities.ttl_slack + LOST_MARGIN
+        wait_until(lambda: lease.lost.is_set() and lock.lost.is_set(), bound)
+        assert time.monotonic() - deleted <= bound
+        wait_until(lambda: not other.exists("leased") and not other.exists("lock"), bound)
+        assert other.lock("lock", ttl=3.0).acquire(timeout=EVENT_TIMEOUT)
+
+
 def _gone(store: libkv.Store, key: str) -> bool:
     try:
         return not store.exists(key)
