@@ -244,6 +244,9 @@ class ZooKeeperStore(Store):
         # it: the Store's credentials cannot change, so every later call is refused too
         # (rather than failing as a lost connection, or a write of unknown outcome).
         self._unauthenticated = False
+        # When an established connection was lost (None while connected, and while the
+        # first connection is being made): see _await_connection.
+        self._disconnected_since: float | None = None
         self._probed = 0.0  # when the last contact probe was sent
         self._read_socket = connection._read_socket
         connection._read_socket = self._on_read_socket
@@ -306,8 +309,11 @@ class ZooKeeperStore(Store):
         """kazoo's state listener (its own thread: must not block)."""
         if state == KazooState.CONNECTED:
             self._heard = time.monotonic()
+            self._disconnected_since = None
             self._connected.set()
             return
+        if self._connected.is_set():
+            self._disconnected_since = time.monotonic()
         self._connected.clear()
         with self._watch_lock:
             self._generation += 1
@@ -343,6 +349,13 @@ class ZooKeeperStore(Store):
             raise AuthenticationError(self._refused())
         if self._connected.is_set():
             return
+        # A Store that has been without its server for a whole timeout already says so
+        # at once (kazoo keeps reconnecting meanwhile, at least once a second), rather
+        # than making each call wait a timeout of its own: a watch that just raised
+        # NotReachableError is not followed by a lease revocation blocking as long again.
+        since = self._disconnected_since
+        if since is not None:
+            deadline = min(deadline, max(since + self.timeout, time.monotonic()))
         while not self._connected.wait(max(min(0.05, deadline - time.monotonic()), 0.0)):
             if self._closed:
                 self._raise_closed()
@@ -770,7 +783,6 @@ class ZooKeeperStore(Store):
         root = self._range_root(prefix)[0]
         deadline = time.monotonic() + OPEN_FEED_WAIT
         self._await_connection(deadline)
-        added = None
         with self._watch_lock:
             # Requests leave in the order they are queued: adding and removing a path's
             # watch are queued under the lock, so a removal never overtakes an addition.
@@ -778,21 +790,25 @@ class ZooKeeperStore(Store):
             self._feeds = (*self._feeds, feed)
             count = self._watched.get(root, 0)
             self._watched[root] = count + 1
-            if count == 0:
-                added = self._client.handler.async_result()
-                self._client._call(
-                    protocol.AddWatch(root, protocol.WATCH_PERSISTENT_RECURSIVE), added
-                )
-        if added is not None:
-            try:
-                added.get(timeout=max(deadline - time.monotonic(), OPEN_FEED_WAIT))
-            except BaseException as error:
-                self._forget(feed)
-                if isinstance(error, (ConnectionLoss, SessionExpiredError, KazooTimeoutError)):
-                    raise NotReachableError(
-                        f"zookeeper at {self._hosts}: could not add a watch: {error!r}"
-                    ) from error
-                raise
+            added = self._client.handler.async_result()
+            # The watch on root exists already on this connection: an exists request
+            # proves the connection still answers (a feed opened on a frozen server
+            # would let the engine's re-read block for a whole timeout).
+            request = (
+                protocol.AddWatch(root, protocol.WATCH_PERSISTENT_RECURSIVE)
+                if count == 0
+                else Exists("/", None)
+            )
+            self._client._call(request, added)
+        try:
+            added.get(timeout=max(deadline - time.monotonic(), OPEN_FEED_WAIT))
+        except BaseException as error:
+            self._forget(feed)
+            if isinstance(error, (ConnectionLoss, SessionExpiredError, KazooTimeoutError)):
+                raise NotReachableError(
+                    f"zookeeper at {self._hosts}: could not open a watch: {error!r}"
+                ) from error
+            raise
         with self._watch_lock:
             if feed.generation != self._generation:
                 feed.lose()
