@@ -457,6 +457,17 @@ class ZooKeeperStore(Store):
         decoded = _decode(data)
         return None if decoded is None else KVPair(key, decoded[0], stat.mzxid)
 
+    def _sync_before_reads(self) -> None:
+        """Queue a sync ahead of the reads that follow, without waiting for it.
+
+        A member answers a session's requests in order, so reads queued after a sync
+        wait until the member has caught up with the leader: a list, or a watch's INIT
+        snapshot, then holds every write acknowledged (to any client, through any
+        member) before it was asked for. Pipelined, it costs no round trip of the
+        client's; its own outcome does not matter (a lost connection fails the reads).
+        """
+        self._client._call(KazooSync("/"), self._client.handler.async_result())
+
     def _get_many(self, keys: Sequence[str]) -> list[KVPair | None]:
         if not keys:
             return []
@@ -464,6 +475,7 @@ class ZooKeeperStore(Store):
         return [self._pair(key, nodes[self._path(key)]) for key in keys]
 
     def _range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
+        self._sync_before_reads()
         if not recursive:
             read, revision = self._read_nodes([self._path(prefix)])
             pair = self._pair(prefix, read[self._path(prefix)])
