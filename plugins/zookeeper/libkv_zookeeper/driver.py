@@ -103,6 +103,7 @@ CLOSE_WAIT = 1.0  # longest close() waits for kazoo to end its session
 # the session timeout later). Silence for half of it sends a probe (an exists request),
 # whose answer is contact: an idle, healthy connection is never silent that long.
 WATCH_STALL = 1.5
+CANCEL_CHECK = 0.05  # how often a feed's pending read looks whether the feed was closed
 
 CAPABILITIES = Capabilities(
     watch_every_change=False,  # a persistent watch says what changed, not every value
@@ -142,6 +143,10 @@ class _KazooLogFilter(logging.Filter):
 
 _kazoo_log = logging.getLogger("libkv_zookeeper.kazoo")
 _kazoo_log.addFilter(_KazooLogFilter())
+
+
+class _Cancelled(Exception):
+    """A feed's read given up because the feed was closed (see ``_Feed.poll``)."""
 
 
 def _parent(path: str) -> str:
@@ -247,6 +252,9 @@ class ZooKeeperStore(Store):
         # When an established connection was lost (None while connected, and while the
         # first connection is being made): see _await_connection.
         self._disconnected_since: float | None = None
+        # Per thread: the event that cancels the reads this thread sends (set by a
+        # feed while it reads for its poll, so that close() never waits for a read).
+        self._reader = threading.local()
         self._probed = 0.0  # when the last contact probe was sent
         self._read_socket = connection._read_socket
         connection._read_socket = self._on_read_socket
@@ -349,6 +357,7 @@ class ZooKeeperStore(Store):
             raise AuthenticationError(self._refused())
         if self._connected.is_set():
             return
+        cancel: threading.Event | None = getattr(self._reader, "cancel", None)
         # A Store that has been without its server for a whole timeout already says so
         # at once (kazoo keeps reconnecting meanwhile, at least once a second), rather
         # than making each call wait a timeout of its own: a watch that just raised
@@ -359,6 +368,8 @@ class ZooKeeperStore(Store):
         while not self._connected.wait(max(min(0.05, deadline - time.monotonic()), 0.0)):
             if self._closed:
                 self._raise_closed()
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled
             if self._client.client_state == KeeperState.AUTH_FAILED:
                 raise AuthenticationError(self._refused())
             if time.monotonic() >= deadline:
@@ -382,7 +393,7 @@ class ZooKeeperStore(Store):
             result = self._client.handler.async_result()
             self._client._call(request, result)
             try:
-                return result.get(timeout=max(deadline - time.monotonic(), 0.001))
+                return self._wait(result, deadline)
             except SessionClosedRequireSaslError:
                 self._unauthenticated = True
                 raise
@@ -398,6 +409,22 @@ class ZooKeeperStore(Store):
                     raise NotReachableError(
                         f"zookeeper at {self._hosts} not reachable within {self.timeout} s"
                     ) from error
+
+    def _wait(self, result: Any, deadline: float) -> Any:
+        """The result of a request, waiting until ``deadline``; in a feed's read,
+        _Cancelled soon after the feed is closed."""
+        cancel: threading.Event | None = getattr(self._reader, "cancel", None)
+        if cancel is None:
+            return result.get(timeout=max(deadline - time.monotonic(), 0.001))
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return result.get(timeout=max(min(remaining, CANCEL_CHECK), 0.001))
+            except KazooTimeoutError:
+                if cancel.is_set():
+                    raise _Cancelled from None
+                if remaining <= CANCEL_CHECK:
+                    raise
 
     def _multi_read(
         self, reads: Sequence[tuple[str, str]], *, timeout: float | None = None
@@ -1076,6 +1103,7 @@ class _Feed:
         self._lost = False
         self._closed = False
         self._stall = min(WATCH_STALL, store.timeout / 4)
+        self._cancelled = threading.Event()  # set by close(): a read for poll gives up
 
     def offer(self, path: str) -> None:
         """A watch event's path (kazoo's reader thread: must not block)."""
@@ -1120,13 +1148,18 @@ class _Feed:
             full, self._full = self._full, False
             paths = list(self._dirty)
             self._dirty.clear()
-        if full:
-            return self.store._full_snapshot(self.root)
-        if not paths:
+        if not full and not paths:
             return None
-        return self.store._read_changes(paths)
+        store._reader.cancel = self._cancelled
+        try:
+            return store._full_snapshot(self.root) if full else store._read_changes(paths)
+        except _Cancelled:
+            return None  # closed meanwhile: what was read no longer matters
+        finally:
+            store._reader.cancel = None
 
     def close(self) -> None:
+        self._cancelled.set()
         with self._condition:
             self._closed = True
             self._condition.notify()
