@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from integration.servers import EtcdServer, RedisServer
+from integration.servers.zookeeper import ZooKeeperServer
 from libkv.testing import FaultConformance, FaultServer
 
 
@@ -57,4 +58,19 @@ class TestEtcdFaults(FaultConformance):
     @pytest.fixture
     def fault_server(self) -> Iterator[FaultServer]:
         with PersistentEtcdServer() as server:
+            yield server
+
+
+class PersistentZooKeeperServer(ZooKeeperServer):
+    """A standalone ZooKeeper: it fsyncs its transaction log before acknowledging a write
+    (``forceSync``, on by default) into a data directory that a kill leaves in place and
+    a restart reuses, so acknowledged writes survive (and so does the session)."""
+
+    persistent = True
+
+
+class TestZooKeeperFaults(FaultConformance):
+    @pytest.fixture
+    def fault_server(self) -> Iterator[FaultServer]:
+        with PersistentZooKeeperServer() as server:
             yield server

@@ -14,6 +14,9 @@ import pytest
 
 import libkv
 from integration.servers import EtcdServer, RedisServer
+from integration.servers.consul import ConsulServer
+from integration.servers.zookeeper import ZooKeeperServer
+from integration.test_consul import consul_url
 
 # Servers of a test's own, free to be stopped and restarted (fixtures of those modules).
 from integration.test_etcd import stopped_server  # noqa: F401
@@ -37,6 +40,18 @@ class TestEtcdRecipes(CrossProcessRecipeConformance):
     @pytest.fixture
     def url(self, etcd_server: EtcdServer) -> str:
         return f"{etcd_server.url}/t{uuid.uuid4().hex}"
+
+
+class TestZooKeeperRecipes(CrossProcessRecipeConformance):
+    @pytest.fixture
+    def url(self, zookeeper_server: ZooKeeperServer) -> str:
+        return f"{zookeeper_server.url}/t{uuid.uuid4().hex}"
+
+
+class TestConsulRecipes(CrossProcessRecipeConformance):
+    @pytest.fixture
+    def url(self, consul_server: ConsulServer) -> str:
+        return consul_url(consul_server)
 
 
 def test_cache_resyncs_after_redis_lost_its_data(

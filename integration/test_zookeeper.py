@@ -8,7 +8,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient  # type: ignore[import-untyped]
@@ -16,81 +15,10 @@ from libkv_zookeeper import ZooKeeperStore, driver
 from libkv_zookeeper.paths import decode_segment, encode_segment
 
 import libkv
-from integration.servers import (
-    Certificates,
-    ZooKeeperEnsemble,
-    ZooKeeperServer,
-    free_port,
-    make_test_certificates,
-)
+from integration.servers import ZooKeeperEnsemble, ZooKeeperServer
 from libkv.testing import CrossProcessConformance, WatchRecorder, replay
 from libkv.testing.conformance.base import EVENT_TIMEOUT, LOST_MARGIN, UNUSUAL_VALID_KEYS
 from libkv.testing.polling import wait_until
-
-JAVA_LIBRARIES = Path("/usr/share/java")
-
-
-class SecureZooKeeperServer(ZooKeeperServer):
-    """A standalone server that takes clients only over TLS with a client certificate
-    (``ssl.clientAuth=need``) and only authenticated by digest (``enforce.auth``).
-
-    A local configuration until the harness has its own: ZooKeeper's TLS needs the Netty
-    connection factory, whose codec and resolver jars Debian's zookeeper.jar does not
-    list on its class path.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secure_port = free_port()
-        self.certificates: Certificates = make_test_certificates(self.directory / "tls")
-        self.keystore = self.directory / "tls" / "server-keystore.pem"
-        self.keystore.write_text(
-            self.certificates.server_key.read_text() + self.certificates.server.read_text()
-        )
-
-    def secure_url(self, credentials: str = "alice:s3cret", *, certificate: bool = True) -> str:
-        """A ``zookeeper://`` URL of the TLS port, with the CA and the client certificate."""
-        query = f"ca={self.certificates.ca}"
-        if certificate:
-            query += f"&cert={self.certificates.client}&key={self.certificates.client_key}"
-        user = f"{credentials}@" if credentials else ""
-        return f"zookeeper://{user}127.0.0.1:{self.secure_port}/t{uuid.uuid4().hex}?{query}"
-
-    def prepare(self) -> None:
-        super().prepare()
-        with (self.configuration_directory / "zoo.cfg").open("a") as configuration:
-            configuration.write(
-                f"secureClientPort={self.secure_port}\nsecureClientPortAddress=127.0.0.1\n"
-            )
-
-    def command(self) -> list[str]:
-        command = super().command()
-        at = command.index("-cp")
-        command[at + 1] += "".join(
-            f":{JAVA_LIBRARIES}/netty-{name}.jar"
-            for name in ("codec", "resolver", "transport-native-unix-common")
-        )
-        command[at:at] = [
-            "-Dzookeeper.serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
-            f"-Dzookeeper.ssl.keyStore.location={self.keystore}",
-            "-Dzookeeper.ssl.keyStore.type=PEM",
-            f"-Dzookeeper.ssl.trustStore.location={self.certificates.ca}",
-            "-Dzookeeper.ssl.trustStore.type=PEM",
-            "-Dzookeeper.ssl.clientAuth=need",
-            "-Dzookeeper.enforce.auth.enabled=true",
-            "-Dzookeeper.enforce.auth.schemes=digest",
-        ]
-        return command
-
-
-@pytest.fixture(scope="module")
-def secure_server() -> Iterator[SecureZooKeeperServer]:
-    server = SecureZooKeeperServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
 
 
 class TestZooKeeper(CrossProcessConformance):
@@ -101,14 +29,10 @@ class TestZooKeeper(CrossProcessConformance):
 
 @pytest.fixture(scope="module")
 def ensemble() -> Iterator[ZooKeeperEnsemble]:
-    """One 3-member ensemble for the conformance class (the harness's fixture starts one
-    per test, which is too slow for the whole suite)."""
-    members = ZooKeeperEnsemble()
-    try:
-        members.start()
+    """One 3-member ensemble for the whole conformance class (the harness's
+    ``zookeeper_ensemble`` fixture starts one per test, for tests that harm it)."""
+    with ZooKeeperEnsemble() as members:
         yield members
-    finally:
-        members.close()
 
 
 class TestZooKeeperEnsembleConformance(CrossProcessConformance):
@@ -119,13 +43,15 @@ class TestZooKeeperEnsembleConformance(CrossProcessConformance):
         return f"{ensemble.url}/t{uuid.uuid4().hex}"
 
 
-class TestZooKeeperOverTLSWithDigestAuth(CrossProcessConformance):
-    """The whole suite over TLS with a client certificate, as a digest-authenticated user
-    whose znodes only it can read."""
-
-    @pytest.fixture
-    def url(self, secure_server: SecureZooKeeperServer) -> str:
-        return secure_server.secure_url()
+def _tls_url(server: ZooKeeperServer, *, certificate: bool = True) -> str:
+    """A ``zookeeper://`` URL of the harness's TLS server, with its CA and (unless told
+    otherwise) its client certificate."""
+    certificates = server.certificates
+    assert certificates is not None
+    query = f"ca={certificates.ca}"
+    if certificate:
+        query += f"&cert={certificates.client}&key={certificates.client_key}"
+    return f"{server.url}/t{uuid.uuid4().hex}?{query}"
 
 
 @pytest.fixture
@@ -374,6 +300,20 @@ def test_lease_bookkeeping_lives_outside_the_keys(chroot_url: str, raw: KazooCli
 # -- errors and faults ------------------------------------------------------------------------
 
 
+def _assert_refused(store: libkv.Store, *passwords: str) -> None:
+    """A read, a write and a list of "private" raise AuthenticationError, and none of
+    ``passwords`` shows in the error, its repr, the store's repr or its URL."""
+    for call in (
+        lambda: store.get("private"),
+        lambda: store.put("private", b"2"),
+        lambda: store.list(""),
+    ):
+        with pytest.raises(libkv.AuthenticationError) as caught:
+            call()
+        shown = f"{caught.value} {caught.value!r} {store!r} {store.url}"
+        assert not any(password in shown for password in passwords), shown
+
+
 def test_digest_auth_wrong_password_is_refused(chroot_url: str) -> None:
     """Nodes written with credentials are readable only with them; a wrong password raises
     AuthenticationError, and no password appears in any message."""
@@ -381,44 +321,66 @@ def test_digest_auth_wrong_password_is_refused(chroot_url: str) -> None:
     with libkv.open(f"zookeeper://alice:s3cret@{host}") as owner:
         owner.put("private", b"1")
     with libkv.open(f"zookeeper://alice:wr0ng@{host}?timeout=3") as intruder:
-        for call in (
-            lambda: intruder.get("private"),
-            lambda: intruder.put("private", b"2"),
-            lambda: intruder.list(""),
-        ):
-            with pytest.raises(libkv.AuthenticationError) as caught:
-                call()
-            assert "wr0ng" not in str(caught.value) and "s3cret" not in str(caught.value)
-            assert "wr0ng" not in repr(intruder)
+        _assert_refused(intruder, "wr0ng", "s3cret")
     with libkv.open(f"zookeeper://alice:s3cret@{host}") as owner:
         assert owner.get("private").value == b"1"
 
 
-def test_secure_server_refuses_clients_without_a_certificate_or_credentials(
-    secure_server: SecureZooKeeperServer,
+def _round_trip(url: str) -> None:
+    """put, get, a watch's event, a lease's key and a lock, through one URL."""
+    with libkv.open(url) as store:
+        with store.watch("", recursive=True) as watch:
+            init = watch.next_event(EVENT_TIMEOUT)
+            assert init is not None and init.action is libkv.Action.INIT
+            written = store.put("k", b"v")
+            event = watch.next_event(EVENT_TIMEOUT)
+            assert event is not None and event.pair == written
+        assert store.get("k") == written
+        with store.lease(2.0) as lease:
+            store.put("leased", b"1", lease=lease)
+            with store.lock("lock", ttl=2.0) as lock:
+                assert lock.token is not None
+        assert not store.exists("leased")
+
+
+def test_tls_with_a_client_certificate_round_trip(zookeeper_tls_server: ZooKeeperServer) -> None:
+    _round_trip(_tls_url(zookeeper_tls_server))
+
+
+def test_tls_without_a_client_certificate_is_not_reachable(
+    zookeeper_tls_server: ZooKeeperServer,
 ) -> None:
-    """Without a client certificate the TLS handshake fails (NotReachableError within the
-    timeout); without credentials or with a wrong password: AuthenticationError, and the
-    password never appears."""
-    url = secure_server.secure_url()
+    """The server requires a client certificate: the handshake fails, NotReachableError
+    within the timeout."""
+    with libkv.open(_tls_url(zookeeper_tls_server, certificate=False) + "&timeout=2") as stranger:
+        started = time.monotonic()
+        with pytest.raises(libkv.NotReachableError):
+            stranger.get("k")
+        assert time.monotonic() - started < 2 + 1
+
+
+def test_digest_auth_round_trip(zookeeper_auth_server: ZooKeeperServer) -> None:
+    _round_trip(f"{zookeeper_auth_server.credentials_url}/t{uuid.uuid4().hex}")
+
+
+def test_enforced_auth_refuses_anonymous_and_wrong_passwords(
+    zookeeper_auth_server: ZooKeeperServer,
+) -> None:
+    """On a server that requires digest auth, with the chroot readable by one user only:
+    no credentials or a wrong password raise AuthenticationError, and no password
+    appears in any message or repr."""
+    server = zookeeper_auth_server
+    url = f"{server.credentials_url}/t{uuid.uuid4().hex}"
     with libkv.open(url) as owner:
         owner.put("private", b"1")
     target = url.split("@", 1)[1]
-    with (
-        libkv.open(f"zookeeper://{target}&timeout=2") as anonymous,
-        pytest.raises(libkv.AuthenticationError),
-    ):
-        anonymous.get("private")
-    with libkv.open(f"zookeeper://alice:wr0ng@{target}&timeout=2") as intruder:
-        with pytest.raises(libkv.AuthenticationError) as caught:
-            intruder.get("private")
-        assert "wr0ng" not in str(caught.value) and "s3cret" not in str(caught.value)
-    without_certificate = secure_server.secure_url(certificate=False) + "&timeout=2"
-    with libkv.open(without_certificate) as stranger:
-        started = time.monotonic()
-        with pytest.raises(libkv.NotReachableError):
-            stranger.get("private")
-        assert time.monotonic() - started < 2 + 1
+    anonymous_url = f"zookeeper://{target}?timeout=2"
+    intruder_url = f"zookeeper://{server.username}:wr0ngpass@{target}?timeout=2"
+    for attempt in (anonymous_url, intruder_url):
+        with libkv.open(attempt) as stranger:
+            _assert_refused(stranger, "wr0ngpass", server.password)
+    with libkv.open(url) as owner:
+        assert owner.get("private").value == b"1"
 
 
 def test_unreachable_server_raises_not_reachable_within_the_timeout(
@@ -568,6 +530,30 @@ def test_lease_and_lock_are_lost_when_the_server_is_gone_past_their_ttl(
         wait_until(lambda: lease.lost.is_set() and lock.lost.is_set(), 1.0 + LOST_MARGIN + 1)
         server.start()
         wait_until(lambda: _gone(store, "lock"), EVENT_TIMEOUT + store.capabilities.ttl_slack)
+
+
+def test_lease_and_lock_are_lost_when_another_client_deletes_their_lease_znodes(
+    chroot_url: str, raw: KazooClient
+) -> None:
+    """Ownership ends when the lease znode goes, whoever removes it: the next keep-alive
+    finds it gone and the lease and the lock report lost (within ttl + slack + margin),
+    and the lock's key goes with its lease, so another client can take the lock."""
+    with libkv.open(chroot_url) as store, libkv.open(chroot_url) as other:
+        lease = store.lease(3.0)
+        store.put("leased", b"1", lease=lease)
+        lock = store.lock("lock", ttl=3.0)
+        assert lock.acquire(timeout=EVENT_TIMEOUT)
+        leases = _chroot(chroot_url) + "/%libkv/leases"
+        names = raw.get_children(leases)
+        assert len(names) == 2
+        deleted = time.monotonic()
+        for name in names:
+            raw.delete(f"{leases}/{name}")
+        bound = 3.0 + store.capabilities.ttl_slack + LOST_MARGIN
+        wait_until(lambda: lease.lost.is_set() and lock.lost.is_set(), bound)
+        assert time.monotonic() - deleted <= bound
+        wait_until(lambda: not other.exists("leased") and not other.exists("lock"), bound)
+        assert other.lock("lock", ttl=3.0).acquire(timeout=EVENT_TIMEOUT)
 
 
 def _gone(store: libkv.Store, key: str) -> bool:

@@ -361,3 +361,68 @@ def test_close_ends_iteration_promptly_while_the_backend_is_unreachable() -> Non
     started = time.monotonic()
     assert list(watch) == []
     assert time.monotonic() - started < 0.3 + 1.0
+
+
+def test_partial_snapshots_compare_only_their_keys() -> None:
+    """A snapshot with ``keys`` (a feed that knows which keys changed) is diffed on those
+    keys only: a listed key that is present with a new version is an UPDATE, a listed key
+    missing from it a DELETE at the batch's revision, a listed key unchanged nothing, and
+    every key not listed keeps its state (it is neither deleted nor re-reported)."""
+    store = ScriptedStore(
+        every_change=False, snapshot=[pair("a", 3), pair("b", 4), pair("c", 5)], revision=5
+    )
+    store.feeds = [
+        [
+            FeedBatch(8, snapshot=[pair("a", 8, b"new")], keys=["ns/a"]),  # b, c not listed
+            FeedBatch(9, snapshot=[pair("c", 5)], keys=["ns/b", "ns/c"]),  # b gone, c spurious
+            FeedBatch(10, snapshot=[pair("a", 8, b"new")], keys=["ns/a", "ns/zz"]),  # spurious
+            FeedBatch(12, snapshot=[pair("d", 11), pair("c", 12)], keys=["ns/c", "ns/d"]),
+            FeedBatch(13, snapshot=[], keys=["ns/a", "ns/b"]),  # a deleted; b deleted already
+        ]
+    ]
+    watch = store.watch("", recursive=True)
+    events = [watch.next_event(2) for _ in range(6)]
+    assert drain(events) == [
+        (Action.INIT, "", 5),
+        (Action.UPDATE, "a", 8),
+        (Action.DELETE, "b", 9),
+        (Action.UPDATE, "d", 11),
+        (Action.UPDATE, "c", 12),
+        (Action.DELETE, "a", 13),
+    ]
+    assert events[1] is not None and events[1].pair == KVPair("a", b"new", 8)
+    assert watch.next_event(0.3) is None  # nothing else: b is not deleted twice
+    assert watch.revision == 13
+    assert store.opened == [5]
+
+
+def test_partial_snapshot_with_a_version_going_backwards_is_history_lost() -> None:
+    store = ScriptedStore(every_change=False, snapshot=[pair("a", 7), pair("b", 4)], revision=7)
+    store.feeds = [[FeedBatch(9, snapshot=[pair("a", 6)], keys=["ns/a"])]]
+    watch = store.watch("", recursive=True)
+    assert watch.next_event(1) is not None  # INIT
+    with pytest.raises(HistoryLostError, match="'ns/a'"):
+        watch.next_event(2)
+    assert watch.closed
+
+
+def test_a_full_snapshot_after_partial_ones_deletes_what_is_gone() -> None:
+    """After partial snapshots, a full one (a reconnect's re-read) still compares every
+    key the watch has shown, including those only partial snapshots reported."""
+    store = ScriptedStore(every_change=False, snapshot=[pair("a", 3)], revision=3)
+    store.feeds = [
+        [FeedBatch(5, snapshot=[pair("b", 5)], keys=["ns/b"]), NotReachableError("reset")],
+        [],
+    ]
+    watch = store.watch("", recursive=True)
+    assert watch.next_event(1) is not None  # INIT
+    event = watch.next_event(2)
+    assert event is not None and (event.action, event.key) == (Action.UPDATE, "b")
+    store.snapshot, store.revision = [pair("b", 5)], 6  # a deleted while disconnected
+    event = watch.next_event(2)
+    assert event is not None and (event.action, event.key, event.revision) == (
+        Action.DELETE,
+        "a",
+        6,
+    )
+    assert watch.next_event(0.3) is None

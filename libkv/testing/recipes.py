@@ -270,7 +270,8 @@ class RecipeConformance:
             other_store.delete("app/a")
             other_store.put("app/b", b"2")
             last = other_store.put("app/c", b"3")
-            other_store.compact(last.version)
+            if other_store.capabilities.watch_resume:  # no history to compact otherwise
+                other_store.compact(last.version)
             release.set()
             wait_until(
                 lambda: cache.synced and cache.list() == store.list("app"),

@@ -42,7 +42,7 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
 from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
 from kazoo.protocol.serialization import Auth as KazooAuth  # type: ignore[import-untyped]
 from kazoo.protocol.serialization import Connect as KazooConnect
-from kazoo.protocol.serialization import GetData
+from kazoo.protocol.serialization import Exists, GetData
 from kazoo.protocol.serialization import SetData as KazooSetData
 from kazoo.protocol.serialization import Sync as KazooSync
 from kazoo.protocol.serialization import Watch as WatchMessage
@@ -99,6 +99,13 @@ OPEN_FEED_WAIT = 0.5  # longest a watch waits for the connection when (re)openin
 MAX_WRITE_OPS = 1000
 CHECK_INTERVAL = 0.5  # the server's znode.container.checkIntervalMs assumed (check_interval=)
 CLOSE_WAIT = 1.0  # longest close() waits for kazoo to end its session
+# A watch whose Store has heard nothing from the server for WATCH_STALL seconds (at most
+# a quarter of the store's timeout) raises NotReachableError from its feed's poll, so the
+# engine's unreachable clock starts then, not when kazoo notices the loss (two thirds of
+# the session timeout later). Silence for half of it sends a probe (an exists request),
+# whose answer is contact: an idle, healthy connection is never silent that long.
+WATCH_STALL = 1.5
+CANCEL_CHECK = 0.05  # how often a feed's pending read looks whether the feed was closed
 
 CAPABILITIES = Capabilities(
     watch_every_change=False,  # a persistent watch says what changed, not every value
@@ -158,6 +165,10 @@ class _KazooLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 _kazoo_log = logging.getLogger("libkv_zookeeper.kazoo")
 _kazoo_log.addFilter(_KazooLogFilter())
+
+
+class _Cancelled(Exception):
+    """A feed's read given up because the feed was closed (see ``_Feed.poll``)."""
 
 
 def _parent(path: str) -> str:
@@ -242,7 +253,6 @@ class ZooKeeperStore(Store):
         self._generation = 0  # bumped on every connection loss: watches are gone then
         self._lease_clock: dict[int, tuple[float, float]] = {}  # id -> (refreshed, ttl)
         self._kazoo_log = _KazooLog()
-        self._sasl_closed = -1  # the generation whose session the server closed unauthenticated
         self._client = KazooClient(
             hosts=hosts,
             # Members are tried in the order the URL lists them, as on etcd and Consul.
@@ -259,6 +269,20 @@ class ZooKeeperStore(Store):
         connection = self._client._connection
         self._read_watch_event = connection._read_watch_event
         connection._read_watch_event = self._on_watch_event
+        self._heard = time.monotonic()  # when the server last answered (pings included)
+        # Set once a server that enforces authentication closed the session for want of
+        # it: the Store's credentials cannot change, so every later call is refused too
+        # (rather than failing as a lost connection, or a write of unknown outcome).
+        self._unauthenticated = False
+        # When an established connection was lost (None while connected, and while the
+        # first connection is being made): see _await_connection.
+        self._disconnected_since: float | None = None
+        # Per thread: the event that cancels the reads this thread sends (set by a
+        # feed while it reads for its poll, so that close() never waits for a read).
+        self._reader = threading.local()
+        self._probed = 0.0  # when the last contact probe was sent
+        self._read_socket = connection._read_socket
+        connection._read_socket = self._on_read_socket
         self._client.add_listener(self._on_state)
         self._client.start_async()
         self._stopping = threading.Event()
@@ -317,8 +341,12 @@ class ZooKeeperStore(Store):
     def _on_state(self, state: str) -> None:
         """kazoo's state listener (its own thread: must not block)."""
         if state == KazooState.CONNECTED:
+            self._heard = time.monotonic()
+            self._disconnected_since = None
             self._connected.set()
             return
+        if self._connected.is_set():
+            self._disconnected_since = time.monotonic()
         self._connected.clear()
         with self._watch_lock:
             self._generation += 1
@@ -326,6 +354,20 @@ class ZooKeeperStore(Store):
             feeds = self._feeds
         for feed in feeds:
             feed.lose()
+
+    def _on_read_socket(self, read_timeout: float) -> Any:
+        """Note each message read from the server (kazoo's reader thread) as contact."""
+        result = self._read_socket(read_timeout)
+        self._heard = time.monotonic()
+        return result
+
+    def _probe(self) -> None:
+        """Ask the server for a cheap answer, unless a probe is on its way already: the
+        answer (like any message) proves contact for the watches (see WATCH_STALL)."""
+        if self._probed > self._heard or not self._connected.is_set() or self.closed:
+            return
+        self._probed = time.monotonic()
+        self._client._call(Exists("/", None), self._client.handler.async_result())
 
     def _on_watch_event(self, buffer: bytes, offset: int) -> Any:
         """Route a watch event to the feeds (kazoo's reader only knows one-shot watches)."""
@@ -336,11 +378,23 @@ class ZooKeeperStore(Store):
         return self._read_watch_event(buffer, offset)
 
     def _await_connection(self, deadline: float) -> None:
+        if self._unauthenticated:
+            raise AuthenticationError(self._refused())
         if self._connected.is_set():
             return
+        cancel: threading.Event | None = getattr(self._reader, "cancel", None)
+        # A Store that has been without its server for a whole timeout already says so
+        # at once (kazoo keeps reconnecting meanwhile, at least once a second), rather
+        # than making each call wait a timeout of its own: a watch that just raised
+        # NotReachableError is not followed by a lease revocation blocking as long again.
+        since = self._disconnected_since
+        if since is not None:
+            deadline = min(deadline, max(since + self.timeout, time.monotonic()))
         while not self._connected.wait(max(min(0.05, deadline - time.monotonic()), 0.0)):
-            if self._closed:
+            if self.closed:
                 self._raise_closed()
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled
             if self._client.client_state == KeeperState.AUTH_FAILED:
                 raise AuthenticationError(self._refused())
             if time.monotonic() >= deadline:
@@ -363,18 +417,15 @@ class ZooKeeperStore(Store):
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             self._await_connection(deadline)
-            generation = self._generation
             result = self._client.handler.async_result()
             self._client._call(request, result)
             try:
-                return result.get(timeout=max(deadline - time.monotonic(), 0.001))
+                return self._wait(result, deadline)
             except SessionClosedRequireSaslError:
-                self._sasl_closed = generation
+                self._unauthenticated = True
                 raise
             except (ConnectionLoss, SessionExpiredError, KazooTimeoutError) as error:
-                if self._sasl_closed == generation:
-                    # The server closed this session for not authenticating (enforce.auth)
-                    # and ran none of its requests: this one was lost with it.
+                if self._unauthenticated:
                     raise AuthenticationError(self._refused()) from error
                 if write:
                     raise UnknownOutcomeError(
@@ -385,6 +436,22 @@ class ZooKeeperStore(Store):
                     raise NotReachableError(
                         f"zookeeper at {self._hosts} not reachable within {self.timeout} s"
                     ) from error
+
+    def _wait(self, result: Any, deadline: float) -> Any:
+        """The result of a request, waiting until ``deadline``; in a feed's read,
+        _Cancelled soon after the feed is closed."""
+        cancel: threading.Event | None = getattr(self._reader, "cancel", None)
+        if cancel is None:
+            return result.get(timeout=max(deadline - time.monotonic(), 0.001))
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return result.get(timeout=max(min(remaining, CANCEL_CHECK), 0.001))
+            except KazooTimeoutError:
+                if cancel.is_set():
+                    raise _Cancelled from None
+                if remaining <= CANCEL_CHECK:
+                    raise
 
     def _multi_read(
         self, reads: Sequence[tuple[str, str]], *, timeout: float | None = None
@@ -444,6 +511,17 @@ class ZooKeeperStore(Store):
         decoded = _decode(data)
         return None if decoded is None else KVPair(key, decoded[0], stat.mzxid)
 
+    def _sync_before_reads(self) -> None:
+        """Queue a sync ahead of the reads that follow, without waiting for it.
+
+        A member answers a session's requests in order, so reads queued after a sync
+        wait until the member has caught up with the leader: a list, or a watch's INIT
+        snapshot, then holds every write acknowledged (to any client, through any
+        member) before it was asked for. Pipelined, it costs no round trip of the
+        client's; its own outcome does not matter (a lost connection fails the reads).
+        """
+        self._client._call(KazooSync("/"), self._client.handler.async_result())
+
     def _get_many(self, keys: Sequence[str]) -> list[KVPair | None]:
         if not keys:
             return []
@@ -451,6 +529,7 @@ class ZooKeeperStore(Store):
         return [self._pair(key, nodes[self._path(key)]) for key in keys]
 
     def _range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
+        self._sync_before_reads()
         if not recursive:
             read, revision = self._read_nodes([self._path(prefix)])
             pair = self._pair(prefix, read[self._path(prefix)])
@@ -716,7 +795,7 @@ class ZooKeeperStore(Store):
 
     def _reap_loop(self) -> None:
         while not self._stopping.wait(REAP_INTERVAL):
-            if not self._connected.is_set() or self._closed:
+            if not self._connected.is_set() or self.closed:
                 continue
             try:
                 results, _, _ = self._multi_read(
@@ -770,7 +849,6 @@ class ZooKeeperStore(Store):
         root = self._range_root(prefix)[0]
         deadline = time.monotonic() + OPEN_FEED_WAIT
         self._await_connection(deadline)
-        added = None
         with self._watch_lock:
             # Requests leave in the order they are queued: adding and removing a path's
             # watch are queued under the lock, so a removal never overtakes an addition.
@@ -778,21 +856,25 @@ class ZooKeeperStore(Store):
             self._feeds = (*self._feeds, feed)
             count = self._watched.get(root, 0)
             self._watched[root] = count + 1
-            if count == 0:
-                added = self._client.handler.async_result()
-                self._client._call(
-                    protocol.AddWatch(root, protocol.WATCH_PERSISTENT_RECURSIVE), added
-                )
-        if added is not None:
-            try:
-                added.get(timeout=max(deadline - time.monotonic(), OPEN_FEED_WAIT))
-            except BaseException as error:
-                self._forget(feed)
-                if isinstance(error, (ConnectionLoss, SessionExpiredError, KazooTimeoutError)):
-                    raise NotReachableError(
-                        f"zookeeper at {self._hosts}: could not add a watch: {error!r}"
-                    ) from error
-                raise
+            added = self._client.handler.async_result()
+            # The watch on root exists already on this connection: an exists request
+            # proves the connection still answers (a feed opened on a frozen server
+            # would let the engine's re-read block for a whole timeout).
+            request = (
+                protocol.AddWatch(root, protocol.WATCH_PERSISTENT_RECURSIVE)
+                if count == 0
+                else Exists("/", None)
+            )
+            self._client._call(request, added)
+        try:
+            added.get(timeout=max(deadline - time.monotonic(), OPEN_FEED_WAIT))
+        except BaseException as error:
+            self._forget(feed)
+            if isinstance(error, (ConnectionLoss, SessionExpiredError, KazooTimeoutError)):
+                raise NotReachableError(
+                    f"zookeeper at {self._hosts}: could not open a watch: {error!r}"
+                ) from error
+            raise
         with self._watch_lock:
             if feed.generation != self._generation:
                 feed.lose()
@@ -810,7 +892,7 @@ class ZooKeeperStore(Store):
                 self._watched[feed.root] = count
                 return
             self._watched.pop(feed.root, None)
-            if self._connected.is_set() and not self._closed:
+            if self._connected.is_set() and not self.closed:
                 # Fire and forget: a watch left behind only costs ignored events.
                 self._client._call(
                     protocol.RemoveWatches(feed.root, 3), self._client.handler.async_result()
@@ -850,9 +932,9 @@ class ZooKeeperStore(Store):
     def _translate_error(self, error: Exception) -> KVError | None:
         if isinstance(error, (NoAuthError, AuthFailedError, SessionClosedRequireSaslError)):
             if isinstance(error, SessionClosedRequireSaslError):
-                self._sasl_closed = self._generation
+                self._unauthenticated = True
             return AuthenticationError(self._refused())
-        if isinstance(error, ConnectionClosedError) and self._closed:
+        if isinstance(error, ConnectionClosedError) and self.closed:
             return StoreClosedError(f"store is closed: {self.url}")
         if isinstance(
             error,
@@ -1034,7 +1116,9 @@ class _Feed:
     The first poll returns the whole subtree (read after the watch was added, so no
     change is missed); later polls return a partial snapshot of just the nodes the
     watch named since. A connection loss ends the feed (NotReachableError): the engine
-    opens a new one, which adds the watch again and re-reads everything.
+    opens a new one, which adds the watch again and re-reads everything. So does a
+    Store that has heard nothing from the server for ``WATCH_STALL`` (a frozen or
+    partitioned server, which kazoo notices only two thirds of a session timeout later).
     """
 
     def __init__(self, store: ZooKeeperStore, root: str, generation: int) -> None:
@@ -1047,6 +1131,8 @@ class _Feed:
         self._full = True
         self._lost = False
         self._closed = False
+        self._stall = min(WATCH_STALL, store.timeout / 4)
+        self._cancelled = threading.Event()  # set by close(): a read for poll gives up
 
     def offer(self, path: str) -> None:
         """A watch event's path (kazoo's reader thread: must not block)."""
@@ -1062,9 +1148,26 @@ class _Feed:
 
     def poll(self, timeout: float) -> FeedBatch | None:
         """See :class:`libkv.watching.Feed`."""
+        store = self.store
+        deadline = time.monotonic() + timeout
         with self._condition:
-            if not (self._dirty or self._full or self._lost or self._closed):
-                self._condition.wait(timeout)
+            while not (self._dirty or self._full or self._lost or self._closed):
+                # Returning None asserts contact: only while the server has answered
+                # within the stall bound, which a probe keeps true on an idle connection.
+                now = time.monotonic()
+                silent = now - store._heard
+                if silent > self._stall:
+                    raise NotReachableError(
+                        f"zookeeper at {store._hosts}: no answer for {silent:.1f} s"
+                    )
+                if silent > self._stall / 2:
+                    store._probe()
+                    check = store._heard + self._stall
+                else:
+                    check = store._heard + self._stall / 2
+                if now >= deadline:
+                    break
+                self._condition.wait(max(min(deadline, check) - now, 0.001))
             if self._closed:
                 return None
             if self._lost:
@@ -1074,13 +1177,18 @@ class _Feed:
             full, self._full = self._full, False
             paths = list(self._dirty)
             self._dirty.clear()
-        if full:
-            return self.store._full_snapshot(self.root)
-        if not paths:
+        if not full and not paths:
             return None
-        return self.store._read_changes(paths)
+        store._reader.cancel = self._cancelled
+        try:
+            return store._full_snapshot(self.root) if full else store._read_changes(paths)
+        except _Cancelled:
+            return None  # closed meanwhile: what was read no longer matters
+        finally:
+            store._reader.cancel = None
 
     def close(self) -> None:
+        self._cancelled.set()
         with self._condition:
             self._closed = True
             self._condition.notify()
