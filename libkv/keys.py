@@ -182,7 +182,7 @@ def _character_class(pattern: str, start: int) -> tuple[str, int]:
             first, last = body[index], body[index + 2]
             if first > last:
                 raise InvalidArgumentError(
-                    f"reversed range {first}-{last} in glob pattern: {pattern!r}"
+                    f"malformed glob pattern {pattern!r}: reversed range {first}-{last}"
                 )
             items.append(f"{_class_character(first)}-{_class_character(last)}")
             index += 3
