@@ -32,12 +32,14 @@ def acl_url(server: ConsulServer, token: str | None = None) -> str:
     return f"consul://{token or server.token}@{server.endpoint}/{_namespace()}"
 
 
-def tls_url(server: ConsulServer, *, client: bool = True, ca: Path | None = None) -> str:
-    """A fresh namespace on the HTTPS agent, trusting its CA (or ``ca``), with the client
-    certificate unless ``client`` is False."""
+def tls_url(
+    server: ConsulServer, *, client: bool = True, ca: Path | None = None, namespace: str = ""
+) -> str:
+    """A namespace (a fresh one unless given) on the HTTPS agent, trusting its CA (or
+    ``ca``), with the client certificate unless ``client`` is False."""
     certificates = server.certificates
     assert certificates is not None
-    url = f"{server.url}/{_namespace()}&ca={ca or certificates.ca}"
+    url = f"{server.url}/{namespace or _namespace()}&ca={ca or certificates.ca}"
     if client:
         url += f"&cert={certificates.client}&key={certificates.client_key}"
     return url
@@ -190,9 +192,17 @@ def test_missing_client_certificate_is_refused(consul_tls_server: ConsulServer) 
         assert not isinstance(raised.value, libkv.UnknownOutcomeError)
 
 
-def test_plain_http_to_the_https_agent_is_not_reachable(consul_tls_server: ConsulServer) -> None:
-    """consul:// (plain HTTP) against the HTTPS port fails cleanly, nothing applied."""
-    url = f"consul://{consul_tls_server.endpoint}/{_namespace()}&timeout=2"
-    with libkv.open(url) as store, pytest.raises(libkv.KVError) as raised:
-        store.get("k")
-    assert not isinstance(raised.value, libkv.UnknownOutcomeError)
+def test_plain_http_to_the_https_agent_is_refused_with_a_clear_error(
+    consul_tls_server: ConsulServer,
+) -> None:
+    """consul:// (plain HTTP) against the HTTPS port: Consul answers 400 without reading
+    the request, so a write is refused (not an unknown outcome) and nothing is written."""
+    namespace = _namespace()
+    with libkv.open(f"consul://{consul_tls_server.endpoint}/{namespace}&timeout=2") as store:
+        calls: list[Callable[[], object]] = [lambda: store.get("k"), lambda: store.put("k", b"v")]
+        for call in calls:
+            with pytest.raises(libkv.KVError, match="HTTP request to an HTTPS server") as raised:
+                call()
+            assert not isinstance(raised.value, libkv.NotReachableError)
+    with libkv.open(tls_url(consul_tls_server, namespace=namespace)) as store:
+        assert store.list() == []
