@@ -75,7 +75,7 @@ _CONSISTENCY = {"consistent": ("consistent",), "default": (), "stale": ("stale",
 # A watch's blocking query waits a quarter of the store's timeout, within these bounds
 # (seconds); see _ConsulFeed. An unchanged prefix is re-sent whole at each wait's end.
 _SHORTEST_WAIT = 0.25
-_LONGEST_WAIT = 2.0
+_LONGEST_WAIT = 1.0
 _READ_MARGIN = 0.5  # beyond wait + jitter: the agent's answer is late, not just slow
 
 
@@ -351,7 +351,7 @@ class _ConsulFeed:
 
     Contact (the engine's rule for ``poll``): every answer, new index or not, counts as
     contact. A blocking query waits ``_blocking_wait(timeout)`` (a quarter of the
-    store's timeout, 0.25 to 2 s), so a live agent answers at least that often; a query
+    store's timeout, 0.25 to 1 s), so a live agent answers at least that often; a query
     unanswered past that wait plus Consul's jitter (wait / 16) and ``_READ_MARGIN`` ends
     in NotReachableError (a frozen agent), and ``poll`` raises NotReachableError rather
     than return None once nothing was heard for the store's timeout. The engine then
