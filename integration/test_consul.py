@@ -409,8 +409,13 @@ def test_agent_killed_and_restarted_during_writes_with_a_watch(
     dedicated_consul: ConsulServer,
 ) -> None:
     """Writes during the outage fail with NotReachableError (or UnknownOutcomeError); the
-    watch reconnects by itself and converges on the state after the restart."""
-    with libkv.open(f"{consul_url(dedicated_consul)}&timeout=10") as store:
+    watch reconnects by itself and converges on the state after the restart.
+
+    The writer's store has a 1 s timeout, so its writes fail soon after the kill and the
+    agent is restarted then; the watch's store has 10 s, longer than the outage (else the
+    watch would rightly raise NotReachableError)."""
+    url = consul_url(dedicated_consul)
+    with libkv.open(f"{url}&timeout=10") as store, libkv.open(f"{url}&timeout=1") as writer_store:
         stop = threading.Event()
         acknowledged: dict[str, int] = {}
         failures: list[BaseException] = []
@@ -421,7 +426,7 @@ def test_agent_killed_and_restarted_during_writes_with_a_watch(
                 key = f"k{index:05d}"
                 index += 1
                 try:
-                    acknowledged[key] = store.put(key, key).version
+                    acknowledged[key] = writer_store.put(key, key).version
                 except libkv.NotReachableError as error:
                     failures.append(error)
                 except BaseException as error:  # anything else fails the test below

@@ -374,6 +374,11 @@ class _ConsulFeed:
         # counts as contact; the thread starts at the first poll, so a feed the engine
         # drops unpolled (its re-read failed) leaves no thread behind.
         self._heard = time.monotonic()
+        # The engine opens a feed right after reading the prefix (contact), and restarts
+        # its unreachable clock only when a poll returns: so the first poll returns even
+        # if the first query already failed, and a watch reconnected after an agent's
+        # restart is not failed by a clock that started when the agent went down.
+        self._first_poll = True
         self._connection: BlockingConnection = store.client.blocking_connection()
         self._thread: threading.Thread | None = None
 
@@ -390,7 +395,8 @@ class _ConsulFeed:
             if self._closed:
                 return None
             batch, self._batch = self._batch, None
-            if batch is not None:
+            first, self._first_poll = self._first_poll, False
+            if batch is not None or first:
                 return batch
             if self._error is not None:
                 raise self._error
