@@ -453,9 +453,20 @@ def test_agent_killed_and_restarted_during_writes_with_a_watch(
                     recorder.events and replay(recorder.events[0], recorder.events[1:]) == expected
                 ),
                 10.0,
-                message=lambda: f"the watch did not converge after the restart: {recorder.error!r}",
+                message=lambda: (
+                    f"the watch did not converge after the restart: {recorder.error!r}; "
+                    + _difference(replay(recorder.events[0], recorder.events[1:]), expected)
+                ),
             )
             assert recorder.error is None and not watch.closed
+
+
+def _difference(seen: dict[str, libkv.KVPair], expected: dict[str, libkv.KVPair]) -> str:
+    """What a watch's view lacks, has in excess, or has at another version."""
+    missing = sorted(expected.keys() - seen.keys())
+    extra = sorted(seen.keys() - expected.keys())
+    changed = sorted(key for key in seen.keys() & expected.keys() if seen[key] != expected[key])
+    return f"missing {missing[:5]} ({len(missing)}), extra {extra[:5]}, changed {changed[:5]}"
 
 
 def test_whole_keyspace_without_a_namespace(dedicated_consul: ConsulServer) -> None:
