@@ -1,149 +1,92 @@
-"""The Consul driver against agents with ACLs on (default deny) and serving HTTPS.
+"""The Consul driver against the harness's agents with ACLs on (default deny, a known
+management ``token``) and serving HTTPS only (client certificate required).
 
-The agents are configured here (a subclass of the harness's ConsulServer) until the
-harness grows its own ACL and HTTPS options.
+The full conformance suite runs on the plain agent and on the cluster; here a focused
+set runs on each secured agent: what ACLs and TLS change (authentication, tokens never
+shown, refusals) plus a put/get/watch/lease round trip proving the secured transport
+carries every kind of request.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import libkv
-from integration.servers import (
-    Certificates,
-    ConsulServer,
-    free_port,
-    make_test_certificates,
-)
-from libkv.testing import CrossProcessConformance
-
-MANAGEMENT_TOKEN = str(uuid.uuid4())
-
-
-class SecureConsulServer(ConsulServer):
-    """A Consul agent with ACLs on (default deny, a known management token) and, with
-    ``certificates``, HTTPS on its own port, requiring client certificates."""
-
-    def __init__(self, certificates: Certificates | None = None) -> None:
-        super().__init__()
-        self.certificates = certificates
-        self.https_port = free_port()
-
-    def prepare(self) -> None:
-        super().prepare()
-        configuration = json.loads(self.configuration_path.read_text())
-        configuration["acl"] = {
-            "enabled": True,
-            "default_policy": "deny",
-            "enable_token_persistence": False,
-            "tokens": {"initial_management": MANAGEMENT_TOKEN, "agent": MANAGEMENT_TOKEN},
-        }
-        if self.certificates is not None:
-            configuration["ports"]["https"] = self.https_port
-            configuration["tls"] = {
-                "defaults": {
-                    "ca_file": str(self.certificates.ca),
-                    "cert_file": str(self.certificates.server),
-                    "key_file": str(self.certificates.server_key),
-                },
-                "https": {"verify_incoming": True},
-            }
-        self.configuration_path.write_text(json.dumps(configuration, indent=2) + "\n")
-
-    def is_healthy(self) -> bool:
-        """As the harness's check, with the management token."""
-        try:
-            leader = self._get("/v1/status/leader")
-            checks = self._get(f"/v1/health/node/{self.node_name}") if leader else []
-        except (OSError, ValueError):
-            return False
-        return any(
-            check.get("CheckID") == "serfHealth" and check.get("Status") == "passing"
-            for check in checks
-        )
-
-    def _get(self, path: str) -> Any:
-        return self._request("GET", path)
-
-    def _request(self, method: str, path: str, body: object = None) -> Any:
-        """Consul's HTTP API with the management token: the JSON answer."""
-        request = urllib.request.Request(
-            f"{self.http_address}{path}",
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"X-Consul-Token": MANAGEMENT_TOKEN},
-            method=method,
-        )
-        with urllib.request.urlopen(request, timeout=2.0) as response:
-            return json.loads(response.read())
-
-    @property
-    def https_url(self) -> str:
-        return f"consuls://127.0.0.1:{self.https_port}"
-
-
-def _start(server: SecureConsulServer) -> Iterator[SecureConsulServer]:
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    return make_test_certificates(tmp_path_factory.mktemp("consul-certificates"))
-
-
-@pytest.fixture(scope="module")
-def acl_consul() -> Iterator[SecureConsulServer]:
-    yield from _start(SecureConsulServer())
-
-
-@pytest.fixture(scope="module")
-def tls_consul(certificates: Certificates) -> Iterator[SecureConsulServer]:
-    yield from _start(SecureConsulServer(certificates))
+from integration.servers import ConsulServer, make_test_certificates
+from libkv import Action
+from libkv.testing.polling import wait_until
 
 
 def _namespace() -> str:
     return f"t{uuid.uuid4().hex}?session_ttl_min=1"
 
 
-def _tls_options(certificates: Certificates, *, client: bool = True) -> str:
-    options = f"&ca={certificates.ca}"
+def acl_url(server: ConsulServer, token: str | None = None) -> str:
+    """A fresh namespace on the ACL agent, with ``token`` (the management one by default)."""
+    return f"consul://{token or server.token}@{server.endpoint}/{_namespace()}"
+
+
+def tls_url(
+    server: ConsulServer, *, client: bool = True, ca: Path | None = None, namespace: str = ""
+) -> str:
+    """A namespace (a fresh one unless given) on the HTTPS agent, trusting its CA (or
+    ``ca``), with the client certificate unless ``client`` is False."""
+    certificates = server.certificates
+    assert certificates is not None
+    url = f"{server.url}/{namespace or _namespace()}&ca={ca or certificates.ca}"
     if client:
-        options += f"&cert={certificates.client}&key={certificates.client_key}"
-    return options
+        url += f"&cert={certificates.client}&key={certificates.client_key}"
+    return url
+
+
+def assert_round_trip(url: str) -> None:
+    """put, get, a conditional write, a lease-backed key and a watch event, through ``url``."""
+    with libkv.open(url) as store, store.watch("", recursive=True) as watch:
+        init = watch.next_event(5)
+        assert init is not None and init.action is Action.INIT and init.snapshot == ()
+        written = store.put("k", b"v")
+        assert store.get("k") == written
+        updated = store.update("k", b"w", version=written.version)
+        lease = store.lease(2.0)
+        leased = store.put("leased", b"x", lease=lease)
+        seen: list[libkv.Event] = []
+
+        def delivered() -> bool:
+            event = watch.next_event(0.2)
+            if event is not None:
+                seen.append(event)
+            return any(event.pair == leased for event in seen)
+
+        wait_until(delivered, 5.0, message=lambda: f"the watch delivered only {seen}")
+        assert [event.pair for event in seen if event.key == "k"][-1] == updated
+        lease.revoke()
+        assert not store.exists("leased")
 
 
 # -- ACL ----------------------------------------------------------------------------------
 
 
-class TestConsulWithACL(CrossProcessConformance):
-    """Everything works with a valid token on an agent that denies by default."""
-
-    @pytest.fixture
-    def url(self, acl_consul: SecureConsulServer) -> str:
-        return f"consul://{MANAGEMENT_TOKEN}@{acl_consul.endpoint}/{_namespace()}"
+def test_management_token_works_on_a_default_deny_agent(consul_acl_server: ConsulServer) -> None:
+    assert_round_trip(acl_url(consul_acl_server))
 
 
 @pytest.mark.parametrize("token", ["", "wrong-token@", f"{uuid.uuid4()}@"])
 def test_missing_or_wrong_token_raises_authentication_error_without_showing_it(
-    acl_consul: SecureConsulServer, token: str, caplog: pytest.LogCaptureFixture
+    consul_acl_server: ConsulServer, token: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    server = consul_acl_server
     secret = token.rstrip("@")
     namespace = _namespace()
-    with libkv.open(f"consul://{MANAGEMENT_TOKEN}@{acl_consul.endpoint}/{namespace}") as admin:
+    with libkv.open(f"consul://{server.token}@{server.endpoint}/{namespace}") as admin:
         admin.put("existing", b"v")
-    with libkv.open(f"consul://{token}{acl_consul.endpoint}/{namespace}&timeout=2") as store:
+    with libkv.open(f"consul://{token}{server.endpoint}/{namespace}&timeout=2") as store:
         calls: list[Callable[[], object]] = [
             lambda: store.get("existing"),
             lambda: store.put("k", b"v"),
@@ -169,22 +112,46 @@ def test_missing_or_wrong_token_raises_authentication_error_without_showing_it(
                 w.next_event(5)
             assert secret not in repr(store) and secret not in str(store.url)
             assert secret not in caplog.text
-    with libkv.open(f"consul://{MANAGEMENT_TOKEN}@{acl_consul.endpoint}/{namespace}") as admin:
+    with libkv.open(f"consul://{server.token}@{server.endpoint}/{namespace}") as admin:
         assert [pair.key for pair in admin.list()] == ["existing"]
 
 
-def test_listing_filtered_by_acl_is_refused(acl_consul: SecureConsulServer) -> None:
+def test_valid_token_never_appears_in_repr_url_errors_or_logs(
+    consul_acl_server: ConsulServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = consul_acl_server
+    with libkv.open(acl_url(server)) as store:
+        store.put("k", b"v")
+        with pytest.raises(libkv.KeyExistsError) as exists:
+            store.create("k", b"v")
+        with pytest.raises(libkv.KeyModifiedError) as modified:
+            store.update("k", b"w", version=1)
+        for shown in (repr(store), str(store.url), str(exists.value), str(modified.value)):
+            assert server.token not in shown
+    assert server.token not in caplog.text
+
+
+def test_listing_filtered_by_acl_is_refused(consul_acl_server: ConsulServer) -> None:
     """A token that may read only part of a prefix gets AuthenticationError for the whole
     (Consul would answer a listing without the other keys), and works on its part."""
+    server = consul_acl_server
     namespace = f"t{uuid.uuid4().hex}"
     rules = f'key_prefix "{namespace}/public" {{ policy = "write" }}'
-    policy = acl_consul._request("PUT", "/v1/acl/policy", {"Name": namespace, "Rules": rules})
-    token = acl_consul._request("PUT", "/v1/acl/token", {"Policies": [{"ID": policy["ID"]}]})
-    secret = token["SecretID"]
-    with libkv.open(f"consul://{MANAGEMENT_TOKEN}@{acl_consul.endpoint}/{namespace}") as admin:
+    status, body = server.api(
+        "PUT", "/v1/acl/policy", json.dumps({"Name": namespace, "Rules": rules}).encode()
+    )
+    assert status == 200, body
+    policy = json.loads(body)["ID"]
+    status, body = server.api(
+        "PUT", "/v1/acl/token", json.dumps({"Policies": [{"ID": policy}]}).encode()
+    )
+    assert status == 200, body
+    secret = json.loads(body)["SecretID"]
+    with libkv.open(f"consul://{server.token}@{server.endpoint}/{namespace}") as admin:
         admin.put("private/k", b"1")
         admin.put("public/k", b"1")
-    with libkv.open(f"consul://{secret}@{acl_consul.endpoint}/{namespace}?timeout=2") as store:
+    with libkv.open(f"consul://{secret}@{server.endpoint}/{namespace}?timeout=2") as store:
         with pytest.raises(libkv.AuthenticationError) as raised:
             store.list()
         assert secret not in str(raised.value)
@@ -198,26 +165,15 @@ def test_listing_filtered_by_acl_is_refused(acl_consul: SecureConsulServer) -> N
 # -- TLS ----------------------------------------------------------------------------------
 
 
-class TestConsulOverTLS(CrossProcessConformance):
-    """consuls:// with a CA and a client certificate, on an agent requiring one."""
-
-    @pytest.fixture
-    def url(self, tls_consul: SecureConsulServer, certificates: Certificates) -> str:
-        return (
-            f"consuls://{MANAGEMENT_TOKEN}@127.0.0.1:{tls_consul.https_port}/{_namespace()}"
-            + _tls_options(certificates)
-        )
+def test_consuls_with_ca_and_client_certificate_works(consul_tls_server: ConsulServer) -> None:
+    assert_round_trip(tls_url(consul_tls_server))
 
 
 def test_unknown_server_certificate_raises_not_reachable(
-    tls_consul: SecureConsulServer, certificates: Certificates, tmp_path: Path
+    consul_tls_server: ConsulServer, tmp_path: Path
 ) -> None:
     other = make_test_certificates(tmp_path / "other")
-    url = (
-        f"consuls://{MANAGEMENT_TOKEN}@127.0.0.1:{tls_consul.https_port}/{_namespace()}"
-        f"&timeout=2&ca={other.ca}&cert={certificates.client}&key={certificates.client_key}"
-    )
-    with libkv.open(url) as store:
+    with libkv.open(tls_url(consul_tls_server, ca=other.ca) + "&timeout=2") as store:
         with pytest.raises(libkv.NotReachableError) as raised:
             store.get("k")
         assert not isinstance(raised.value, libkv.UnknownOutcomeError)
@@ -226,17 +182,29 @@ def test_unknown_server_certificate_raises_not_reachable(
         assert not isinstance(raised.value, libkv.UnknownOutcomeError)
 
 
-def test_missing_client_certificate_is_refused(
-    tls_consul: SecureConsulServer, certificates: Certificates
+def test_missing_client_certificate_is_refused(consul_tls_server: ConsulServer) -> None:
+    with libkv.open(tls_url(consul_tls_server, client=False) + "&timeout=2") as store:
+        with pytest.raises((libkv.AuthenticationError, libkv.NotReachableError)) as raised:
+            store.get("k")
+        assert not isinstance(raised.value, libkv.UnknownOutcomeError)
+        with pytest.raises((libkv.AuthenticationError, libkv.NotReachableError)) as raised:
+            store.put("k", b"v")
+        assert not isinstance(raised.value, libkv.UnknownOutcomeError)
+
+
+def test_plain_http_to_the_https_agent_is_refused_and_writes_nothing(
+    consul_tls_server: ConsulServer,
 ) -> None:
-    url = (
-        f"consuls://{MANAGEMENT_TOKEN}@127.0.0.1:{tls_consul.https_port}/{_namespace()}"
-        f"&timeout=2" + _tls_options(certificates, client=False)
-    )
-    with libkv.open(url) as store:
-        with pytest.raises((libkv.AuthenticationError, libkv.NotReachableError)) as raised:
-            store.get("k")
-        assert not isinstance(raised.value, libkv.UnknownOutcomeError)
-        with pytest.raises((libkv.AuthenticationError, libkv.NotReachableError)) as raised:
-            store.put("k", b"v")
-        assert not isinstance(raised.value, libkv.UnknownOutcomeError)
+    """consul:// (plain HTTP) against the HTTPS port: Consul answers 400 ("HTTP request to
+    an HTTPS server") and closes the connection, so a call raises a KVError (a write
+    whose body races the close may see a reset instead) and nothing is written."""
+    namespace = _namespace()
+    with libkv.open(f"consul://{consul_tls_server.endpoint}/{namespace}&timeout=2") as store:
+        calls: list[Callable[[], object]] = [lambda: store.get("k"), lambda: store.put("k", b"v")]
+        for call in calls:
+            with pytest.raises(libkv.KVError) as raised:
+                call()
+            if not isinstance(raised.value, libkv.NotReachableError):
+                assert "HTTP request to an HTTPS server" in str(raised.value)
+    with libkv.open(tls_url(consul_tls_server, namespace=namespace)) as store:
+        assert store.list() == []

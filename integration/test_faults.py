@@ -4,7 +4,9 @@ Every test gets a server of its own, since it kills or freezes it: Redis as the 
 runs it (no RDB, no append-only file: a restart starts empty, so `persistent` is
 False), Redis with an append-only file fsynced on every write (persistent), and a
 single etcd member (its WAL is fsynced before a write is acknowledged and its data
-directory survives the restart: persistent).
+directory survives the restart: persistent), and a single Consul server agent (not in
+dev mode: its Raft log in ``data_dir`` is fsynced before a write is committed and
+survives the restart: persistent).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from integration.servers import EtcdServer, RedisServer
+from integration.servers import ConsulServer, EtcdServer, RedisServer
 from integration.servers.zookeeper import ZooKeeperServer
 from libkv.testing import FaultConformance, FaultServer
 
@@ -38,6 +40,17 @@ class PersistentEtcdServer(EtcdServer):
     """A single etcd member; acknowledged writes are in its WAL, which survives a kill."""
 
     persistent = True
+
+
+class PersistentConsulServer(ConsulServer):
+    """A Consul server agent; acknowledged writes are in its Raft log, which survives a kill."""
+
+    persistent = True
+
+    @property
+    def url(self) -> str:
+        # The agents' session_ttl_min is 1 s (Consul's default, assumed without it, is 10 s).
+        return f"{super().url}?session_ttl_min=1"
 
 
 class TestVolatileRedisFaults(FaultConformance):
@@ -73,4 +86,11 @@ class TestZooKeeperFaults(FaultConformance):
     @pytest.fixture
     def fault_server(self) -> Iterator[FaultServer]:
         with PersistentZooKeeperServer() as server:
+            yield server
+
+
+class TestConsulFaults(FaultConformance):
+    @pytest.fixture
+    def fault_server(self) -> Iterator[FaultServer]:
+        with PersistentConsulServer() as server:
             yield server

@@ -36,6 +36,7 @@ from libkv.driver import (
     AuthenticationError,
     Capabilities,
     FeedBatch,
+    HistoryLostError,
     InvalidURLError,
     KeyExistsError,
     KeyModifiedError,
@@ -71,7 +72,11 @@ _TXN_OVERHEAD = 8 * 1024
 MAX_VALUE_SIZE = (TXN_MAX_REQ_LEN - _TXN_OVERHEAD) * 3 // 4  # values travel in base64
 _OPS_PER_UPDATE = 3  # check-index, delete, set: the most Consul ops one libkv op takes
 _CONSISTENCY = {"consistent": ("consistent",), "default": (), "stale": ("stale",)}
-_LONGEST_WAIT = 300.0  # longest blocking query; Consul allows 10 min
+# A watch's blocking query waits a quarter of the store's timeout, within these bounds
+# (seconds); see _ConsulFeed. An unchanged prefix is re-sent whole at each wait's end.
+_SHORTEST_WAIT = 0.25
+_LONGEST_WAIT = 1.0
+_READ_MARGIN = 0.5  # beyond wait + jitter: the agent's answer is late, not just slow
 
 
 def capabilities_for(session_ttl_min: float) -> Capabilities:
@@ -300,13 +305,17 @@ class ConsulStore(Store):
     def _revoke_lease(self, lease_id: int) -> None:
         with self._leases_lock:
             self._lease_deadlines.pop(lease_id, None)
+        # Destroying twice is harmless; its keys go in the same raft entry. One attempt
+        # per agent: a revoke often follows a failure (a lock wait that found the agent
+        # gone), and the session expires by its TTL anyway, so it need not wait out the
+        # timeout again for an agent known to be down.
         self.client.request(
-            "PUT", f"/v1/session/destroy/{_session_id(lease_id)}", write=False
-        )  # destroying twice is harmless; its keys go in the same raft entry
+            "PUT", f"/v1/session/destroy/{_session_id(lease_id)}", write=False, persist=False
+        )
 
     def _destroy_quietly(self, session: str) -> None:
         try:
-            self.client.request("PUT", f"/v1/session/destroy/{session}", write=False)
+            self.client.request("PUT", f"/v1/session/destroy/{session}", write=False, persist=False)
         except KVError:
             log.debug("could not destroy unused session %s", session, exc_info=True)
 
@@ -338,10 +347,22 @@ class _ConsulFeed:
 
     Each answer with a new ``X-Consul-Index`` becomes a snapshot batch that the watch
     engine diffs against what it delivered; answers with the same index (timeouts,
-    spurious wake-ups) are dropped. An index that goes backwards is reset as Consul's
-    documentation prescribes; it becomes a batch with a lower revision (which the engine
-    reports as HistoryLostError) only when the whole KV table's index went back too
-    (a snapshot restore), not when Consul merely reaped the prefix's tombstones.
+    spurious wake-ups) are dropped. Only the latest snapshot is kept until polled (it
+    supersedes the earlier ones), so a slow consumer costs one snapshot, not a queue.
+    An index that goes backwards is reset as Consul's documentation prescribes; it
+    becomes a batch with a lower revision (which the engine reports as
+    HistoryLostError) only when the whole KV table's index went back too (a snapshot
+    restore), not when Consul merely reaped the prefix's tombstones.
+
+    Contact (the engine's rule for ``poll``): every answer, new index or not, counts as
+    contact. A blocking query waits ``_blocking_wait(timeout)`` (a quarter of the
+    store's timeout, 0.25 to 1 s), so a live agent answers at least that often; a query
+    unanswered past that wait plus Consul's jitter (wait / 16) and ``_READ_MARGIN`` ends
+    in NotReachableError (a frozen agent), and ``poll`` raises NotReachableError rather
+    than return None once nothing was heard for the store's timeout. The engine then
+    fails the watch once its reconnects have failed for the store's timeout too: a
+    frozen agent ends a watch within timeout + wait * 17/16 + _READ_MARGIN (plus a
+    reconnect interval), a dead one (connection refused) within about the timeout.
     """
 
     def __init__(self, store: ConsulStore, prefix: str, after: int) -> None:
@@ -349,25 +370,47 @@ class _ConsulFeed:
         self._prefix = prefix
         self._index = max(after, 1)  # Consul: never block on index 0
         self._revision = after
-        self._wait = min(max(store.timeout, 1.0), _LONGEST_WAIT)
-        self._results: list[FeedBatch | BaseException] = []
+        self._wait = _blocking_wait(store.timeout)
+        self._batch: FeedBatch | None = None  # the latest snapshot not yet polled
+        self._error: BaseException | None = None  # what ended the thread
         self._ready = threading.Condition()
         self._closed = False
+        # Opening contacts nothing (the engine reads the prefix just before), so opening
+        # counts as contact; the thread starts at the first poll, so a feed the engine
+        # drops unpolled (its re-read failed) leaves no thread behind.
+        self._heard = time.monotonic()
+        # The engine opens a feed right after reading the prefix (contact), and restarts
+        # its unreachable clock only when a poll returns: so the first poll returns even
+        # if the first query already failed, and a watch reconnected after an agent's
+        # restart is not failed by a clock that started when the agent went down.
+        self._first_poll = True
         self._connection: BlockingConnection = store.client.blocking_connection()
-        self._thread = threading.Thread(target=self._run, name="libkv-consul-watch", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     def poll(self, timeout: float) -> FeedBatch | None:
         """The next snapshot with a new index, or None; see :class:`libkv.driver.Feed`."""
         with self._ready:
-            if not self._results:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(
+                    target=self._run, name="libkv-consul-watch", daemon=True
+                )
+                self._thread.start()
+            if self._batch is None and self._error is None and not self._closed:
                 self._ready.wait(timeout)
-            if not self._results or self._closed:
+            if self._closed:
                 return None
-            item = self._results.pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        return item
+            batch, self._batch = self._batch, None
+            first, self._first_poll = self._first_poll, False
+            if batch is not None or first:
+                return batch
+            if self._error is not None:
+                raise self._error
+            silent = time.monotonic() - self._heard
+        if silent > self._store.timeout:
+            raise NotReachableError(
+                f"Consul at {self._connection.endpoint} sent nothing for {silent:.1f} s"
+            )
+        return None
 
     def close(self) -> None:
         """Stop the thread; a blocking query in flight is aborted."""
@@ -378,44 +421,53 @@ class _ConsulFeed:
 
     def _run(self) -> None:
         store = self._store
-        query_base = ("recurse", *store._read_query, f"wait={self._wait:.0f}s")
+        query_base = ("recurse", *store._read_query, f"wait={self._wait * 1000:.0f}ms")
         # Consul adds up to wait/16 of jitter; beyond that the agent is not answering.
-        read_timeout = self._wait * 17 / 16 + 2.0
+        read_timeout = self._wait * 17 / 16 + _READ_MARGIN
         path = key_path(self._prefix)
         while not self._closed:
             try:
                 reply = self._connection.get(
                     path, (*query_base, f"index={self._index}"), read_timeout
                 )
+                with self._ready:
+                    self._heard = time.monotonic()
                 if reply.index == self._index:
                     continue  # the wait ran out, or a wake-up with nothing new
                 pairs, index = _snapshot(reply, self._prefix, True)
                 if index < self._index:
-                    revision = self._went_back(index)
-                else:
-                    revision = max(index, self._revision)
+                    self._check_went_back(index)
                 self._index = max(index, 1)
-                self._revision = revision
-                batch = FeedBatch(revision, snapshot=pairs)
+                self._revision = max(index, self._revision)
+                batch = FeedBatch(self._revision, snapshot=pairs)
             except BaseException as error:
-                self._deliver(error)
+                with self._ready:
+                    self._error = error
+                    self._ready.notify_all()
                 return
-            self._deliver(batch)
+            with self._ready:
+                self._batch = batch  # it supersedes an earlier one not yet polled
+                self._ready.notify_all()
 
-    def _went_back(self, index: int) -> int:
-        """The revision to report after the prefix's index went back to ``index``."""
+    def _check_went_back(self, index: int) -> None:
+        """The prefix's index went back to ``index``: fine if Consul only reaped the
+        prefix's tombstones; HistoryLostError if the whole KV table's index went back
+        (a snapshot restore), since the changes in between are gone."""
         table = self._store._kv_index()
         if table >= self._revision:
             log.info("Consul index of %r went back to %d (tombstones reaped)", self._prefix, index)
-            return self._revision
+            return
         log.warning("Consul's KV index went back from %d to %d", self._revision, table)
-        return index
+        raise HistoryLostError(
+            f"Consul's KV index went back from {self._revision} to {table} (a snapshot restore)"
+        )
 
-    def _deliver(self, item: FeedBatch | BaseException) -> None:
-        with self._ready:
-            if not self._closed:
-                self._results.append(item)
-                self._ready.notify_all()
+
+def _blocking_wait(timeout: float) -> float:
+    """How long a watch's blocking query waits (seconds): short enough that a frozen
+    agent is noticed well within the store's timeout, long enough that an idle watch
+    re-reads its prefix at most a few times a second."""
+    return min(max(timeout / 4, _SHORTEST_WAIT), _LONGEST_WAIT)
 
 
 def _entries(reply: Reply) -> list[dict[str, Any]]:

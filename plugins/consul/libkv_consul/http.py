@@ -118,8 +118,12 @@ class ConsulHTTP:
         body: bytes | None = None,
         *,
         write: bool,
+        persist: bool = True,
     ) -> Reply:
         """Send one request; return the reply if its status is 200, 404 or 409.
+
+        With ``persist=False`` each agent is tried once (for cleanup that may fail
+        fast, such as destroying a session that expires anyway).
 
         Raises NotReachableError when no agent answers within the timeout,
         UnknownOutcomeError when a write was sent but its answer was lost,
@@ -160,9 +164,13 @@ class ConsulHTTP:
             self._next_agent(index, str(failure))
             attempt += 1
             pause = 0.0 if attempt % len(self._pools) else min(0.05 * attempt, 0.5)
-            if time.monotonic() + pause >= deadline:
+            # Give up only once the whole timeout has passed (a last attempt at the
+            # deadline), so that "unreachable for the timeout" is true when raised: the
+            # watch engine fails a watch only after that long without the agent.
+            now = time.monotonic()
+            if now >= deadline or (not persist and attempt >= len(self._pools)):
                 raise failure from cause
-            time.sleep(pause)
+            time.sleep(min(pause, deadline - now))
 
     def status_error(self, reply: Reply, *, write: bool) -> KVError:
         """The libkv error for an HTTP status other than 200, 404 and 409."""
