@@ -350,7 +350,8 @@ class Watch:
 
         Opening proves nothing about the backend (a driver may open without a network
         call), so it leaves the unreachable clock running until the new feed returns
-        its first batch.
+        its first batch, or a snapshot watch's re-read succeeds (that read reached the
+        backend). A feed opened by a failed attempt is closed.
         """
         store = self._store
         if store.closed:
@@ -361,17 +362,22 @@ class Watch:
         if wait > 0 and (self._closed.wait(min(wait, timeout)) or wait > timeout):
             return
         started = time.monotonic()
+        feed: Feed | None = None
+        reread = False
         try:
             feed = store._call(store._open_feed, self._prefix, self._feed_revision)
             if isinstance(self._bookkeeping, _SnapshotDiff):
                 # Re-read and bring the consumer's view up to date by diffing.
                 pairs, revision = store._call(store._range, self._prefix, self._recursive)
+                reread = True
                 self._accept(FeedBatch(revision, snapshot=pairs))
-        except NotReachableError as error:
-            self._unreachable(error, started)
-            return
         except KVError as error:
-            self._failure = error
+            if feed is not None:
+                _close_feed(feed)
+            if isinstance(error, NotReachableError):
+                self._unreachable(error, started)
+            else:
+                self._failure = error
             return
         with self._lock:
             if self._closed.is_set():
@@ -379,6 +385,8 @@ class Watch:
                 return
             self._feed = feed
             self._feed_answered = False
+        if reread:
+            self._unreachable_since = None
 
     def _accept(self, batch: FeedBatch) -> None:
         """Check a batch's revision and epoch, and queue its new events."""

@@ -53,15 +53,21 @@ class ScriptedStore(Store):
         self.snapshot, self.revision = snapshot, revision
         self.feeds: list[list[FeedBatch | Exception | None]] = []
         self.opened: list[int | None] = []
+        self.handed_out: list[ScriptedFeed] = []
+        self.range_failures: list[Exception] = []  # raised by the next reads, in order
 
     def _range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
+        if self.range_failures:
+            raise self.range_failures.pop(0)
         return list(self.snapshot), self.revision
 
     def _open_feed(self, prefix: str, after: int | None) -> ScriptedFeed:
         self.opened.append(after)
         if not self.feeds:
             raise NotReachableError("no more feeds")
-        return ScriptedFeed(self.feeds.pop(0))
+        feed = ScriptedFeed(self.feeds.pop(0))
+        self.handed_out.append(feed)
+        return feed
 
     # The watch engine needs only _range and _open_feed; the other primitives are unused.
     def _get(self, key: str) -> KVPair | None:
@@ -426,3 +432,20 @@ def test_a_full_snapshot_after_partial_ones_deletes_what_is_gone() -> None:
         6,
     )
     assert watch.next_event(0.3) is None
+
+
+def test_a_feed_opened_by_a_failed_reconnection_is_closed() -> None:
+    """A snapshot watch reopens its feed, then re-reads; when the re-read fails, the
+    feed it just opened is closed rather than left running."""
+    store = ScriptedStore(every_change=False, snapshot=[], revision=1, timeout=5)
+    store.feeds = [[NotReachableError("lost")], [], [FeedBatch(1, snapshot=[])]]
+    watch = store.watch("x", recursive=True)
+    assert watch.next_event(0) is not None  # INIT
+    store.range_failures = [NotReachableError("the re-read failed")]
+    wait = time.monotonic() + 3
+    while len(store.handed_out) < 3 and time.monotonic() < wait:
+        assert watch.next_event(0.1) is None
+    first_reopened = store.handed_out[1]
+    assert first_reopened.closed.is_set(), "the feed of the failed attempt was left open"
+    assert not store.handed_out[2].closed.is_set()  # the attempt that worked keeps its feed
+    watch.close()
