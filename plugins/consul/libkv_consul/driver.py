@@ -574,6 +574,10 @@ def _open(url: StoreURL, *, tls: bool) -> ConsulStore:
             f"{url.scheme}:// takes the ACL token alone before the host (token@host)"
         )
     token = url.password if url.password is not None else url.username or None
+    if token is not None and not token.isascii():
+        # An HTTP header carries the token: Consul's are UUIDs, and anything else would
+        # fail at the first request with the client's own encoding error.
+        raise InvalidURLError(f"{url.scheme}:// takes an ACL token of ASCII characters")
     hosts = url.hosts or (("127.0.0.1", None),)
     port = DEFAULT_TLS_PORT if tls else DEFAULT_PORT
     addresses = [(host, host_port or port) for host, host_port in hosts]
