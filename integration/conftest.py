@@ -150,3 +150,15 @@ def redis_cluster() -> Iterator[RedisCluster]:
     """A Redis Cluster of 3 masters on loopback (``url`` has ``cluster=true``), shared by
     the whole test session: tests keep apart with a ``hashtag=`` of their own."""
     yield from _run(RedisCluster)
+
+
+@pytest.fixture
+def dedicated_redis() -> Iterator[RedisServer]:
+    """A Redis server of this test's own, free to be stopped and restarted."""
+    yield from _run(RedisServer)
+
+
+@pytest.fixture
+def stopped_server() -> Iterator[EtcdServer]:
+    """A dedicated etcd server, started; the test stops it (and may start it again)."""
+    yield from _run(EtcdServer)

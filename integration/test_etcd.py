@@ -9,7 +9,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,17 +27,6 @@ class TestEtcdConformance(CrossProcessConformance):
     @pytest.fixture
     def url(self, etcd_server: EtcdServer) -> str:
         return f"{etcd_server.url}/t{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-def stopped_server() -> Iterator[EtcdServer]:
-    """A dedicated server, started; the test stops it."""
-    server = EtcdServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
 
 
 def test_url_with_several_hosts_credentials_prefix_and_options() -> None:

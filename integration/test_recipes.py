@@ -17,10 +17,6 @@ from integration.servers import EtcdServer, RedisServer
 from integration.servers.consul import ConsulServer
 from integration.servers.zookeeper import ZooKeeperServer
 from integration.test_consul import consul_url
-
-# Servers of a test's own, free to be stopped and restarted (fixtures of those modules).
-from integration.test_etcd import stopped_server  # noqa: F401
-from integration.test_redis import dedicated_redis  # noqa: F401
 from libkv import Action, Event
 from libkv.recipes import Cache
 from libkv.testing import wait_until
@@ -55,7 +51,7 @@ class TestConsulRecipes(CrossProcessRecipeConformance):
 
 
 def test_cache_resyncs_after_redis_lost_its_data(
-    dedicated_redis: RedisServer,  # noqa: F811  (the fixture imported above)
+    dedicated_redis: RedisServer,
 ) -> None:
     """Redis restarted without persistence: the cache's watch reports history lost, the
     cache clears ``synced``, re-lists the (now empty) store, tells its listeners with a
@@ -93,7 +89,7 @@ def test_cache_resyncs_after_redis_lost_its_data(
 
 
 def test_cache_resyncs_after_etcd_was_unreachable_past_the_timeout(
-    stopped_server: EtcdServer,  # noqa: F811  (the fixture imported above)
+    stopped_server: EtcdServer,
 ) -> None:
     """etcd down for longer than the store's timeout: the cache's watch raises
     NotReachableError, the cache clears ``synced`` and keeps retrying; once etcd is back

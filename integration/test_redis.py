@@ -7,7 +7,6 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,17 +45,6 @@ def _url(server: RedisServer | RedisSentinelGroup, **options: object) -> str:
     query = "&".join(f"{name}={value}" for name, value in {**tls, **options}.items())
     separator = "&" if "?" in server.url else "?"
     return f"{server.url}{separator}prefix=t{uuid.uuid4().hex}" + (f"&{query}" if query else "")
-
-
-@pytest.fixture
-def dedicated_redis() -> Iterator[RedisServer]:
-    """A Redis server of this test's own, free to be stopped and restarted."""
-    server = RedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
 
 
 class TestRedisConformance(CrossProcessConformance):

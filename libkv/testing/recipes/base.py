@@ -1,0 +1,40 @@
+"""What every recipe mixin shares: the conformance suite's `store` and `other_store`
+fixtures and TTL helpers, and campaigning in a thread.
+
+`RecipeConformanceBase` is the root of every recipe mixin; a driver never subclasses it
+directly (it subclasses `RecipeConformance` or `CrossProcessRecipeConformance`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from libkv.recipes import Election
+from libkv.testing.conformance import StoreConformance
+
+__all__ = ["RecipeConformanceBase"]
+
+
+class RecipeConformanceBase:
+    """Fixtures and helpers every recipe mixin uses; a driver provides the `url` fixture."""
+
+    ttl_for = staticmethod(StoreConformance.ttl_for)
+    expiry_bound = staticmethod(StoreConformance.expiry_bound)
+
+    # The conformance suite's clients of the test's store, closed after the test.
+    store = StoreConformance.store
+    other_store = StoreConformance.other_store
+
+    @staticmethod
+    def campaign_in_thread(election: Election) -> tuple[threading.Thread, list[float]]:
+        """Campaign in a thread; the list gets the time of the election."""
+        elected: list[float] = []
+
+        def run() -> None:
+            if election.campaign(timeout=30):
+                elected.append(time.monotonic())
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread, elected
