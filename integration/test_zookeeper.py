@@ -16,6 +16,7 @@ from libkv_zookeeper.paths import decode_segment, encode_segment
 
 import libkv
 from integration.servers import ZooKeeperEnsemble, ZooKeeperServer
+from libkv.ops import Op
 from libkv.testing import CrossProcessConformance, WatchRecorder, replay
 from libkv.testing.conformance.base import EVENT_TIMEOUT, LOST_MARGIN, UNUSUAL_VALID_KEYS
 from libkv.testing.polling import wait_until
@@ -178,6 +179,87 @@ def test_parents_are_implicit_and_cleaned_up(chroot_url: str, raw: KazooClient) 
         store.put_many({f"m/{index}/leaf": b"v" for index in range(20)})
         assert store.delete_tree("m") == 20
         assert raw.get_children(root) == []
+
+
+@pytest.mark.parametrize("child_first", [True, False], ids=["child-first", "parent-first"])
+def test_a_transaction_writes_a_key_and_its_descendants_in_either_order(
+    chroot_url: str, raw: KazooClient, child_first: bool
+) -> None:
+    """A key written (create, put, ttl=) in the same transaction as a child or a deeper
+    descendant becomes a value with children, in one multi, whatever the order; a key
+    deleted with a child written stays the child's implicit parent; an implicit parent
+    is no key: create of it succeeds, update and check of it fail and write nothing."""
+    root = _chroot(chroot_url)
+
+    def ordered(parent: Op, *descendants: Op) -> list[Op]:
+        return [*descendants, parent] if child_first else [parent, *descendants]
+
+    def commit(operations: list[Op]) -> dict[str, libkv.KVPair | None]:
+        results = store.transaction(operations)
+        written = [pair for pair in results if pair is not None]
+        assert len({pair.version for pair in written}) == 1, "not one multi"
+        for pair in written:
+            assert store.get(pair.key) == pair
+        pairs = zip(operations, results, strict=True)
+        return {operation.key: result for operation, result in pairs}
+
+    with libkv.open(chroot_url) as store:
+        commit(ordered(libkv.ops.create("c", b"1"), libkv.ops.put("c/y", b"2")))
+        commit(ordered(libkv.ops.put("p", b"1"), libkv.ops.put("p/y", b"2")))
+        commit(ordered(libkv.ops.put("a", b"1"), libkv.ops.put("a/b/c", b"3")))
+        with pytest.raises(libkv.KeyNotFoundError):
+            store.get("a/b")  # the implicit parent between a and a/b/c
+        # A key kept a value with its children when the other side of the transaction
+        # comes first: no implicit parent replaces it, no retry loop.
+        commit(ordered(libkv.ops.put("c", b"again"), libkv.ops.put("c/z", b"4")))
+        assert store.get("c").value == b"again"
+
+        # ttl=: the key is a value under a lease that expires; its child stays.
+        ttl = 1.0
+        commit(ordered(libkv.ops.create("t", b"1", ttl=ttl), libkv.ops.put("t/y", b"2")))
+        assert store.get("t").value == b"1"
+
+        # delete of a childless key with a child written: the key goes, the child stays.
+        store.put("d", b"doomed")
+        assert commit(ordered(libkv.ops.delete("d"), libkv.ops.put("d/y", b"2")))["d"] is None
+        assert not store.exists("d")
+        assert raw.get(f"{root}/d")[0] == b""  # the child's implicit parent
+
+        # An implicit parent (of i/j/k) is no key.
+        deep = store.put("i/j/k", b"deep")
+        for refused in (
+            libkv.ops.update("i", b"x", version=deep.version),
+            libkv.ops.check("i", deep.version),
+        ):
+            with pytest.raises(libkv.KeyNotFoundError) as raised:
+                store.transaction(ordered(refused, libkv.ops.put("i/y", b"no")))
+            assert raised.value.key == "i"
+            assert not store.exists("i/y"), "a refused transaction wrote"
+        commit(ordered(libkv.ops.create("i/j", b"now a key"), libkv.ops.put("i/j/y", b"5")))
+        commit(ordered(libkv.ops.create("i", b"also a key"), libkv.ops.put("i/j/z", b"6")))
+
+        wait_until(
+            lambda: not store.exists("t"),
+            store.capabilities.latest_expiry(ttl) + EVENT_TIMEOUT,
+            message="the ttl= key outlived its ttl",
+        )
+        assert store.get("t/y").value == b"2"
+        assert [(pair.key, pair.value) for pair in store.list("")] == [
+            ("a", b"1"),
+            ("a/b/c", b"3"),
+            ("c", b"again"),
+            ("c/y", b"2"),
+            ("c/z", b"4"),
+            ("d/y", b"2"),
+            ("i", b"also a key"),
+            ("i/j", b"now a key"),
+            ("i/j/k", b"deep"),
+            ("i/j/y", b"5"),
+            ("i/j/z", b"6"),
+            ("p", b"1"),
+            ("p/y", b"2"),
+            ("t/y", b"2"),
+        ]
 
 
 def test_compare_and_swap_survives_delete_and_recreate(chroot_url: str) -> None:

@@ -686,7 +686,9 @@ class ZooKeeperStore(Store):
                 )
             # The state the conditions were checked on changed meanwhile: check again.
             if time.monotonic() > deadline:
-                raise KVError(f"keys kept changing during a transaction ({EXCEPTIONS[code]()})")
+                raise KVError(
+                    f"keys kept changing during a transaction ({EXCEPTIONS[code].__name__})"
+                )
 
     def _delete_range(self, prefix: str) -> int:
         root, include_root = self._range_root(prefix)
@@ -1060,6 +1062,11 @@ class _Plan:
             directory = f"{store._attached_root}/{lease_id:016x}"
             add(Create(directory, b"", acl), "ttl", index)
             exists.add(directory)
+        # Nodes this multi writes a child under: a deleted key among them stays their
+        # implicit parent instead of being deleted, whatever the order of the ops.
+        parents = {
+            ancestor for op, path in self.ops if op.kind.writes for ancestor in _lineage(path)[:-1]
+        }
         for index, (op, path) in enumerate(self.ops):
             node = nodes[path]
             kind = op.kind
@@ -1069,6 +1076,10 @@ class _Plan:
                 if node is not None:
                     version = -1 if kind is OpKind.PUT else node.stat.version
                     add(SetData(path, data, version), "op", index)
+                elif path in exists:
+                    # An earlier op of this multi created it as the implicit parent of
+                    # its key (data version 0): it becomes a value, its children stay.
+                    add(SetData(path, data, 0), "op", index)
                 else:
                     ensure(path, index)
                     add(Create(path, b"", acl), "op", index)
@@ -1082,7 +1093,7 @@ class _Plan:
                         exists.add(entry)
             elif kind is OpKind.DELETE:
                 assert node is not None  # first_failure saw the key
-                if node.stat.num_children == 0:
+                if node.stat.num_children == 0 and path not in parents:
                     add(Delete(path, node.stat.version), "op", index)
                     self.deleted.append(path)
                 else:  # its children stay readable: it becomes their implicit parent
