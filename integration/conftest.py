@@ -11,6 +11,9 @@ from typing import TypeVar
 
 import pytest
 
+# `running`: the clustered-fault fixture of test_cluster_faults.py and
+# test_cluster_linearizability.py.
+from integration.cluster_faults import running  # noqa: F401
 from integration.servers import (
     ConsulCluster,
     ConsulServer,
