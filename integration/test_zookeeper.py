@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from kazoo.client import KazooClient  # type: ignore[import-untyped]
-from libkv_zookeeper import ZooKeeperStore, driver
+from libkv_zookeeper import ZooKeeperStore, connection
 from libkv_zookeeper.paths import decode_segment, encode_segment
 
 import libkv
@@ -344,7 +344,7 @@ def test_snapshots_read_in_several_requests_are_consistent(
     """A subtree too large for one multiRead is read in chunks and accepted only when a
     second pass finds nothing changed: snapshots taken under concurrent batches still
     show every key of a batch at one generation."""
-    monkeypatch.setattr(driver, "READ_LIMIT", 200)  # a few paths per request
+    monkeypatch.setattr(connection, "READ_LIMIT", 200)  # a few paths per request
     keys = [f"batch/{index}" for index in range(12)]
     with libkv.open(chroot_url) as store, libkv.open(chroot_url) as writer:
         store.put_many({key: b"0" for key in keys})
