@@ -55,6 +55,16 @@ REQUEST_LIMIT = JUTE_MAXBUFFER - 1024  # what the driver sends at most, with roo
 READ_LIMIT = REQUEST_LIMIT - 4096  # a larger multiRead is split (and loses its atomicity)
 CLOSE_WAIT = 1.0  # longest close() waits for kazoo to end its session
 CANCEL_CHECK = 0.05  # how often a feed's pending read looks whether the feed was closed
+# kazoo waits up to a whole session timeout (per host) for the answer to a connection's
+# handshake. A server still starting can take the connection and never answer it; that
+# one attempt then holds the reconnection for the session timeout, and the restarted
+# server expires the session meanwhile (it restores sessions with a fresh timeout, which
+# runs out while the client waits on the dead attempt): the watch is unreachable past the
+# store's timeout although the server answers. A server answers a handshake in
+# milliseconds, so an attempt gives up after CONNECT_WAIT seconds and kazoo tries again;
+# each consecutive attempt that times out waits twice as long (up to kazoo's own bound),
+# so a server that is merely slow is still reached.
+CONNECT_WAIT = 2.0
 
 _CREATED, _DELETED, _CHANGED = 1, 2, 3  # watch event types
 
@@ -148,6 +158,9 @@ class ZooKeeperConnection(Store):
         self._probed = 0.0  # when the last contact probe was sent
         self._read_socket = connection._read_socket
         connection._read_socket = self._on_read_socket
+        self._handshake_timeouts = 0  # consecutive handshakes left unanswered (see CONNECT_WAIT)
+        self._invoke = connection._invoke
+        connection._invoke = self._on_invoke
         self._client.add_listener(self._on_state)
         self._client.start_async()
 
@@ -178,6 +191,19 @@ class ZooKeeperConnection(Store):
             feeds = self._feeds
         for feed in feeds:
             feed.lose()
+
+    def _on_invoke(self, timeout: float, request: Any, xid: int | None = None) -> Any:
+        """Send a handshake request (connect, auth) and read its answer, waiting at most
+        CONNECT_WAIT seconds, doubled per attempt timed out before (kazoo's connection
+        thread, while it connects)."""
+        wait = min(timeout, CONNECT_WAIT * 2**self._handshake_timeouts)
+        try:
+            result = self._invoke(wait, request, xid)
+        except KazooTimeoutError:
+            self._handshake_timeouts = min(self._handshake_timeouts + 1, 8)
+            raise
+        self._handshake_timeouts = 0
+        return result
 
     def _on_read_socket(self, read_timeout: float) -> Any:
         """Note each message read from the server (kazoo's reader thread) as contact."""
