@@ -4,6 +4,7 @@ znodes, session expiry, restart, an ensemble member killed)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from kazoo.client import KazooClient  # type: ignore[import-untyped]
-from libkv_zookeeper import ZooKeeperStore, driver
+from libkv_zookeeper import ZooKeeperStore, connection
 from libkv_zookeeper.paths import decode_segment, encode_segment
 
 import libkv
@@ -344,7 +345,7 @@ def test_snapshots_read_in_several_requests_are_consistent(
     """A subtree too large for one multiRead is read in chunks and accepted only when a
     second pass finds nothing changed: snapshots taken under concurrent batches still
     show every key of a batch at one generation."""
-    monkeypatch.setattr(driver, "READ_LIMIT", 200)  # a few paths per request
+    monkeypatch.setattr(connection, "READ_LIMIT", 200)  # a few paths per request
     keys = [f"batch/{index}" for index in range(12)]
     with libkv.open(chroot_url) as store, libkv.open(chroot_url) as writer:
         store.put_many({key: b"0" for key in keys})
@@ -599,6 +600,40 @@ def test_crash_and_restart_during_writes(server: ZooKeeperServer) -> None:
         lock.release()
         lease.revoke()
         assert not store.exists("leased")
+
+
+def test_restart_whose_first_handshake_goes_unanswered(server: ZooKeeperServer) -> None:
+    """A server that is starting can take a connection and never answer its handshake
+    (seen under load: kazoo then waited a whole session timeout on that attempt, and the
+    restarted server expired the session meanwhile). Here a listener that accepts and stays
+    silent holds the port until a reconnection attempt is caught in it: the driver gives
+    that attempt up and reaches the server once it is back, and the watch converges
+    without raising (it would after the store's timeout of unreachability)."""
+    host, port = server.endpoint.rsplit(":", 1)
+    silent_connections: list[socket.socket] = []
+    with libkv.open(f"{server.url}/t") as store:
+        assert isinstance(store, ZooKeeperStore)
+        sessions = []
+
+        def crash_into_a_silent_listener() -> None:
+            sessions.append(store._client.client_id)
+            server.kill()
+            with socket.socket() as listener:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listener.bind((host, int(port)))
+                listener.listen()
+                listener.settimeout(EVENT_TIMEOUT)
+                connection, _ = listener.accept()  # kazoo's handshake, left unanswered
+                silent_connections.append(connection)
+            server.start()
+
+        try:
+            _write_while_watching(store, crash_into_a_silent_listener)
+        finally:
+            for connection in silent_connections:
+                connection.close()
+        assert silent_connections, "no reconnection attempt reached the silent listener"
+        assert store._client.client_id == sessions[0]  # back before the session expired
 
 
 def test_lease_and_lock_are_lost_when_the_server_is_gone_past_their_ttl(

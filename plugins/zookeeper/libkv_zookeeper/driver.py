@@ -20,34 +20,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from kazoo.client import KazooClient  # type: ignore[import-untyped]
 from kazoo.exceptions import (  # type: ignore[import-untyped]
     EXCEPTIONS,
-    AuthFailedError,
-    ConnectionClosedError,
     ConnectionLoss,
     KazooException,
-    NoAuthError,
     NoNodeError,
-    OperationTimeoutError,
-    SessionClosedRequireSaslError,
     SessionExpiredError,
 )
 from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
-from kazoo.protocol.serialization import Auth as KazooAuth  # type: ignore[import-untyped]
-from kazoo.protocol.serialization import Connect as KazooConnect
-from kazoo.protocol.serialization import Exists, GetData
-from kazoo.protocol.serialization import SetData as KazooSetData
+from kazoo.protocol.serialization import Exists, GetData  # type: ignore[import-untyped]
 from kazoo.protocol.serialization import Sync as KazooSync
-from kazoo.protocol.serialization import Watch as WatchMessage
-from kazoo.protocol.states import KazooState, KeeperState  # type: ignore[import-untyped]
-from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
 from kazoo.security import make_digest_acl_credential  # type: ignore[import-untyped]
 
 from libkv.driver import (
@@ -62,50 +49,53 @@ from libkv.driver import (
     NotSupportedError,
     Op,
     OpKind,
-    Store,
-    StoreClosedError,
     StoreURL,
-    UnknownOutcomeError,
-    ValueTooLargeError,
     first_failure,
     parse_bool,
     parse_seconds,
 )
 from libkv_zookeeper import protocol
+from libkv_zookeeper.connection import ZooKeeperConnection
+from libkv_zookeeper.feed import WatchFeed
+from libkv_zookeeper.nodes import (
+    BAD_ARGUMENTS,
+    NO_AUTH,
+    NO_CHILDREN_FOR_EPHEMERALS,
+    NO_NODE,
+    PLAIN,
+    ROLLED_BACK,
+    RUNTIME_INCONSISTENCY,
+    UNIMPLEMENTED,
+    decode_data,
+    is_error,
+    lineage,
+    milliseconds,
+    new_lease_id,
+    parent_path,
+    path_depth,
+    protocol_set_data,
+)
 from libkv_zookeeper.paths import decode_segment, encode_segment, flatten, unflatten
 from libkv_zookeeper.protocol import (
-    Check,
     Create,
     CreateTTL,
     Delete,
-    Multi,
-    MultiRead,
     ReadData,
     SetData,
     Stat,
     WriteOp,
 )
+from libkv_zookeeper.transactions import Plan
 
 __all__ = ["CAPABILITIES", "ZooKeeperStore", "open_zookeeper"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2181
-JUTE_MAXBUFFER = 1_048_575  # ZooKeeper's default: a longer request makes it drop the connection
-REQUEST_LIMIT = JUTE_MAXBUFFER - 1024  # what the driver sends at most, with room to spare
-READ_LIMIT = REQUEST_LIMIT - 4096  # a larger multiRead is split (and loses its atomicity)
 REAP_INTERVAL = 0.2  # seconds between two looks for dead leases by each open Store
 OPEN_FEED_WAIT = 0.5  # longest a watch waits for the connection when (re)opening its feed
 MAX_WRITE_OPS = 1000
 CHECK_INTERVAL = 0.5  # the server's znode.container.checkIntervalMs assumed (check_interval=)
-CLOSE_WAIT = 1.0  # longest close() waits for kazoo to end its session
-# A watch whose Store has heard nothing from the server for WATCH_STALL seconds (at most
-# a quarter of the store's timeout) raises NotReachableError from its feed's poll, so the
-# engine's unreachable clock starts then, not when kazoo notices the loss (two thirds of
-# the session timeout later). Silence for half of it sends a probe (an exists request),
-# whose answer is contact: an idle, healthy connection is never silent that long.
-WATCH_STALL = 1.5
-CANCEL_CHECK = 0.05  # how often a feed's pending read looks whether the feed was closed
 
 CAPABILITIES = Capabilities(
     watch_every_change=False,  # a persistent watch says what changed, not every value
@@ -120,91 +110,8 @@ CAPABILITIES = Capabilities(
     max_transaction_ops=MAX_WRITE_OPS,
 )
 
-PLAIN = b"\x00k"  # data marker of a libkv value
-LEASED = b"\x00l"  # data marker of a libkv value under a lease: 8-byte lease id follows
-_LEASE_HEADER = len(LEASED) + 8
 
-# ZooKeeper error codes (KeeperException.Code)
-NO_NODE = -101
-NO_AUTH = -102
-UNIMPLEMENTED = -6
-BAD_ARGUMENTS = -8
-NO_CHILDREN_FOR_EPHEMERALS = -108
-ROLLED_BACK = 0
-RUNTIME_INCONSISTENCY = -2
-
-_CREATED, _DELETED, _CHANGED = 1, 2, 3  # watch event types
-
-
-class _KazooLogFilter(logging.Filter):
-    """Drop kazoo's below-DEBUG records (whole responses) and its records of the requests
-    that carry credentials: kazoo 2.11 logs every request at DEBUG, the digest ``Auth``
-    with its password and ``Connect`` with the session's password."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        arguments = record.args if isinstance(record.args, tuple) else ()
-        secret = any(isinstance(argument, KazooAuth | KazooConnect) for argument in arguments)
-        return record.levelno >= logging.DEBUG and not secret
-
-
-class _KazooLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """One client's kazoo logger: remembers why its last connection attempt failed
-    (kazoo only logs it), so that NotReachableError can say so (a TLS handshake refused,
-    a certificate not trusted)."""
-
-    def __init__(self) -> None:
-        super().__init__(_kazoo_log, {})
-        self.last_failure: Exception | None = None
-
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        if msg in ("Connection dropped: %s", "Connection time-out: %s") and args:
-            failure = args[0]
-            self.last_failure = failure if isinstance(failure, Exception) else None
-        super().log(level, msg, *args, **kwargs)
-
-
-_kazoo_log = logging.getLogger("libkv_zookeeper.kazoo")
-_kazoo_log.addFilter(_KazooLogFilter())
-
-
-class _Cancelled(Exception):
-    """A feed's read given up because the feed was closed (see ``_Feed.poll``)."""
-
-
-def _parent(path: str) -> str:
-    """The parent path ("" for a top-level node, whose parent is the root)."""
-    return path[: path.rfind("/")]
-
-
-def _lineage(path: str) -> list[str]:
-    """``path`` and its ancestors below the root, top-down."""
-    parts = path.split("/")[1:]
-    return ["/" + "/".join(parts[: index + 1]) for index in range(len(parts))]
-
-
-def _depth(path: str) -> int:
-    return path.count("/")
-
-
-def _decode(data: bytes) -> tuple[bytes, int] | None:
-    """(value, lease id or 0) of a znode's data; None for an implicit parent."""
-    if not data:
-        return None
-    marker = data[:2]
-    if marker == PLAIN:
-        return data[2:], 0
-    if marker == LEASED and len(data) >= _LEASE_HEADER:
-        return data[_LEASE_HEADER:], int.from_bytes(data[2:_LEASE_HEADER], "big")
-    return data, 0  # a foreign znode: its data is its value
-
-
-def _encode(value: bytes, lease_id: int) -> bytes:
-    if lease_id:
-        return LEASED + lease_id.to_bytes(8, "big") + value
-    return PLAIN + value
-
-
-class ZooKeeperStore(Store):
+class ZooKeeperStore(ZooKeeperConnection):
     """A store in a ZooKeeper ensemble (or under a chroot of it); see the module docstring."""
 
     capabilities = CAPABILITIES
@@ -221,18 +128,23 @@ class ZooKeeperStore(Store):
         tls: dict[str, Any],
         check_interval: float = CHECK_INTERVAL,
     ) -> None:
-        super().__init__(url, namespace=namespace, timeout=timeout)
+        super().__init__(
+            url,
+            hosts=hosts,
+            namespace=namespace,
+            timeout=timeout,
+            session_timeout=session_timeout,
+            tls=tls,
+        )
         if check_interval != CHECK_INTERVAL:
             # Expiry waits for the server's TTL check: declare the slack it implies.
             self.capabilities = dataclasses.replace(
                 CAPABILITIES, ttl_slack=CAPABILITIES.ttl_slack - CHECK_INTERVAL + check_interval
             )
-        self._hosts = hosts
         self._base = chroot  # "" or "/a/b": every path of this Store starts with it
         self._bookkeeping = self._base + "/%libkv"
         self._lease_root = self._bookkeeping + "/leases"
         self._attached_root = self._bookkeeping + "/attached"
-        credentials = url.username is not None or url.password is not None
         # With credentials every znode the driver creates belongs to that digest user alone
         # (not to the session's other identities, such as its TLS certificate's).
         self._acl: tuple[tuple[int, str, str], ...] = (
@@ -243,62 +155,15 @@ class ZooKeeperStore(Store):
                     make_digest_acl_credential(url.username or "", url.password or ""),
                 ),
             )
-            if credentials
+            if self._credentials
             else protocol.OPEN_ACL_UNSAFE
         )
-        self._connected = threading.Event()
-        self._watch_lock = threading.Lock()
-        self._feeds: tuple[_Feed, ...] = ()
-        self._watched: dict[str, int] = {}  # path -> open feeds on it (this connection)
-        self._generation = 0  # bumped on every connection loss: watches are gone then
         self._lease_clock: dict[int, tuple[float, float]] = {}  # id -> (refreshed, ttl)
-        self._kazoo_log = _KazooLog()
-        self._client = KazooClient(
-            hosts=hosts,
-            # Members are tried in the order the URL lists them, as on etcd and Consul.
-            randomize_hosts=False,
-            timeout=session_timeout,
-            auth_data=(
-                [("digest", f"{url.username or ''}:{url.password or ''}")] if credentials else None
-            ),
-            connection_retry=KazooRetry(max_tries=-1, delay=0.05, backoff=1.5, max_delay=1.0),
-            command_retry=None,
-            logger=self._kazoo_log,
-            **tls,
-        )
-        connection = self._client._connection
-        self._read_watch_event = connection._read_watch_event
-        connection._read_watch_event = self._on_watch_event
-        self._heard = time.monotonic()  # when the server last answered (pings included)
-        # Set once a server that enforces authentication closed the session for want of
-        # it: the Store's credentials cannot change, so every later call is refused too
-        # (rather than failing as a lost connection, or a write of unknown outcome).
-        self._unauthenticated = False
-        # When an established connection was lost (None while connected, and while the
-        # first connection is being made): see _await_connection.
-        self._disconnected_since: float | None = None
-        # Per thread: the event that cancels the reads this thread sends (set by a
-        # feed while it reads for its poll, so that close() never waits for a read).
-        self._reader = threading.local()
-        self._probed = 0.0  # when the last contact probe was sent
-        self._read_socket = connection._read_socket
-        connection._read_socket = self._on_read_socket
-        self._client.add_listener(self._on_state)
-        self._client.start_async()
         self._stopping = threading.Event()
         self._reaper = threading.Thread(
             target=self._reap_loop, name="libkv-zookeeper-reaper", daemon=True
         )
         self._reaper.start()
-
-    @property
-    def endpoint(self) -> str | None:
-        """``host:port`` of the member this Store is connected to (None while it is not)."""
-        try:
-            address = self._client._connection._socket.getpeername()
-        except (AttributeError, OSError):
-            return None
-        return f"{address[0]}:{address[1]}"
 
     # -- paths --------------------------------------------------------------------------
 
@@ -331,175 +196,10 @@ class ZooKeeperStore(Store):
     def _pair(self, key: str, node: ReadData | None) -> KVPair | None:
         if node is None:
             return None
-        decoded = _decode(node.data)
+        decoded = decode_data(node.data)
         if decoded is None:
             return None
         return KVPair(key, decoded[0], node.stat.mzxid)
-
-    # -- the connection -------------------------------------------------------------------
-
-    def _on_state(self, state: str) -> None:
-        """kazoo's state listener (its own thread: must not block)."""
-        if state == KazooState.CONNECTED:
-            self._heard = time.monotonic()
-            self._disconnected_since = None
-            self._connected.set()
-            return
-        if self._connected.is_set():
-            self._disconnected_since = time.monotonic()
-        self._connected.clear()
-        with self._watch_lock:
-            self._generation += 1
-            self._watched.clear()  # the server dropped this connection's watches
-            feeds = self._feeds
-        for feed in feeds:
-            feed.lose()
-
-    def _on_read_socket(self, read_timeout: float) -> Any:
-        """Note each message read from the server (kazoo's reader thread) as contact."""
-        result = self._read_socket(read_timeout)
-        self._heard = time.monotonic()
-        return result
-
-    def _probe(self) -> None:
-        """Ask the server for a cheap answer, unless a probe is on its way already: the
-        answer (like any message) proves contact for the watches (see WATCH_STALL)."""
-        if self._probed > self._heard or not self._connected.is_set() or self.closed:
-            return
-        self._probed = time.monotonic()
-        self._client._call(Exists("/", None), self._client.handler.async_result())
-
-    def _on_watch_event(self, buffer: bytes, offset: int) -> Any:
-        """Route a watch event to the feeds (kazoo's reader only knows one-shot watches)."""
-        message, _ = WatchMessage.deserialize(buffer, offset)
-        if message.type in (_CREATED, _DELETED, _CHANGED):
-            for feed in self._feeds:
-                feed.offer(message.path)
-        return self._read_watch_event(buffer, offset)
-
-    def _await_connection(self, deadline: float) -> None:
-        if self._unauthenticated:
-            raise AuthenticationError(self._refused())
-        if self._connected.is_set():
-            return
-        cancel: threading.Event | None = getattr(self._reader, "cancel", None)
-        # A Store that has been without its server for a whole timeout already says so
-        # at once (kazoo keeps reconnecting meanwhile, at least once a second), rather
-        # than making each call wait a timeout of its own: a watch that just raised
-        # NotReachableError is not followed by a lease revocation blocking as long again.
-        since = self._disconnected_since
-        if since is not None:
-            deadline = min(deadline, max(since + self.timeout, time.monotonic()))
-        while not self._connected.wait(max(min(0.05, deadline - time.monotonic()), 0.0)):
-            if self.closed:
-                self._raise_closed()
-            if cancel is not None and cancel.is_set():
-                raise _Cancelled
-            if self._client.client_state == KeeperState.AUTH_FAILED:
-                raise AuthenticationError(self._refused())
-            if time.monotonic() >= deadline:
-                failure = self._kazoo_log.last_failure
-                raise NotReachableError(
-                    f"zookeeper at {self._hosts} not reachable within {self.timeout} s"
-                    + (f": {failure}" if failure is not None else "")
-                ) from failure
-
-    def _refused(self) -> str:
-        user = f" user {self.url.username!r}" if self.url.username is not None else ""
-        return f"zookeeper at {self._hosts} refused access to{user}"
-
-    def _send(self, request: Any, *, write: bool, timeout: float | None = None) -> Any:
-        """Send one request, waiting for the connection; retry a read until the timeout.
-
-        A write whose connection fails after it may have been sent raises
-        UnknownOutcomeError; it is never sent twice.
-        """
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            self._await_connection(deadline)
-            result = self._client.handler.async_result()
-            self._client._call(request, result)
-            try:
-                return self._wait(result, deadline)
-            except SessionClosedRequireSaslError:
-                self._unauthenticated = True
-                raise
-            except (ConnectionLoss, SessionExpiredError, KazooTimeoutError) as error:
-                if self._unauthenticated:
-                    raise AuthenticationError(self._refused()) from error
-                if write:
-                    raise UnknownOutcomeError(
-                        f"zookeeper at {self._hosts}: the connection failed after a write "
-                        f"was sent; it may or may not be applied ({type(error).__name__})"
-                    ) from error
-                if time.monotonic() >= deadline or isinstance(error, KazooTimeoutError):
-                    raise NotReachableError(
-                        f"zookeeper at {self._hosts} not reachable within {self.timeout} s"
-                    ) from error
-
-    def _wait(self, result: Any, deadline: float) -> Any:
-        """The result of a request, waiting until ``deadline``; in a feed's read,
-        _Cancelled soon after the feed is closed."""
-        cancel: threading.Event | None = getattr(self._reader, "cancel", None)
-        if cancel is None:
-            return result.get(timeout=max(deadline - time.monotonic(), 0.001))
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                return result.get(timeout=max(min(remaining, CANCEL_CHECK), 0.001))
-            except KazooTimeoutError:
-                if cancel.is_set():
-                    raise _Cancelled from None
-                if remaining <= CANCEL_CHECK:
-                    raise
-
-    def _multi_read(
-        self, reads: Sequence[tuple[str, str]], *, timeout: float | None = None
-    ) -> tuple[list[ReadData | list[str] | None], int, bool]:
-        """Results of ``reads`` (None for a missing node), the zxid they were read at,
-        and whether they were read at one point (one request)."""
-        chunks: list[list[tuple[str, str]]] = [[]]
-        size = 0
-        for read in reads:
-            length = len(read[1]) + 24
-            if chunks[-1] and size + length > READ_LIMIT:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(read)
-            size += length
-        results: list[ReadData | list[str] | None] = []
-        zxid = 0
-        for chunk in chunks:
-            if not chunk:
-                continue
-            request = MultiRead(chunk)
-            for result in self._send(request, write=False, timeout=timeout):
-                if isinstance(result, int):
-                    if result != NO_NODE:  # the only error a read of many nodes expects
-                        raise EXCEPTIONS[result]()
-                    results.append(None)
-                else:
-                    results.append(result)
-            zxid = max(zxid, request.zxid)
-        return results, zxid, len(chunks) == 1
-
-    def _read_nodes(self, paths: Sequence[str]) -> tuple[dict[str, ReadData | None], int]:
-        results, zxid, _ = self._multi_read([("data", path) for path in paths])
-        return {
-            path: result if isinstance(result, ReadData) else None
-            for path, result in zip(paths, results, strict=True)
-        }, zxid
-
-    def _send_multi(self, operations: list[WriteOp]) -> list[Any]:
-        size = protocol.request_size(operations)
-        if size > REQUEST_LIMIT:
-            raise ValueTooLargeError(
-                f"the request of {size} bytes exceeds ZooKeeper's jute.maxbuffer "
-                f"({JUTE_MAXBUFFER} bytes)"
-            )
-        request = Multi(operations)
-        results: list[Any] = self._send(request, write=True)
-        return results
 
     # -- reading --------------------------------------------------------------------------
 
@@ -508,7 +208,7 @@ class ZooKeeperStore(Store):
             data, stat = self._send(GetData(self._path(key), None), write=False)
         except NoNodeError:
             return None
-        decoded = _decode(data)
+        decoded = decode_data(data)
         return None if decoded is None else KVPair(key, decoded[0], stat.mzxid)
 
     def _sync_before_reads(self) -> None:
@@ -642,7 +342,7 @@ class ZooKeeperStore(Store):
         deadline = time.monotonic() + self.timeout
         synced = False
         while True:
-            plan = _Plan(self, ops)
+            plan = Plan(self, ops)
             nodes, _ = self._read_nodes(plan.reads)
             error = first_failure(ops, [self._pair(op.key, nodes[path]) for op, path in plan.ops])
             if error is not None:
@@ -659,7 +359,7 @@ class ZooKeeperStore(Store):
                 (
                     (slot, result)
                     for slot, result in enumerate(results)
-                    if _failed(result) and result not in (ROLLED_BACK, RUNTIME_INCONSISTENCY)
+                    if is_error(result) and result not in (ROLLED_BACK, RUNTIME_INCONSISTENCY)
                 ),
                 None,
             )
@@ -697,7 +397,9 @@ class ZooKeeperStore(Store):
         while True:
             nodes, _ = self._snapshot(root)
             doomed = sorted(
-                (path for path in nodes if path != root or include_root), key=_depth, reverse=True
+                (path for path in nodes if path != root or include_root),
+                key=path_depth,
+                reverse=True,
             )
             if not doomed:
                 break
@@ -705,10 +407,10 @@ class ZooKeeperStore(Store):
             for start in range(0, len(doomed), MAX_WRITE_OPS):
                 chunk = doomed[start : start + MAX_WRITE_OPS]
                 results = self._send_multi([Delete(path, -1) for path in chunk])
-                if any(_failed(result) for result in results):
+                if any(is_error(result) for result in results):
                     done = False  # changed meanwhile: read again
                     break
-                count += sum(1 for path in chunk if _decode(nodes[path].data) is not None)
+                count += sum(1 for path in chunk if decode_data(nodes[path].data) is not None)
             if done:
                 break
             if time.monotonic() > deadline:
@@ -719,9 +421,11 @@ class ZooKeeperStore(Store):
 
     def _remove_empty_parents(self, paths: Iterable[str]) -> None:
         """Delete the implicit parents (no data) that ``paths``' deletion left childless."""
-        pending = {_parent(path) for path in paths}
+        pending = {parent_path(path) for path in paths}
         while pending:
-            candidates = sorted((path for path in pending if self._below_base(path)), key=_depth)
+            candidates = sorted(
+                (path for path in pending if self._below_base(path)), key=path_depth
+            )
             pending = set()
             if not candidates:
                 return
@@ -732,8 +436,8 @@ class ZooKeeperStore(Store):
                     if node is None or node.data or node.stat.num_children:
                         continue
                     results = self._send_multi([Delete(path, node.stat.version)])
-                    if not any(_failed(result) for result in results):
-                        pending.add(_parent(path))
+                    if not any(is_error(result) for result in results):
+                        pending.add(parent_path(path))
             except KVError:
                 log.debug("could not remove empty parents of %s", candidates, exc_info=True)
                 return
@@ -743,18 +447,18 @@ class ZooKeeperStore(Store):
     def _grant_lease(self, ttl: float) -> int:
         deadline = time.monotonic() + self.timeout
         while True:
-            lease_id = _new_lease_id()
-            bookkeeping = [*_lineage(self._bookkeeping), self._lease_root, self._attached_root]
+            lease_id = new_lease_id()
+            bookkeeping = [*lineage(self._bookkeeping), self._lease_root, self._attached_root]
             nodes, _ = self._read_nodes(bookkeeping)
             operations: list[WriteOp] = [
                 Create(path, b"", self._acl) for path in bookkeeping if nodes[path] is None
             ]
             operations += [
-                CreateTTL(self._lease_path(lease_id), b"", self._acl, _milliseconds(ttl)),
+                CreateTTL(self._lease_path(lease_id), b"", self._acl, milliseconds(ttl)),
                 Create(f"{self._attached_root}/{lease_id:016x}", b"", self._acl),
             ]
             results = self._send_multi(operations)
-            errors = [result for result in results if _failed(result)]
+            errors = [result for result in results if is_error(result)]
             if not errors:
                 self._lease_clock[lease_id] = (time.monotonic(), ttl)
                 return lease_id
@@ -831,7 +535,7 @@ class ZooKeeperStore(Store):
         deleted = []
         for entry, path in zip(entries, paths, strict=True):
             node = nodes[path]
-            decoded = None if node is None else _decode(node.data)
+            decoded = None if node is None else decode_data(node.data)
             if node is not None and decoded is not None and decoded[1] == lease_id:
                 if node.stat.num_children == 0:
                     operations.append(Delete(path, node.stat.version))
@@ -840,21 +544,21 @@ class ZooKeeperStore(Store):
                     operations.append(SetData(path, b"", node.stat.version))
             operations.append(Delete(f"{directory}/{entry}", -1))
         operations.append(Delete(directory, -1))
-        if any(_failed(result) for result in self._send_multi(operations)):
+        if any(is_error(result) for result in self._send_multi(operations)):
             return False
         self._remove_empty_parents(deleted)
         return True
 
     # -- watching -------------------------------------------------------------------------------
 
-    def _open_feed(self, prefix: str, after: int | None) -> _Feed:
+    def _open_feed(self, prefix: str, after: int | None) -> WatchFeed:
         root = self._range_root(prefix)[0]
         deadline = time.monotonic() + OPEN_FEED_WAIT
         self._await_connection(deadline)
         with self._watch_lock:
             # Requests leave in the order they are queued: adding and removing a path's
             # watch are queued under the lock, so a removal never overtakes an addition.
-            feed = _Feed(self, root, self._generation)
+            feed = WatchFeed(self, root, self._generation)
             self._feeds = (*self._feeds, feed)
             count = self._watched.get(root, 0)
             self._watched[root] = count + 1
@@ -882,7 +586,7 @@ class ZooKeeperStore(Store):
                 feed.lose()
         return feed
 
-    def _forget(self, feed: _Feed) -> None:
+    def _forget(self, feed: WatchFeed) -> None:
         with self._watch_lock:
             if feed not in self._feeds:
                 return
@@ -929,281 +633,11 @@ class ZooKeeperStore(Store):
         pairs.sort(key=lambda pair: pair.key)
         return FeedBatch(zxid, snapshot=pairs)
 
-    # -- errors and closing ---------------------------------------------------------------------
-
-    def _translate_error(self, error: Exception) -> KVError | None:
-        if isinstance(error, (NoAuthError, AuthFailedError, SessionClosedRequireSaslError)):
-            if isinstance(error, SessionClosedRequireSaslError):
-                self._unauthenticated = True
-            return AuthenticationError(self._refused())
-        if isinstance(error, ConnectionClosedError) and self.closed:
-            return StoreClosedError(f"store is closed: {self.url}")
-        if isinstance(
-            error,
-            (
-                ConnectionLoss,
-                SessionExpiredError,
-                ConnectionClosedError,
-                KazooTimeoutError,
-                OperationTimeoutError,
-            ),
-        ):
-            return NotReachableError(f"zookeeper at {self._hosts} not reachable: {error!r}")
-        if isinstance(error, KazooException):
-            return KVError(f"zookeeper at {self._hosts}: {type(error).__name__}: {error}")
-        return None
+    # -- closing --------------------------------------------------------------------------------
 
     def _close(self) -> None:
         self._stopping.set()
-        # kazoo's stop() waits for its connection thread, which may be stuck connecting
-        # to a frozen server for seconds: let it finish on its own.
-        closer = threading.Thread(target=self._stop_client, name="libkv-zookeeper-close")
-        closer.daemon = True
-        closer.start()
-        closer.join(CLOSE_WAIT)
-
-    def _stop_client(self) -> None:
-        try:
-            self._client.stop()
-            self._client.close()
-        except Exception:
-            log.debug("error stopping the kazoo client", exc_info=True)
-
-
-class _Plan:
-    """One attempt at a commit: what to read, and the multi built from what was read.
-
-    Conditions are evaluated (``first_failure``) on the nodes read; the multi then
-    carries a check for each of them, so it applies only if they still hold:
-
-    * a node that exists is written with ``setData(version=the data version read)``
-      (put: any version), deleted with ``delete(version=...)``, or checked with
-      ``check(version=...)``. The condition was on the mzxid read with that data
-      version, and the data version only changes with a write that also changes the
-      mzxid. A delete and re-create between the read and the multi restarts the data
-      version at 0: it fools the check only if the new node is rewritten to exactly the
-      data version read, within one round trip.
-    * a node that does not exist is created (``create`` fails if it exists by then);
-      absence alone (``check(key, 0)``) is checked by creating and deleting the highest
-      missing node on its path.
-    """
-
-    def __init__(self, store: ZooKeeperStore, ops: Sequence[Op]) -> None:
-        self.store = store
-        self.source = ops
-        self.ops = [(op, store._path(op.key)) for op in ops]
-        self.ttl_leases: dict[float, int] = {}
-        self.deleted: list[str] = []
-        self.roles: list[tuple[str, int]] = []
-        reads: dict[str, None] = {}
-        leased = False
-        for op, path in self.ops:
-            reads[path] = None
-            parent = _parent(path)
-            while parent:
-                reads[parent] = None
-                parent = _parent(parent)
-            lease_id = self._lease_id(op)
-            if lease_id:
-                leased = True
-                entry = store._entry_path(lease_id, path)
-                reads[_parent(entry)] = None
-                reads[entry] = None
-        if leased:
-            for path in (store._bookkeeping, store._lease_root, store._attached_root):
-                reads[path] = None
-        self.reads = list(reads)
-
-    def _lease_id(self, op: Op) -> int:
-        if op.lease is not None:
-            return op.lease.id
-        if op.ttl is not None:
-            if op.ttl not in self.ttl_leases:
-                self.ttl_leases[op.ttl] = _new_lease_id()
-            return self.ttl_leases[op.ttl]
-        return 0
-
-    def build(self, nodes: dict[str, ReadData | None]) -> list[WriteOp]:
-        store = self.store
-        acl = store._acl
-        operations: list[WriteOp] = []
-        roles = self.roles
-        exists = {path for path, node in nodes.items() if node is not None}
-
-        def add(operation: WriteOp, role: str, index: int) -> None:
-            operations.append(operation)
-            roles.append((role, index))
-
-        def ensure(path: str, index: int) -> None:
-            missing = []
-            parent = _parent(path)
-            while parent and parent not in exists:
-                missing.append(parent)
-                parent = _parent(parent)
-            for ancestor in reversed(missing):
-                add(Create(ancestor, b"", acl), "parent", index)
-                exists.add(ancestor)
-
-        for index, (op, path) in enumerate(self.ops):  # absence checks come first
-            if op.kind is OpKind.CHECK and op.version == 0 and nodes[path] is None:
-                highest = path
-                while _parent(highest) and nodes.get(_parent(highest)) is None:
-                    highest = _parent(highest)
-                add(Create(highest, b"", acl), "guard", index)
-                add(Delete(highest, 0), "guard", index)
-        for index, (op, _path) in enumerate(self.ops):
-            if op.lease is not None:
-                add(Check(store._lease_path(op.lease.id), -1), "lease", index)
-        for ttl, lease_id in self.ttl_leases.items():
-            index = next(i for i, (op, _) in enumerate(self.ops) if op.ttl == ttl)
-            ensure(store._attached_root + "/x", index)
-            ensure(store._lease_root + "/x", index)
-            add(CreateTTL(store._lease_path(lease_id), b"", acl, _milliseconds(ttl)), "ttl", index)
-            directory = f"{store._attached_root}/{lease_id:016x}"
-            add(Create(directory, b"", acl), "ttl", index)
-            exists.add(directory)
-        # Nodes this multi writes a child under: a deleted key among them stays their
-        # implicit parent instead of being deleted, whatever the order of the ops.
-        parents = {
-            ancestor for op, path in self.ops if op.kind.writes for ancestor in _lineage(path)[:-1]
-        }
-        for index, (op, path) in enumerate(self.ops):
-            node = nodes[path]
-            kind = op.kind
-            if kind.writes:
-                lease_id = op.lease.id if op.lease is not None else self._lease_id(op)
-                data = _encode(op.value, lease_id)
-                if node is not None:
-                    version = -1 if kind is OpKind.PUT else node.stat.version
-                    add(SetData(path, data, version), "op", index)
-                elif path in exists:
-                    # An earlier op of this multi created it as the implicit parent of
-                    # its key (data version 0): it becomes a value, its children stay.
-                    add(SetData(path, data, 0), "op", index)
-                else:
-                    ensure(path, index)
-                    add(Create(path, b"", acl), "op", index)
-                    add(SetData(path, data, 0), "op", index)  # its stat carries the zxid
-                    exists.add(path)
-                if lease_id:
-                    entry = store._entry_path(lease_id, path)
-                    if entry not in exists:
-                        ensure(entry, index)
-                        add(Create(entry, b"", acl), "entry", index)
-                        exists.add(entry)
-            elif kind is OpKind.DELETE:
-                assert node is not None  # first_failure saw the key
-                if node.stat.num_children == 0 and path not in parents:
-                    add(Delete(path, node.stat.version), "op", index)
-                    self.deleted.append(path)
-                else:  # its children stay readable: it becomes their implicit parent
-                    add(SetData(path, b"", node.stat.version), "op", index)
-            elif node is not None:  # a check of an existing node (absence: see above)
-                add(Check(path, node.stat.version), "op", index)
-        return operations
-
-
-def protocol_set_data(path: str, data: bytes) -> Any:
-    """A plain setData request (any version) as kazoo sends it; it answers the stat."""
-    return KazooSetData(path, data, -1)
-
-
-def _failed(result: object) -> bool:
-    """Whether a multi slot holds an error code (successes are stats, paths or True)."""
-    return type(result) is int
-
-
-def _new_lease_id() -> int:
-    return random.getrandbits(63) or 1
-
-
-def _milliseconds(ttl: float) -> int:
-    return max(int(ttl * 1000 + 0.999), 1)
-
-
-class _Feed:
-    """Changes under one znode, from the Store's persistent recursive watch on it.
-
-    The first poll returns the whole subtree (read after the watch was added, so no
-    change is missed); later polls return a partial snapshot of just the nodes the
-    watch named since. A connection loss ends the feed (NotReachableError): the engine
-    opens a new one, which adds the watch again and re-reads everything. So does a
-    Store that has heard nothing from the server for ``WATCH_STALL`` (a frozen or
-    partitioned server, which kazoo notices only two thirds of a session timeout later).
-    """
-
-    def __init__(self, store: ZooKeeperStore, root: str, generation: int) -> None:
-        self.store = store
-        self.root = root
-        self.generation = generation
-        self._scope = "/" if root == "/" else root + "/"
-        self._condition = threading.Condition()
-        self._dirty: dict[str, None] = {}
-        self._full = True
-        self._lost = False
-        self._closed = False
-        self._stall = min(WATCH_STALL, store.timeout / 4)
-        self._cancelled = threading.Event()  # set by close(): a read for poll gives up
-
-    def offer(self, path: str) -> None:
-        """A watch event's path (kazoo's reader thread: must not block)."""
-        if path == self.root or path.startswith(self._scope):
-            with self._condition:
-                self._dirty[path] = None
-                self._condition.notify()
-
-    def lose(self) -> None:
-        with self._condition:
-            self._lost = True
-            self._condition.notify()
-
-    def poll(self, timeout: float) -> FeedBatch | None:
-        """See :class:`libkv.watching.Feed`."""
-        store = self.store
-        deadline = time.monotonic() + timeout
-        with self._condition:
-            while not (self._dirty or self._full or self._lost or self._closed):
-                # Returning None asserts contact: only while the server has answered
-                # within the stall bound, which a probe keeps true on an idle connection.
-                now = time.monotonic()
-                silent = now - store._heard
-                if silent > self._stall:
-                    raise NotReachableError(
-                        f"zookeeper at {store._hosts}: no answer for {silent:.1f} s"
-                    )
-                if silent > self._stall / 2:
-                    store._probe()
-                    check = store._heard + self._stall
-                else:
-                    check = store._heard + self._stall / 2
-                if now >= deadline:
-                    break
-                self._condition.wait(max(min(deadline, check) - now, 0.001))
-            if self._closed:
-                return None
-            if self._lost:
-                raise NotReachableError(
-                    f"zookeeper at {self.store._hosts}: connection lost; the watch re-reads"
-                )
-            full, self._full = self._full, False
-            paths = list(self._dirty)
-            self._dirty.clear()
-        if not full and not paths:
-            return None
-        store._reader.cancel = self._cancelled
-        try:
-            return store._full_snapshot(self.root) if full else store._read_changes(paths)
-        except _Cancelled:
-            return None  # closed meanwhile: what was read no longer matters
-        finally:
-            store._reader.cancel = None
-
-    def close(self) -> None:
-        self._cancelled.set()
-        with self._condition:
-            self._closed = True
-            self._condition.notify()
-        self.store._forget(self)
+        super()._close()
 
 
 def _read_file(option: str, path: object) -> str:
