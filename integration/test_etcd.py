@@ -9,7 +9,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 from libkv_etcd import EtcdStore
@@ -17,7 +16,7 @@ from libkv_etcd.driver import CAPABILITIES
 from pyetcd import etcdrpc  # type: ignore[import-untyped]
 
 import libkv
-from integration.servers import Certificates, EtcdServer, free_port, make_test_certificates
+from integration.servers import EtcdServer, free_port
 from libkv import Action, ops
 from libkv.testing import CrossProcessConformance, WatchRecorder
 from libkv.testing.polling import assert_holds_until, wait_until
@@ -180,59 +179,20 @@ def test_authentication(stopped_server: EtcdServer) -> None:
         assert not isinstance(raised.value, libkv.NotReachableError)
 
 
-class _TLSEtcdServer(EtcdServer):
-    """An etcd member that serves clients over TLS and requires a client certificate."""
-
-    def __init__(self, certificates: Path) -> None:
-        super().__init__()
-        self.certificates = certificates
-
-    @property
-    def url(self) -> str:
-        return f"etcd://{self.endpoint}"
-
-    def command(self) -> list[str]:
-        https = f"https://{self.endpoint}"
-        command = [
-            https if part == f"http://{self.endpoint}" else part for part in super().command()
-        ]
-        return [
-            *command,
-            "--client-cert-auth",
-            "--trusted-ca-file", str(self.certificates / "ca.pem"),
-            "--cert-file", str(self.certificates / "server.pem"),
-            "--key-file", str(self.certificates / "server-key.pem"),
-        ]  # fmt: skip
-
-    def is_healthy(self) -> bool:
-        context = Certificates(self.certificates).client_context()
-        try:
-            with urllib.request.urlopen(
-                f"https://{self.endpoint}/health", timeout=2, context=context
-            ) as response:
-                return bool(json.loads(response.read()).get("health") == "true")
-        except (OSError, ValueError):
-            return False
-
-
-def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
-    make_test_certificates(tmp_path)
-    server = _TLSEtcdServer(tmp_path)
-    try:
-        server.start()
-        files = f"ca={tmp_path / 'ca.pem'}&cert={tmp_path / 'client.pem'}"
-        url = f"{server.url}/tls?{files}&key={tmp_path / 'client-key.pem'}"
-        with libkv.open(url) as store:
-            written = store.put("k", b"v")
-            assert store.get("k") == written
-            with store.watch("k") as watch:
-                init = watch.next_event(timeout=5)
-                assert init is not None and init.pair == written
-        plain = libkv.open(f"{server.url}/tls?timeout=1")
-        with plain, pytest.raises(libkv.NotReachableError):
-            plain.get("k")
-    finally:
-        server.close()
+def test_tls_with_a_client_certificate(etcd_tls_server: EtcdServer) -> None:
+    """Over TLS with a client certificate, reads, writes and watches work; a client
+    that speaks plain HTTP to the TLS port is refused as unreachable."""
+    files = "&".join(f"{name}={path}" for name, path in etcd_tls_server.tls_options.items())
+    url = f"{etcd_tls_server.url}/tls{uuid.uuid4().hex}"
+    with libkv.open(f"{url}?{files}") as store:
+        written = store.put("k", b"v")
+        assert store.get("k") == written
+        with store.watch("k") as watch:
+            init = watch.next_event(timeout=5)
+            assert init is not None and init.pair == written
+    plain = libkv.open(f"etcd://{etcd_tls_server.endpoint}/tls?timeout=1")
+    with plain, pytest.raises(libkv.NotReachableError):
+        plain.get("k")
 
 
 class _FrequentProgressEtcdServer(EtcdServer):
