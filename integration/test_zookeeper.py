@@ -344,7 +344,9 @@ def test_snapshots_read_in_several_requests_are_consistent(
 ) -> None:
     """A subtree too large for one multiRead is read in chunks and accepted only when a
     second pass finds nothing changed: snapshots taken under concurrent batches still
-    show every key of a batch at one generation."""
+    show every key of a batch at one generation. (The batches come every 10 ms: a
+    writer that never pauses can starve a chunked read until its timeout, when it
+    raises KVError, as the plugin README says.)"""
     monkeypatch.setattr(connection, "READ_LIMIT", 200)  # a few paths per request
     keys = [f"batch/{index}" for index in range(12)]
     with libkv.open(chroot_url) as store, libkv.open(chroot_url) as writer:
@@ -356,6 +358,7 @@ def test_snapshots_read_in_several_requests_are_consistent(
             while not stop.is_set():
                 generation += 1
                 writer.put_many({key: str(generation).encode() for key in keys})
+                stop.wait(0.01)  # the pace of the batches, not a wait for a condition
 
         thread = threading.Thread(target=write_generations, daemon=True)
         thread.start()
