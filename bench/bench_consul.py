@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import consul  # type: ignore[import-untyped]
+import consul
 from libkv_consul import ConsulStore
 from libkv_consul.http import key_path
 

@@ -176,11 +176,29 @@ first_line() {
     printf '%s\n' "${output%%$'\n'*}"
 }
 
+# The server versions the tests were validated against (Debian bookworm's packages); another
+# version is used as it is, with a warning (see the README's Development section).
+EXPECTED_REDIS="7.0.15"
+EXPECTED_ETCD="3.4.23"
+EXPECTED_ZOOKEEPER="3.8.0"
+
+warn_version() {  # name expected found
+    case "$3" in
+        *"$2"*) ;;
+        *) log "WARNING: $1 is '$3'; the tests were validated against $2 (they run anyway)" ;;
+    esac
+}
+
 print_versions() {
-    local zookeeper_version
+    local zookeeper_version redis_version etcd_version
     zookeeper_version="$(dpkg-query -W -f='${Version}' zookeeper 2>/dev/null || echo unknown)"
-    echo "redis-server: $(first_line redis-server --version)"
-    echo "etcd:         $(first_line etcd --version)"
+    redis_version="$(first_line redis-server --version)"
+    etcd_version="$(first_line etcd --version)"
+    warn_version redis-server "v=$EXPECTED_REDIS " "$redis_version "
+    warn_version etcd "$EXPECTED_ETCD" "$etcd_version"
+    warn_version zookeeper "$EXPECTED_ZOOKEEPER" "$zookeeper_version"
+    echo "redis-server: $redis_version"
+    echo "etcd:         $etcd_version"
     echo "etcdctl:      $(ETCDCTL_API=3 first_line etcdctl version)"
     echo "zookeeper:    $zookeeper_version (/usr/share/java/zookeeper.jar)"
     echo "java:         $(first_line java -version)"

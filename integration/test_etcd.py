@@ -13,7 +13,7 @@ import uuid
 import pytest
 from libkv_etcd import EtcdStore
 from libkv_etcd.driver import CAPABILITIES
-from pyetcd import etcdrpc  # type: ignore[import-untyped]
+from pyetcd import etcdrpc
 
 import libkv
 from integration.servers import EtcdServer, free_port

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from kazoo.client import KazooClient  # type: ignore[import-untyped]
+from kazoo.client import KazooClient
 from libkv_zookeeper import ZooKeeperStore, connection
 from libkv_zookeeper.paths import decode_segment, encode_segment
 

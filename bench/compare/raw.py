@@ -188,9 +188,8 @@ class RedisClient(RawClient):
         lock.release()
 
     def subscribe(self, prefix: str, on_event: OnEvent) -> Closer:
-        pubsub = self._subscriptions.pubsub(  # type: ignore[no-untyped-call]
-            ignore_subscribe_messages=True
-        )
+        # Through Any: redis-py types pubsub() in some supported releases, not others.
+        pubsub = cast(Any, self._subscriptions).pubsub(ignore_subscribe_messages=True)
         pubsub.psubscribe(**{f"__keyspace@0__:{self._root}{prefix}/*": lambda _: on_event()})
         worker = pubsub.run_in_thread(sleep_time=0.25, daemon=True)
 
@@ -213,7 +212,7 @@ class EtcdClient(RawClient):
     client = _version("etcd-sdk-python")
 
     def __init__(self, host: str, port: int) -> None:
-        import pyetcd  # type: ignore[import-untyped]
+        import pyetcd
 
         self._etcd: Any = pyetcd.client(host=host, port=port, timeout=10)
         self._root = "/raw/"
@@ -263,8 +262,8 @@ class ZooKeeperClient(RawClient):
     watch_note = "kazoo DataWatch on the one key written (kazoo has no recursive watch)"
 
     def __init__(self, hosts: str) -> None:
-        from kazoo.client import KazooClient  # type: ignore[import-untyped]
-        from kazoo.exceptions import NoNodeError  # type: ignore[import-untyped]
+        from kazoo.client import KazooClient
+        from kazoo.exceptions import NoNodeError
 
         self._no_node: type[Exception] = NoNodeError
         self._zookeeper: Any = KazooClient(hosts=hosts)
@@ -326,7 +325,7 @@ class ConsulClient(RawClient):
     linger = 1.5
 
     def __init__(self, host: str, port: int) -> None:
-        import consul  # type: ignore[import-untyped]
+        import consul
 
         self._host, self._port = host, port
         self._consul: Any = consul.Consul(host=host, port=port, consistency="consistent")

@@ -25,6 +25,7 @@ from urllib.parse import quote
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, SSLError
+from urllib3.response import BaseHTTPResponse
 
 from libkv.driver import (
     AuthenticationError,
@@ -285,7 +286,7 @@ class BlockingConnection:
         self._connection.close()
 
 
-def _reply(response: urllib3.BaseHTTPResponse) -> Reply:
+def _reply(response: BaseHTTPResponse) -> Reply:
     headers = response.headers
     return Reply(
         response.status,

@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import grpc  # type: ignore[import-untyped]
-from pyetcd import etcdrpc  # type: ignore[import-untyped]
+import grpc
+from pyetcd import etcdrpc
 
 from libkv.driver import (
     Action,

@@ -24,7 +24,7 @@ import math
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.exceptions
@@ -307,7 +307,8 @@ class RedisStore(Store):
         about ``FOLLOW_INTERVAL``.
         """
         if self._sentinel_pool is not None:
-            self._sentinel_pool.get_master_address()  # type: ignore[no-untyped-call]
+            # Through Any: redis-py types this call in some supported releases, not others.
+            cast(Any, self._sentinel_pool).get_master_address()
 
     def _reap_loop(self) -> None:
         failing = False
@@ -527,7 +528,8 @@ class _RedisFeed:
                 raise redis.exceptions.ConnectionError("the feed is closed")
             if self._connection is None:
                 # Not from the pool: close() shuts it while another thread may read it.
-                pool: Any = self._store._client.connection_pool  # type: ignore[union-attr]
+                # Through Any: RedisCluster declares no connection_pool in some releases.
+                pool: Any = cast(Any, self._store._client).connection_pool
                 wait = FEED_BLOCK + min(FEED_STALL, self._store.timeout / 4)
                 self._connection = pool.connection_class(
                     **{
@@ -696,10 +698,8 @@ def open_redis(url: StoreURL) -> RedisStore:
         try:
             nodes = [(host, port or 6379) for host, port in url.hosts] or [("localhost", 6379)]
             client = RedisCluster(
-                startup_nodes=[
-                    ClusterNode(host, port)  # type: ignore[no-untyped-call]
-                    for host, port in nodes
-                ],
+                # Through Any: redis-py types ClusterNode from 8.2 on, not before.
+                startup_nodes=[cast(Any, ClusterNode)(host, port) for host, port in nodes],
                 **connection,
             )
         except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as error:
@@ -707,7 +707,8 @@ def open_redis(url: StoreURL) -> RedisStore:
     elif sentinel is not None:
         if not url.hosts:
             raise InvalidURLError(f"sentinel= needs the Sentinel hosts in the URL: {url}")
-        sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        # Through Any: redis-py types Sentinel and master_for from 8.2 on, not before.
+        sentinels = cast(Any, Sentinel)(
             [(host, port or 26379) for host, port in url.hosts],
             sentinel_kwargs={
                 key: value
@@ -716,9 +717,7 @@ def open_redis(url: StoreURL) -> RedisStore:
             },
             **connection,
         )
-        client = sentinels.master_for(  # type: ignore[no-untyped-call]
-            sentinel, redis_class=redis.Redis, **connection
-        )
+        client = sentinels.master_for(sentinel, redis_class=redis.Redis, **connection)
     else:
         if len(url.hosts) > 1:
             raise InvalidURLError(f"redis:// takes one host (several only with sentinel=): {url}")

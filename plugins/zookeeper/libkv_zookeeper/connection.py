@@ -11,8 +11,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from kazoo.client import KazooClient  # type: ignore[import-untyped]
-from kazoo.exceptions import (  # type: ignore[import-untyped]
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
     EXCEPTIONS,
     AuthFailedError,
     ConnectionClosedError,
@@ -23,13 +23,13 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
     SessionClosedRequireSaslError,
     SessionExpiredError,
 )
-from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
-from kazoo.protocol.serialization import Auth as KazooAuth  # type: ignore[import-untyped]
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.serialization import Auth as KazooAuth
 from kazoo.protocol.serialization import Connect as KazooConnect
 from kazoo.protocol.serialization import Exists
 from kazoo.protocol.serialization import Watch as WatchMessage
-from kazoo.protocol.states import KazooState, KeeperState  # type: ignore[import-untyped]
-from kazoo.retry import KazooRetry  # type: ignore[import-untyped]
+from kazoo.protocol.states import KazooState, KeeperState
+from kazoo.retry import KazooRetry
 
 from libkv.driver import (
     AuthenticationError,

@@ -25,17 +25,17 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from kazoo.exceptions import (  # type: ignore[import-untyped]
+from kazoo.exceptions import (
     EXCEPTIONS,
     ConnectionLoss,
     KazooException,
     NoNodeError,
     SessionExpiredError,
 )
-from kazoo.handlers.threading import KazooTimeoutError  # type: ignore[import-untyped]
-from kazoo.protocol.serialization import Exists, GetData  # type: ignore[import-untyped]
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.serialization import Exists, GetData
 from kazoo.protocol.serialization import Sync as KazooSync
-from kazoo.security import make_digest_acl_credential  # type: ignore[import-untyped]
+from kazoo.security import make_digest_acl_credential
 
 from libkv.driver import (
     AuthenticationError,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from kazoo.protocol.serialization import SetData as KazooSetData  # type: ignore[import-untyped]
+from kazoo.protocol.serialization import SetData as KazooSetData
 
 PLAIN = b"\x00k"  # data marker of a libkv value
 LEASED = b"\x00l"  # data marker of a libkv value under a lease: 8-byte lease id follows
