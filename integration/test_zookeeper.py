@@ -159,7 +159,8 @@ def test_bad_chroot_raises_invalid_url() -> None:
 
 def test_parents_are_implicit_and_cleaned_up(chroot_url: str, raw: KazooClient) -> None:
     """A parent created for a child is no key; a key with children deleted leaves them
-    readable; an explicit b"" outlives its children; empty implicit parents go away."""
+    readable; an explicit b"" (an empty znode with a verbatim record) outlives its
+    children; empty implicit parents and the records of deleted keys go away."""
     root = _chroot(chroot_url)
     with libkv.open(chroot_url) as store:
         store.put("a/b/c", b"deep")
@@ -168,6 +169,9 @@ def test_parents_are_implicit_and_cleaned_up(chroot_url: str, raw: KazooClient) 
         with pytest.raises(libkv.KeyNotFoundError):
             store.get("a/b")
         store.put("a", b"")
+        assert raw.get(f"{root}/a")[0] == b""
+        record = raw.exists(f"{root}/%libkv/verbatim/a")
+        assert record is not None and record.mzxid == raw.exists(f"{root}/a").mzxid
         store.delete("a/b/c")
         assert store.get("a").value == b""
         assert raw.get_children(f"{root}/a") == []  # the implicit a/b went with its child
@@ -175,11 +179,14 @@ def test_parents_are_implicit_and_cleaned_up(chroot_url: str, raw: KazooClient) 
         store.delete("a")
         assert store.get("a/x").value == b"1"
         assert not store.exists("a")
+        assert raw.get_children(f"{root}/%libkv/verbatim") == []  # a's record went with it
         store.delete("a/x")
-        assert raw.get_children(root) == []
-        store.put_many({f"m/{index}/leaf": b"v" for index in range(20)})
+        assert raw.get_children(root) == ["%libkv"]
+        store.put_many({f"m/{index}/leaf": b"" for index in range(20)})
+        assert len(raw.get_children(f"{root}/%libkv/verbatim")) == 20
         assert store.delete_tree("m") == 20
-        assert raw.get_children(root) == []
+        assert raw.get_children(root) == ["%libkv"]
+        assert raw.get_children(f"{root}/%libkv/verbatim") == []
 
 
 @pytest.mark.parametrize("child_first", [True, False], ids=["child-first", "parent-first"])
@@ -315,7 +322,7 @@ def test_foreign_znodes(chroot_url: str, raw: KazooClient) -> None:
         with pytest.raises(libkv.KVError, match="ephemeral"):
             store.put("ephemeral/child", b"1")
         store.put("foreign/value", b"mine")
-        assert raw.get(f"{root}/foreign/value")[0] != b"mine"  # marked as a libkv value
+        assert raw.get(f"{root}/foreign/value")[0] == b"mine"  # verbatim
         assert store.get("foreign/value").value == b"mine"
 
 
