@@ -364,5 +364,11 @@ def test_redis_cli_reads_the_documented_format(redis_server: RedisServer) -> Non
             f"{namespace}/app/session",
             f"{namespace}/other",
         ]
+        change = tool.redis_cli("XRANGE", f"{REDIS_HASHTAG}log", f"{plain.version}-0", "+")
+        logged_key = f"{namespace}/app/config"
+        header = f"u{len(logged_key)}:{logged_key}{len(plain.value)}:".encode()
+        assert header + plain.value in change
         store.delete("app/config")
         assert tool.record("app/config") is None
+        deleted = tool.redis_cli("XREVRANGE", f"{REDIS_HASHTAG}log", "+", "-", "COUNT", "1")
+        assert f"d{len(logged_key)}:{logged_key}0:".encode() in deleted
