@@ -368,10 +368,15 @@ def test_values_are_the_znodes_data_verbatim(chroot_url: str, raw: KazooClient) 
         store.put("marker-like", b"plain")
         store.put("empty", b"e")
         assert raw.get(f"{root}/marker-like")[0] == b"plain"
+        # Their records are stale now: a delete (and a delete_tree) removes them too.
+        assert sorted(raw.get_children(f"{root}/%libkv/verbatim")) == [
+            "empty",
+            "leased-like",
+            "marker",
+            "marker-like",
+        ]
         store.delete("leased-like")
-        store.delete("marker")
-        store.delete("marker-like")
-        store.delete("empty")
+        assert store.delete_tree("") == len(values) - 1
         assert raw.get_children(f"{root}/%libkv/verbatim") == []
 
 

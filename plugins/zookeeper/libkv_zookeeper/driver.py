@@ -210,6 +210,8 @@ class ZooKeeperStore(ZooKeeperConnection):
         node = nodes.get(path)
         if node is None:
             return None
+        if not is_ambiguous(node.data):
+            return node.data, 0
         record = nodes.get(self._record_path(path))
         return decode_data(node.data, record is not None and record.stat.mzxid == node.stat.mzxid)
 
@@ -284,8 +286,8 @@ class ZooKeeperStore(ZooKeeperConnection):
         return self._path(prefix), True
 
     def _snapshot(self, root: str) -> tuple[dict[str, ReadData | None], int]:
-        """Every node of the subtree at ``root`` (keys' subtrees only) and the verbatim
-        records of those below the base, as of one zxid.
+        """Every node of the subtree at ``root`` (keys' subtrees only), as of one zxid,
+        with the verbatim records of those whose data needs one to be classified.
 
         ZooKeeper has no subtree read, so this lists children and then reads every node's
         data in one multiRead, which the server answers from one state. The children lists
@@ -293,22 +295,33 @@ class ZooKeeperStore(ZooKeeperConnection):
         they were when it was listed (pzxid changes with every child created or deleted);
         otherwise the changed nodes are listed again. When the subtree needs several
         requests, a second pass must find every mzxid and pzxid unchanged.
+
+        A node whose data is ambiguous (no data, or a previous layout's marker) is
+        classified by its verbatim record, read in the same request right after it. The
+        nodes to read one for are the listed ones whose data was ambiguous when listed
+        (implicit parents, mostly); a leaf found ambiguous (an empty value) joins them
+        and the read is done again, so records cost reads only where they decide.
         """
         deadline = time.monotonic() + self.timeout
         listed: dict[str, tuple[int, int, list[str]]] = {}  # path -> (pzxid, count, children)
+        ambiguous: set[str] = set()  # nodes whose record is read along
         while True:
             members = self._members(root, listed)
-            # Each key's record right after it: the two land in one request.
             reads = [
                 read
                 for path in members
-                for read in (self._with_records([path]) if self._below_base(path) else [path])
+                for read in (self._with_records([path]) if path in ambiguous else [path])
             ]
             results, zxid, atomic = self._multi_read([("data", path) for path in reads])
             found = dict(zip(reads, results, strict=True))
             nodes = {
                 path: result for path in members if isinstance(result := found[path], ReadData)
             }
+            unclassified = [
+                path
+                for path, node in nodes.items()
+                if path not in ambiguous and self._below_base(path) and is_ambiguous(node.data)
+            ]
             stale = [
                 path
                 for path, node in nodes.items()
@@ -316,7 +329,8 @@ class ZooKeeperStore(ZooKeeperConnection):
                 and listed.get(path, (-1, -1, []))[:2] != (node.stat.pzxid, node.stat.num_children)
             ]
             vanished = len(nodes) < len(members) - (root not in nodes)
-            if not stale and not vanished and (atomic or self._unchanged(nodes)):
+            consistent = not stale and not vanished and (atomic or self._unchanged(nodes))
+            if consistent and not unclassified:
                 records = {
                     path: result
                     for path, result in found.items()
@@ -325,7 +339,9 @@ class ZooKeeperStore(ZooKeeperConnection):
                 return {**nodes, **records}, zxid
             if time.monotonic() > deadline:
                 raise KVError(f"the subtree at {root!r} kept changing while it was read")
-            self._list(stale or list(listed), listed)
+            ambiguous.update(unclassified)
+            if not consistent:
+                self._list(stale or list(listed), listed, ambiguous)
 
     def _members(self, root: str, listed: dict[str, tuple[int, int, list[str]]]) -> list[str]:
         members = [root]
@@ -343,14 +359,22 @@ class ZooKeeperStore(ZooKeeperConnection):
                     members.append(child)
         return members
 
-    def _list(self, paths: Sequence[str], listed: dict[str, tuple[int, int, list[str]]]) -> None:
-        """(Re)list ``paths``' children, each with the pzxid it was listed at."""
+    def _list(
+        self,
+        paths: Sequence[str],
+        listed: dict[str, tuple[int, int, list[str]]],
+        ambiguous: set[str],
+    ) -> None:
+        """(Re)list ``paths``' children, each with the pzxid it was listed at; add those
+        whose data is ambiguous (their record is to be read) to ``ambiguous``."""
         reads = [read for path in paths for read in (("data", path), ("children", path))]
         results, _, _ = self._multi_read(reads)
         for index, path in enumerate(paths):
             node, children = results[2 * index], results[2 * index + 1]
             if isinstance(node, ReadData) and isinstance(children, list):
                 listed[path] = (node.stat.pzxid, node.stat.num_children, children)
+                if self._below_base(path) and is_ambiguous(node.data):
+                    ambiguous.add(path)
             else:
                 listed.pop(path, None)
 
@@ -435,10 +459,18 @@ class ZooKeeperStore(ZooKeeperConnection):
         count = 0
         while True:
             nodes, _ = self._snapshot(root)
-            # The keys' verbatim records go with them (leaves: any order suits them).
+            # The keys' verbatim records go with them (leaves: any order suits them), the
+            # stale ones of unambiguous values too (a plain put leaves its record behind).
+            unread = [
+                record
+                for path in nodes
+                if self._key(path) is not None and (record := self._record_path(path)) not in nodes
+            ]
+            stale, _ = self._read_nodes(unread)
+            found = [*nodes, *(path for path, node in stale.items() if node is not None)]
             kept = () if include_root else (root, self._record_path(root))
             doomed = sorted(
-                (path for path in nodes if path not in kept), key=path_depth, reverse=True
+                (path for path in found if path not in kept), key=path_depth, reverse=True
             )
             if not doomed:
                 break
