@@ -10,8 +10,9 @@ Options: ``prefix`` (namespace), ``timeout`` (seconds per operation, default 10)
 Layout: a key is the znode at its path (segments percent-encoded where ZooKeeper
 refuses characters, see :mod:`libkv_zookeeper.paths`), and its value is the znode's
 data, verbatim. A znode with no data is an implicit parent, not a key, unless a
-verbatim record ``%libkv/verbatim/<path>`` written in the same multi (same mzxid)
-says it holds the empty value (see :mod:`libkv_zookeeper.nodes`). Versions are mzxids.
+verbatim record ``%libkv/verbatim/<path>`` written in the same multi (same mzxid) says
+its data is a value (the empty value; also one that starts like a previous layout's
+marker, see :mod:`libkv_zookeeper.nodes`). Versions are mzxids.
 Every write is one multi whose ops carry the data-version checks of the state its
 conditions were evaluated on; ttl= and leases are TTL znodes under ``%libkv/leases``
 whose keys (entries under ``%libkv/attached`` with the key's mzxid) any open Store
