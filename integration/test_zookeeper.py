@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from kazoo.client import KazooClient
-from libkv_zookeeper import ZooKeeperStore, connection
+from libkv_zookeeper import ZooKeeperStore, connection, protocol
 from libkv_zookeeper.paths import decode_segment, encode_segment
 
 import libkv
@@ -159,7 +159,8 @@ def test_bad_chroot_raises_invalid_url() -> None:
 
 def test_parents_are_implicit_and_cleaned_up(chroot_url: str, raw: KazooClient) -> None:
     """A parent created for a child is no key; a key with children deleted leaves them
-    readable; an explicit b"" outlives its children; empty implicit parents go away."""
+    readable; an explicit b"" (an empty znode with a verbatim record) outlives its
+    children; empty implicit parents and the records of deleted keys go away."""
     root = _chroot(chroot_url)
     with libkv.open(chroot_url) as store:
         store.put("a/b/c", b"deep")
@@ -168,6 +169,9 @@ def test_parents_are_implicit_and_cleaned_up(chroot_url: str, raw: KazooClient) 
         with pytest.raises(libkv.KeyNotFoundError):
             store.get("a/b")
         store.put("a", b"")
+        assert raw.get(f"{root}/a")[0] == b""
+        record = raw.exists(f"{root}/%libkv/verbatim/a")
+        assert record is not None and record.mzxid == raw.exists(f"{root}/a").mzxid
         store.delete("a/b/c")
         assert store.get("a").value == b""
         assert raw.get_children(f"{root}/a") == []  # the implicit a/b went with its child
@@ -175,11 +179,14 @@ def test_parents_are_implicit_and_cleaned_up(chroot_url: str, raw: KazooClient) 
         store.delete("a")
         assert store.get("a/x").value == b"1"
         assert not store.exists("a")
+        assert raw.get_children(f"{root}/%libkv/verbatim") == []  # a's record went with it
         store.delete("a/x")
-        assert raw.get_children(root) == []
-        store.put_many({f"m/{index}/leaf": b"v" for index in range(20)})
+        assert raw.get_children(root) == ["%libkv"]
+        store.put_many({f"m/{index}/leaf": b"" for index in range(20)})
+        assert len(raw.get_children(f"{root}/%libkv/verbatim")) == 20
         assert store.delete_tree("m") == 20
-        assert raw.get_children(root) == []
+        assert raw.get_children(root) == ["%libkv"]
+        assert raw.get_children(f"{root}/%libkv/verbatim") == []
 
 
 @pytest.mark.parametrize("child_first", [True, False], ids=["child-first", "parent-first"])
@@ -315,8 +322,142 @@ def test_foreign_znodes(chroot_url: str, raw: KazooClient) -> None:
         with pytest.raises(libkv.KVError, match="ephemeral"):
             store.put("ephemeral/child", b"1")
         store.put("foreign/value", b"mine")
-        assert raw.get(f"{root}/foreign/value")[0] != b"mine"  # marked as a libkv value
+        assert raw.get(f"{root}/foreign/value")[0] == b"mine"  # verbatim
         assert store.get("foreign/value").value == b"mine"
+
+
+def test_values_are_the_znodes_data_verbatim(chroot_url: str, raw: KazooClient) -> None:
+    """Every value is its znode's data byte for byte. An empty value, and one that starts
+    like a previous layout's value, has a verbatim record with the key's mzxid; a write
+    by another client (a new mzxid) leaves the data to speak for itself."""
+    root = _chroot(chroot_url)
+    values = {
+        "text": b"hello",
+        "binary": bytes(range(256)),
+        "nul": b"\x00",
+        "empty": b"",
+        "marker": b"\x00k",
+        "marker-like": b"\x00kvalue",
+        "leased-like": b"\x00l" + bytes(8) + b"value",
+        "short-leased-like": b"\x00l12",
+    }
+    with libkv.open(chroot_url) as store:
+        for key, value in values.items():
+            written = store.put(key, value)
+            assert raw.get(f"{root}/{key}")[0] == value
+            assert store.get(key) == written
+        assert {pair.key: pair.value for pair in store.list("")} == values
+        assert sorted(raw.get_children(f"{root}/%libkv/verbatim")) == [
+            "empty",
+            "leased-like",
+            "marker",
+            "marker-like",
+        ]
+        with store.watch("", recursive=True) as watch:
+            init = watch.next_event(timeout=EVENT_TIMEOUT)
+            assert init is not None
+            assert {pair.key: pair.value for pair in init.snapshot} == values
+
+        # Another client's writes: data that starts like a previous layout's value is
+        # read as one; empty data is an implicit parent.
+        raw.set(f"{root}/marker-like", b"\x00kvalue")
+        raw.set(f"{root}/empty", b"")
+        assert store.get("marker-like").value == b"value"
+        assert not store.exists("empty")
+        # A plain put stores its value natively and leaves no record behind.
+        store.put("marker-like", b"plain")
+        store.put("empty", b"e")
+        assert raw.get(f"{root}/marker-like")[0] == b"plain"
+        # Their records are stale now: a delete (and a delete_tree) removes them too.
+        assert sorted(raw.get_children(f"{root}/%libkv/verbatim")) == [
+            "empty",
+            "leased-like",
+            "marker",
+            "marker-like",
+        ]
+        store.delete("leased-like")
+        assert store.delete_tree("") == len(values) - 1
+        assert raw.get_children(f"{root}/%libkv/verbatim") == []
+
+
+def _multi(client: KazooClient, *operations: protocol.WriteOp) -> list[object]:
+    """Send one multi over a raw kazoo client; every op must succeed."""
+    result = client.handler.async_result()
+    client._call(protocol.Multi(list(operations)), result)
+    results: list[object] = result.get(timeout=EVENT_TIMEOUT)
+    assert not any(isinstance(outcome, int) for outcome in results), results
+    return results
+
+
+def test_a_tree_of_the_previous_layout_stays_readable(chroot_url: str, raw: KazooClient) -> None:
+    """A tree written as the previous layout wrote it (every value behind a marker,
+    \\0k or \\0l plus its lease id, implicit parents without data, no records)
+    reads without the markers; the next write stores a value natively; a key under an
+    expired lease of that layout is still deleted with its lease."""
+    root = _chroot(chroot_url)
+    acl = protocol.OPEN_ACL_UNSAFE
+    lease_id = 0x1234ABCD
+    lease_name = f"{lease_id:016x}"
+    # Exactly what the previous layout's multis made: parents first, values marked.
+    raw.create(f"{root}/plain", b"\x00kold value", makepath=True)
+    raw.create(f"{root}/empty", b"\x00k")
+    raw.create(f"{root}/marked", b"\x00k\x00kinner")
+    raw.create(f"{root}/parent/child", b"\x00kchild", makepath=True)
+    raw.create(f"{root}/%libkv/attached/{lease_name}", b"", makepath=True)
+    raw.create(f"{root}/%libkv/leases")
+    _multi(
+        raw,
+        protocol.CreateTTL(f"{root}/%libkv/leases/{lease_name}", b"", acl, 1000),
+        protocol.Create(f"{root}/leased", b"", acl),
+        protocol.SetData(f"{root}/leased", b"\x00l" + lease_id.to_bytes(8, "big") + b"lv", 0),
+        protocol.Create(f"{root}/%libkv/attached/{lease_name}/leased", b"", acl),
+    )
+    # A rewrite under the same lease was a setData alone: only the data names the lease.
+    raw.set(f"{root}/leased", b"\x00l" + lease_id.to_bytes(8, "big") + b"lv")
+    written = time.monotonic()
+    with libkv.open(chroot_url) as store:
+        expected = {
+            "empty": b"",
+            "leased": b"lv",
+            "marked": b"\x00kinner",
+            "parent/child": b"child",
+            "plain": b"old value",
+        }
+        listed = store.list("")
+        assert {pair.key: pair.value for pair in listed} == expected
+        assert store.get_many(list(expected)) == listed
+        for pair in listed:
+            assert store.get(pair.key) == pair
+        assert not store.exists("parent")
+        with store.watch("", recursive=True) as watch:
+            init = watch.next_event(timeout=EVENT_TIMEOUT)
+            assert init is not None
+            assert {pair.key: pair.value for pair in init.snapshot} == expected
+        # The lease of the previous layout expires: its key goes (ttl 1 s).
+        wait_until(
+            lambda: not store.exists("leased"),
+            store.capabilities.latest_expiry(1.0) + EVENT_TIMEOUT,
+            message="a key of an expired lease of the previous layout outlived it",
+        )
+        assert time.monotonic() - written >= 1.0
+        # The next write stores the value natively.
+        current = store.get("plain")
+        store.update("plain", b"new value", version=current.version)
+        store.put("empty", b"")
+        store.put("marked", b"\x00kinner")
+        store.put("parent/child", b"child")
+        assert raw.get(f"{root}/plain")[0] == b"new value"
+        assert raw.get(f"{root}/empty")[0] == b""
+        assert raw.get(f"{root}/marked")[0] == b"\x00kinner"
+        assert raw.get(f"{root}/parent/child")[0] == b"child"
+        assert {pair.key: pair.value for pair in store.list("")} == {
+            "empty": b"",
+            "marked": b"\x00kinner",
+            "parent/child": b"child",
+            "plain": b"new value",
+        }
+        store.delete("parent/child")
+        assert raw.exists(f"{root}/parent") is None  # the old implicit parent went too
 
 
 def test_keys_zookeeper_refuses_are_encoded(chroot_url: str, raw: KazooClient) -> None:

@@ -8,12 +8,15 @@ Options: ``prefix`` (namespace), ``timeout`` (seconds per operation, default 10)
 0.5: the server's ``znode.container.checkIntervalMs``, which ``ttl_slack`` depends on).
 
 Layout: a key is the znode at its path (segments percent-encoded where ZooKeeper
-refuses characters, see :mod:`libkv_zookeeper.paths`). A libkv value's data starts
-with a two-byte marker (``\\0k``, or ``\\0l`` plus an 8-byte lease id); a znode with
-no data is an implicit parent, not a key; any other data is a foreign znode's value.
-Versions are mzxids. Every write is one multi whose ops carry the data-version checks
-of the state its conditions were evaluated on; ttl= and leases are TTL znodes under
-``%libkv/leases`` whose keys any open Store deletes once the server has reaped them.
+refuses characters, see :mod:`libkv_zookeeper.paths`), and its value is the znode's
+data, verbatim. A znode with no data is an implicit parent, not a key, unless a
+verbatim record ``%libkv/verbatim/<path>`` written in the same multi (same mzxid) says
+its data is a value (the empty value; also one that starts like a previous layout's
+marker, see :mod:`libkv_zookeeper.nodes`). Versions are mzxids.
+Every write is one multi whose ops carry the data-version checks of the state its
+conditions were evaluated on; ttl= and leases are TTL znodes under ``%libkv/leases``
+whose keys (entries under ``%libkv/attached`` with the key's mzxid) any open Store
+deletes once the server has reaped them.
 """
 
 from __future__ import annotations
@@ -62,11 +65,11 @@ from libkv_zookeeper.nodes import (
     NO_AUTH,
     NO_CHILDREN_FOR_EPHEMERALS,
     NO_NODE,
-    PLAIN,
     ROLLED_BACK,
     RUNTIME_INCONSISTENCY,
     UNIMPLEMENTED,
     decode_data,
+    is_ambiguous,
     is_error,
     lineage,
     milliseconds,
@@ -145,6 +148,7 @@ class ZooKeeperStore(ZooKeeperConnection):
         self._bookkeeping = self._base + "/%libkv"
         self._lease_root = self._bookkeeping + "/leases"
         self._attached_root = self._bookkeeping + "/attached"
+        self._verbatim_root = self._bookkeeping + "/verbatim"
         # With credentials every znode the driver creates belongs to that digest user alone
         # (not to the session's other identities, such as its TLS certificate's).
         self._acl: tuple[tuple[int, str, str], ...] = (
@@ -193,23 +197,46 @@ class ZooKeeperStore(ZooKeeperConnection):
     def _entry_path(self, lease_id: int, path: str) -> str:
         return f"{self._attached_root}/{lease_id:016x}/{flatten(path[len(self._base) + 1 :])}"
 
-    def _pair(self, key: str, node: ReadData | None) -> KVPair | None:
+    def _record_path(self, path: str) -> str:
+        """The verbatim record of the key at ``path`` (see :mod:`libkv_zookeeper.nodes`)."""
+        return f"{self._verbatim_root}/{flatten(path[len(self._base) + 1 :])}"
+
+    def _with_records(self, paths: Iterable[str]) -> list[str]:
+        """``paths``, each followed by its verbatim record: read together, in one request."""
+        return [read for path in paths for read in (path, self._record_path(path))]
+
+    def _decoded(self, path: str, nodes: dict[str, ReadData | None]) -> tuple[bytes, int] | None:
+        """(value, lease id of the previous layout or 0) of the znode at ``path``, or None
+        if no key is there; ``nodes`` holds what was read of it and of its record."""
+        node = nodes.get(path)
         if node is None:
             return None
-        decoded = decode_data(node.data)
+        if not is_ambiguous(node.data):
+            return node.data, 0
+        record = nodes.get(self._record_path(path))
+        return decode_data(node.data, record is not None and record.stat.mzxid == node.stat.mzxid)
+
+    def _pair(self, key: str, path: str, nodes: dict[str, ReadData | None]) -> KVPair | None:
+        decoded = self._decoded(path, nodes)
         if decoded is None:
             return None
+        node = nodes[path]
+        assert node is not None
         return KVPair(key, decoded[0], node.stat.mzxid)
 
     # -- reading --------------------------------------------------------------------------
 
     def _get(self, key: str) -> KVPair | None:
+        path = self._path(key)
         try:
-            data, stat = self._send(GetData(self._path(key), None), write=False)
+            data, stat = self._send(GetData(path, None), write=False)
         except NoNodeError:
             return None
-        decoded = decode_data(data)
-        return None if decoded is None else KVPair(key, decoded[0], stat.mzxid)
+        if not is_ambiguous(data):
+            return KVPair(key, data, stat.mzxid)
+        # Empty data, or a previous layout's marker: the verbatim record decides.
+        nodes, _ = self._read_nodes(self._with_records([path]))
+        return self._pair(key, path, nodes)
 
     def _sync_before_reads(self) -> None:
         """Queue a sync ahead of the reads that follow, without waiting for it.
@@ -225,27 +252,31 @@ class ZooKeeperStore(ZooKeeperConnection):
     def _get_many(self, keys: Sequence[str]) -> list[KVPair | None]:
         if not keys:
             return []
-        nodes, _ = self._read_nodes([self._path(key) for key in keys])
-        return [self._pair(key, nodes[self._path(key)]) for key in keys]
+        paths = [self._path(key) for key in keys]
+        nodes, _ = self._read_nodes(self._with_records(paths))
+        return [self._pair(key, path, nodes) for key, path in zip(keys, paths, strict=True)]
 
     def _range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
         self._sync_before_reads()
         if not recursive:
-            read, revision = self._read_nodes([self._path(prefix)])
-            pair = self._pair(prefix, read[self._path(prefix)])
+            path = self._path(prefix)
+            read, revision = self._read_nodes(self._with_records([path]))
+            pair = self._pair(prefix, path, read)
             return ([pair] if pair is not None else []), revision
         root, include_root = self._range_root(prefix)
         nodes, zxid = self._snapshot(root)
+        return self._pairs(nodes, None if include_root else root), zxid
+
+    def _pairs(self, nodes: dict[str, ReadData | None], excluded: str | None) -> list[KVPair]:
+        """The keys among ``nodes`` (read with their records), but ``excluded``, by key."""
         pairs = []
-        for path, node in nodes.items():
-            if path == root and not include_root:
-                continue
-            key = self._key(path)
-            pair = None if key is None else self._pair(key, node)
+        for path in nodes:
+            key = None if path == excluded else self._key(path)
+            pair = None if key is None else self._pair(key, path, nodes)
             if pair is not None:
                 pairs.append(pair)
         pairs.sort(key=lambda pair: pair.key)
-        return pairs, zxid
+        return pairs
 
     def _range_root(self, prefix: str) -> tuple[str, bool]:
         """The znode a driver prefix starts at, and whether that znode is in the range."""
@@ -255,8 +286,9 @@ class ZooKeeperStore(ZooKeeperConnection):
             return self._path(prefix[:-1]), False
         return self._path(prefix), True
 
-    def _snapshot(self, root: str) -> tuple[dict[str, ReadData], int]:
-        """Every node of the subtree at ``root`` (keys' subtrees only), as of one zxid.
+    def _snapshot(self, root: str) -> tuple[dict[str, ReadData | None], int]:
+        """Every node of the subtree at ``root`` (keys' subtrees only), as of one zxid,
+        with the verbatim records of those whose data needs one to be classified.
 
         ZooKeeper has no subtree read, so this lists children and then reads every node's
         data in one multiRead, which the server answers from one state. The children lists
@@ -264,17 +296,33 @@ class ZooKeeperStore(ZooKeeperConnection):
         they were when it was listed (pzxid changes with every child created or deleted);
         otherwise the changed nodes are listed again. When the subtree needs several
         requests, a second pass must find every mzxid and pzxid unchanged.
+
+        A node whose data is ambiguous (no data, or a previous layout's marker) is
+        classified by its verbatim record, read in the same request right after it. The
+        nodes to read one for are the listed ones whose data was ambiguous when listed
+        (implicit parents, mostly); a leaf found ambiguous (an empty value) joins them
+        and the read is done again, so records cost reads only where they decide.
         """
         deadline = time.monotonic() + self.timeout
         listed: dict[str, tuple[int, int, list[str]]] = {}  # path -> (pzxid, count, children)
+        ambiguous: set[str] = set()  # nodes whose record is read along
         while True:
             members = self._members(root, listed)
-            results, zxid, atomic = self._multi_read([("data", path) for path in members])
+            reads = [
+                read
+                for path in members
+                for read in (self._with_records([path]) if path in ambiguous else [path])
+            ]
+            results, zxid, atomic = self._multi_read([("data", path) for path in reads])
+            found = dict(zip(reads, results, strict=True))
             nodes = {
-                path: result
-                for path, result in zip(members, results, strict=True)
-                if isinstance(result, ReadData)
+                path: result for path in members if isinstance(result := found[path], ReadData)
             }
+            unclassified = [
+                path
+                for path, node in nodes.items()
+                if path not in ambiguous and self._below_base(path) and is_ambiguous(node.data)
+            ]
             stale = [
                 path
                 for path, node in nodes.items()
@@ -282,11 +330,19 @@ class ZooKeeperStore(ZooKeeperConnection):
                 and listed.get(path, (-1, -1, []))[:2] != (node.stat.pzxid, node.stat.num_children)
             ]
             vanished = len(nodes) < len(members) - (root not in nodes)
-            if not stale and not vanished and (atomic or self._unchanged(nodes)):
-                return nodes, zxid
+            consistent = not stale and not vanished and (atomic or self._unchanged(nodes))
+            if consistent and not unclassified:
+                records = {
+                    path: result
+                    for path, result in found.items()
+                    if path not in nodes and isinstance(result, ReadData)
+                }
+                return {**nodes, **records}, zxid
             if time.monotonic() > deadline:
                 raise KVError(f"the subtree at {root!r} kept changing while it was read")
-            self._list(stale or list(listed), listed)
+            ambiguous.update(unclassified)
+            if not consistent:
+                self._list(stale or list(listed), listed, ambiguous)
 
     def _members(self, root: str, listed: dict[str, tuple[int, int, list[str]]]) -> list[str]:
         members = [root]
@@ -304,14 +360,22 @@ class ZooKeeperStore(ZooKeeperConnection):
                     members.append(child)
         return members
 
-    def _list(self, paths: Sequence[str], listed: dict[str, tuple[int, int, list[str]]]) -> None:
-        """(Re)list ``paths``' children, each with the pzxid it was listed at."""
+    def _list(
+        self,
+        paths: Sequence[str],
+        listed: dict[str, tuple[int, int, list[str]]],
+        ambiguous: set[str],
+    ) -> None:
+        """(Re)list ``paths``' children, each with the pzxid it was listed at; add those
+        whose data is ambiguous (their record is to be read) to ``ambiguous``."""
         reads = [read for path in paths for read in (("data", path), ("children", path))]
         results, _, _ = self._multi_read(reads)
         for index, path in enumerate(paths):
             node, children = results[2 * index], results[2 * index + 1]
             if isinstance(node, ReadData) and isinstance(children, list):
                 listed[path] = (node.stat.pzxid, node.stat.num_children, children)
+                if self._below_base(path) and is_ambiguous(node.data):
+                    ambiguous.add(path)
             else:
                 listed.pop(path, None)
 
@@ -329,12 +393,12 @@ class ZooKeeperStore(ZooKeeperConnection):
     def _commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
         if len(ops) == 1:
             op = ops[0]
-            if op.kind is OpKind.PUT and op.ttl is None and op.lease is None:
-                # One setData when the node exists: a put costs what a raw set costs.
+            plain = op.kind is OpKind.PUT and op.ttl is None and op.lease is None
+            if plain and not is_ambiguous(op.value):
+                # One setData when the node exists: a put costs what a raw set costs. (A
+                # record or lease entry the key had no longer matches its mzxid.)
                 try:
-                    stat = self._send(
-                        protocol_set_data(self._path(op.key), PLAIN + op.value), write=True
-                    )
+                    stat = self._send(protocol_set_data(self._path(op.key), op.value), write=True)
                 except NoNodeError:
                     pass
                 else:
@@ -344,7 +408,7 @@ class ZooKeeperStore(ZooKeeperConnection):
         while True:
             plan = Plan(self, ops)
             nodes, _ = self._read_nodes(plan.reads)
-            error = first_failure(ops, [self._pair(op.key, nodes[path]) for op, path in plan.ops])
+            error = first_failure(ops, [self._pair(op.key, path, nodes) for op, path in plan.ops])
             if error is not None:
                 if synced:
                     raise error
@@ -396,10 +460,18 @@ class ZooKeeperStore(ZooKeeperConnection):
         count = 0
         while True:
             nodes, _ = self._snapshot(root)
+            # The keys' verbatim records go with them (leaves: any order suits them), the
+            # stale ones of unambiguous values too (a plain put leaves its record behind).
+            unread = [
+                record
+                for path in nodes
+                if self._key(path) is not None and (record := self._record_path(path)) not in nodes
+            ]
+            stale, _ = self._read_nodes(unread)
+            found = [*nodes, *(path for path, node in stale.items() if node is not None)]
+            kept = () if include_root else (root, self._record_path(root))
             doomed = sorted(
-                (path for path in nodes if path != root or include_root),
-                key=path_depth,
-                reverse=True,
+                (path for path in found if path not in kept), key=path_depth, reverse=True
             )
             if not doomed:
                 break
@@ -410,7 +482,11 @@ class ZooKeeperStore(ZooKeeperConnection):
                 if any(is_error(result) for result in results):
                     done = False  # changed meanwhile: read again
                     break
-                count += sum(1 for path in chunk if decode_data(nodes[path].data) is not None)
+                count += sum(
+                    1
+                    for path in chunk
+                    if self._key(path) is not None and self._decoded(path, nodes) is not None
+                )
             if done:
                 break
             if time.monotonic() > deadline:
@@ -420,7 +496,7 @@ class ZooKeeperStore(ZooKeeperConnection):
         return count
 
     def _remove_empty_parents(self, paths: Iterable[str]) -> None:
-        """Delete the implicit parents (no data) that ``paths``' deletion left childless."""
+        """Delete the implicit parents (no key there) that ``paths``' deletion left childless."""
         pending = {parent_path(path) for path in paths}
         while pending:
             candidates = sorted(
@@ -430,12 +506,16 @@ class ZooKeeperStore(ZooKeeperConnection):
             if not candidates:
                 return
             try:
-                nodes, _ = self._read_nodes(candidates)
+                nodes, _ = self._read_nodes(self._with_records(candidates))
                 for path in reversed(candidates):
                     node = nodes[path]
-                    if node is None or node.data or node.stat.num_children:
+                    if node is None or node.stat.num_children or self._decoded(path, nodes):
                         continue
-                    results = self._send_multi([Delete(path, node.stat.version)])
+                    operations: list[WriteOp] = [Delete(path, node.stat.version)]
+                    record = nodes[self._record_path(path)]
+                    if record is not None:  # a stale one: no longer matches the znode
+                        operations.append(Delete(self._record_path(path), record.stat.version))
+                    results = self._send_multi(operations)
                     if not any(is_error(result) for result in results):
                         pending.add(parent_path(path))
             except KVError:
@@ -530,19 +610,32 @@ class ZooKeeperStore(ZooKeeperConnection):
         if not isinstance(entries, list):
             return True
         paths = [self._base + "/" + unflatten(entry) for entry in entries]
-        nodes, _ = self._read_nodes(paths) if paths else ({}, 0)
+        entry_paths = [f"{directory}/{entry}" for entry in entries]
+        nodes, _ = self._read_nodes([*self._with_records(paths), *entry_paths])
         operations: list[WriteOp] = []
         deleted = []
-        for entry, path in zip(entries, paths, strict=True):
-            node = nodes[path]
-            decoded = None if node is None else decode_data(node.data)
-            if node is not None and decoded is not None and decoded[1] == lease_id:
+        for path, entry_path in zip(paths, entry_paths, strict=True):
+            node, entry = nodes[path], nodes[entry_path]
+            decoded = self._decoded(path, nodes)
+            # Attached: the entry was written by the key's last write (same mzxid), or the
+            # key's data names the lease (the previous layout). Any later write detached it.
+            if (
+                node is not None
+                and decoded is not None
+                and (
+                    (entry is not None and entry.stat.mzxid == node.stat.mzxid)
+                    or decoded[1] == lease_id
+                )
+            ):
+                record = nodes[self._record_path(path)]
+                if record is not None:
+                    operations.append(Delete(self._record_path(path), record.stat.version))
                 if node.stat.num_children == 0:
                     operations.append(Delete(path, node.stat.version))
                     deleted.append(path)
                 else:  # its children stay: it becomes their implicit parent
                     operations.append(SetData(path, b"", node.stat.version))
-            operations.append(Delete(f"{directory}/{entry}", -1))
+            operations.append(Delete(entry_path, -1))
         operations.append(Delete(directory, -1))
         if any(is_error(result) for result in self._send_multi(operations)):
             return False
@@ -614,24 +707,17 @@ class ZooKeeperStore(ZooKeeperConnection):
                 reads.append(path)
         if not keys:
             return None
-        nodes, zxid = self._read_nodes(reads)
+        nodes, zxid = self._read_nodes(self._with_records(reads))
         pairs = [
             pair
             for key, path in zip(keys, reads, strict=True)
-            if (pair := self._pair(key, nodes[path])) is not None
+            if (pair := self._pair(key, path, nodes)) is not None
         ]
         return FeedBatch(zxid, snapshot=pairs, keys=keys)
 
     def _full_snapshot(self, root: str) -> FeedBatch:
         nodes, zxid = self._snapshot(root)
-        pairs = []
-        for path, node in nodes.items():
-            key = self._key(path)
-            pair = None if key is None else self._pair(key, node)
-            if pair is not None:
-                pairs.append(pair)
-        pairs.sort(key=lambda pair: pair.key)
-        return FeedBatch(zxid, snapshot=pairs)
+        return FeedBatch(zxid, snapshot=self._pairs(nodes, None))
 
     # -- closing --------------------------------------------------------------------------------
 

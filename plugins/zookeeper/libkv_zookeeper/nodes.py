@@ -1,5 +1,12 @@
-"""How the driver lays libkv out in znodes: the data markers of a value, path
-arithmetic, and the pieces of a multi (its error codes, its requests, lease ids)."""
+"""How the driver lays libkv out in znodes: which data is a value, path arithmetic,
+and the pieces of a multi (its error codes, its requests, lease ids).
+
+A value is its znode's data, verbatim. Data alone is ambiguous in two cases, and then
+a *verbatim record* (an empty znode ``%libkv/verbatim/<path>`` whose mzxid equals the
+key's: both written by one multi) says it is a value: empty data (else an implicit
+parent) and data that starts like a value of the previous layout (``\\0k``, or
+``\\0l`` plus an 8-byte lease id), which is still read without its marker.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,9 @@ from typing import Any
 
 from kazoo.protocol.serialization import SetData as KazooSetData
 
-PLAIN = b"\x00k"  # data marker of a libkv value
-LEASED = b"\x00l"  # data marker of a libkv value under a lease: 8-byte lease id follows
+# The previous layout's markers, which it put in front of every value: read, never written.
+PLAIN = b"\x00k"  # a value
+LEASED = b"\x00l"  # a value under a lease: the 8-byte lease id follows
 LEASE_HEADER = len(LEASED) + 8
 
 # ZooKeeper error codes (KeeperException.Code)
@@ -37,8 +45,17 @@ def path_depth(path: str) -> int:
     return path.count("/")
 
 
-def decode_data(data: bytes) -> tuple[bytes, int] | None:
-    """(value, lease id or 0) of a znode's data; None for an implicit parent."""
+def is_ambiguous(data: bytes) -> bool:
+    """Whether ``data`` is a value only with a verbatim record: empty (an implicit
+    parent's data) or starting like a value of the previous layout."""
+    return not data or data[:2] == PLAIN or (data[:2] == LEASED and len(data) >= LEASE_HEADER)
+
+
+def decode_data(data: bytes, verbatim: bool) -> tuple[bytes, int] | None:
+    """(value, lease id of the previous layout or 0) of a znode's data; None for an
+    implicit parent. ``verbatim``: the znode has a matching verbatim record."""
+    if verbatim:
+        return data, 0
     if not data:
         return None
     marker = data[:2]
@@ -46,13 +63,7 @@ def decode_data(data: bytes) -> tuple[bytes, int] | None:
         return data[2:], 0
     if marker == LEASED and len(data) >= LEASE_HEADER:
         return data[LEASE_HEADER:], int.from_bytes(data[2:LEASE_HEADER], "big")
-    return data, 0  # a foreign znode: its data is its value
-
-
-def encode_data(value: bytes, lease_id: int) -> bytes:
-    if lease_id:
-        return LEASED + lease_id.to_bytes(8, "big") + value
-    return PLAIN + value
+    return data, 0
 
 
 def protocol_set_data(path: str, data: bytes) -> Any:

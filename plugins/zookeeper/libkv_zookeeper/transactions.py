@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from libkv.driver import Op, OpKind
-from libkv_zookeeper.nodes import encode_data, lineage, milliseconds, new_lease_id, parent_path
+from libkv_zookeeper.nodes import is_ambiguous, lineage, milliseconds, new_lease_id, parent_path
 from libkv_zookeeper.protocol import Check, Create, CreateTTL, Delete, ReadData, SetData, WriteOp
 
 if TYPE_CHECKING:
@@ -29,6 +29,11 @@ class Plan:
     * a node that does not exist is created (``create`` fails if it exists by then);
       absence alone (``check(key, 0)``) is checked by creating and deleting the highest
       missing node on its path.
+
+    A written value is the znode's data verbatim; an ambiguous one (empty, or starting
+    like a previous layout's value) gets its verbatim record set in the same multi, so
+    the record's mzxid is the key's; any other write or delete drops the key's record.
+    A key under a lease gets its attachment entry set in the same multi likewise.
     """
 
     def __init__(self, store: ZooKeeperStore, ops: Sequence[Op]) -> None:
@@ -40,8 +45,11 @@ class Plan:
         self.roles: list[tuple[str, int]] = []
         reads: dict[str, None] = {}
         leased = False
+        ambiguous = False
         for op, path in self.ops:
             reads[path] = None
+            reads[store._record_path(path)] = None
+            ambiguous = ambiguous or (op.kind.writes and is_ambiguous(op.value))
             parent = parent_path(path)
             while parent:
                 reads[parent] = None
@@ -54,6 +62,9 @@ class Plan:
                 reads[entry] = None
         if leased:
             for path in (store._bookkeeping, store._lease_root, store._attached_root):
+                reads[path] = None
+        if ambiguous:
+            for path in (store._bookkeeping, store._verbatim_root):
                 reads[path] = None
         self.reads = list(reads)
 
@@ -87,6 +98,15 @@ class Plan:
                 add(Create(ancestor, b"", acl), "parent", index)
                 exists.add(ancestor)
 
+        def mark(path: str, node: ReadData | None, index: int) -> None:
+            """Create or rewrite the bookkeeping znode ``path``: its mzxid becomes the multi's."""
+            if node is not None:
+                add(SetData(path, b"", node.stat.version), "record", index)
+            elif path not in exists:
+                ensure(path, index)
+                add(Create(path, b"", acl), "record", index)
+                exists.add(path)
+
         for index, (op, path) in enumerate(self.ops):  # absence checks come first
             if op.kind is OpKind.CHECK and op.version == 0 and nodes[path] is None:
                 highest = path
@@ -113,9 +133,11 @@ class Plan:
         for index, (op, path) in enumerate(self.ops):
             node = nodes[path]
             kind = op.kind
+            record_path = store._record_path(path)
+            record = nodes[record_path]
             if kind.writes:
                 lease_id = op.lease.id if op.lease is not None else self._lease_id(op)
-                data = encode_data(op.value, lease_id)
+                data = op.value
                 if node is not None:
                     version = -1 if kind is OpKind.PUT else node.stat.version
                     add(SetData(path, data, version), "op", index)
@@ -128,14 +150,18 @@ class Plan:
                     add(Create(path, b"", acl), "op", index)
                     add(SetData(path, data, 0), "op", index)  # its stat carries the zxid
                     exists.add(path)
+                # Records and entries are set by this multi: their mzxid is the key's.
+                if is_ambiguous(data):
+                    mark(record_path, record, index)
+                elif record is not None:
+                    add(Delete(record_path, record.stat.version), "record", index)
                 if lease_id:
                     entry = store._entry_path(lease_id, path)
-                    if entry not in exists:
-                        ensure(entry, index)
-                        add(Create(entry, b"", acl), "entry", index)
-                        exists.add(entry)
+                    mark(entry, nodes.get(entry), index)
             elif kind is OpKind.DELETE:
                 assert node is not None  # first_failure saw the key
+                if record is not None:
+                    add(Delete(record_path, record.stat.version), "record", index)
                 if node.stat.num_children == 0 and path not in parents:
                     add(Delete(path, node.stat.version), "op", index)
                     self.deleted.append(path)
