@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 from libkv import keys as keyspace
 from libkv.errors import (
     InvalidArgumentError,
-    InvalidKeyError,
-    InvalidURLError,
     KeyNotFoundError,
     KVError,
     LeaseNotFoundError,

@@ -147,4 +147,4 @@ class Backend(abc.ABC):
         """The KVError for a backend exception (chained by the core), or None if unknown."""
 
     def close(self) -> None:  # noqa: B027 - optional, and doing nothing is its default
-        """Optional: release connections; called once, by :meth:`Store.close <libkv.Store.close>`."""
+        """Optional: release connections; called once, by the Store's ``close()``."""

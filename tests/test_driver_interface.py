@@ -50,7 +50,9 @@ def complete_driver(leave_out: str | None = None) -> type[Backend]:
     def get(self: Backend, key: str) -> KVPair | None:
         return None
 
-    def range(self: Backend, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
+    def range(  # noqa: A001 - the primitive's name
+        self: Backend, prefix: str, recursive: bool
+    ) -> tuple[list[KVPair], int]:
         return [], 0
 
     def commit(self: Backend, ops: Sequence[Op]) -> list[KVPair | None]:

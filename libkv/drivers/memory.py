@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from libkv.driver import (
     Action,
+    Backend,
     Capabilities,
     Event,
     FeedBatch,
@@ -30,7 +31,6 @@ from libkv.driver import (
     LeaseNotFoundError,
     Op,
     OpKind,
-    Backend,
     StoreURL,
     first_failure,
     in_prefix,

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 
 from libkv.driver import (
     Action,
+    Backend,
     Capabilities,
     Event,
     FeedBatch,
@@ -38,7 +39,6 @@ from libkv.driver import (
     NotReachableError,
     Op,
     OpKind,
-    Backend,
     StoreURL,
     first_failure,
     parse_positive_int,
