@@ -41,9 +41,10 @@ ttls within ``capabilities``, versions and revisions in ``0..MAX_REVISION``, at 
 ``max_transaction_ops`` ops on distinct keys. They raise backend exceptions freely
 (``translate_error`` maps them) or libkv errors directly. The Store's public lease
 methods (``keepalive_lease``, ``lease_ttl``, ``revoke_lease``) call the primitive of
-the same name through the same checks. The Store calls no primitive once it is closed,
-and ``close()`` exactly once, after ending its watches and leases; a backend that must
-know it is closing (a retry loop that should give up) keeps a flag of its own.
+the same name through the same checks. The Store starts no primitive once it is
+closed (one already running may race ``close()``), and calls ``close()`` exactly once,
+after ending its watches and leases; a backend that must know it is closing (a retry
+loop that should give up) keeps a flag of its own.
 
 Prefixes passed to backends: ``""`` is everything, ``"p/"`` every key starting with
 ``p/``, and ``"p"`` the key ``p`` and every key starting with ``p/``
