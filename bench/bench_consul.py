@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import consul
-from libkv_consul import ConsulStore
+from libkv_consul import ConsulBackend
 from libkv_consul.http import key_path
 
 import libkv
@@ -109,7 +109,7 @@ def compare_reads(server: ConsulServer, mode: str, operations: int) -> None:
     host, port = server.endpoint.rsplit(":", 1)
     raw = consul.Consul(host=host, port=int(port), consistency=mode)
     store = libkv.open(f"{server.url}/bench?consistency={mode}")
-    assert isinstance(store, ConsulStore)
+    assert isinstance(store.backend, ConsulBackend)
     query = () if mode == "default" else ("consistent",)
     raw_keys = [f"raw/k{index}" for index in range(KEYS)]
     libkv_keys = [f"k{index}" for index in range(KEYS)]
@@ -122,7 +122,7 @@ def compare_reads(server: ConsulServer, mode: str, operations: int) -> None:
         {
             "raw py-consul": lambda index: raw.kv.get(raw_keys[index % KEYS]),
             "libkv": lambda index: store.get(libkv_keys[index % KEYS]),
-            "driver HTTP only": lambda index: store.client.request(
+            "driver HTTP only": lambda index: store.backend.client.request(
                 "GET", key_path(raw_keys[index % KEYS]), query, write=False
             ),
         },
@@ -146,13 +146,13 @@ def main() -> None:
         store = libkv.open(f"{server.url}/bench")
         raw_keys = [f"raw/k{index}" for index in range(KEYS)]
         libkv_keys = [f"k{index}" for index in range(KEYS)]
-        assert isinstance(store, ConsulStore)
+        assert isinstance(store.backend, ConsulBackend)
         compare(
             "put",
             {
                 "raw py-consul": lambda index: raw.kv.put(raw_keys[index % KEYS], VALUE),
                 "libkv": lambda index: store.put(libkv_keys[index % KEYS], VALUE),
-                "driver HTTP only": lambda index: store.client.request(
+                "driver HTTP only": lambda index: store.backend.client.request(
                     "PUT", key_path(raw_keys[index % KEYS]), body=VALUE, write=True
                 ),
             },

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from libkv_consul import ConsulStore
+from libkv_consul import ConsulBackend
 
 import libkv
 from integration.servers import ConsulServer, free_port, http_request
@@ -55,35 +55,35 @@ def test_url_with_several_hosts_token_prefix_and_options(
     monkeypatch.setenv("CONSUL_HTTP_TOKEN", "from-the-environment")
     url = "consul://s3cr3t-token@10.0.0.1,10.0.0.2:8600/apps/one?timeout=2.5&dc=east"
     with libkv.open(url + "&consistency=stale&session_ttl_min=2") as store:
-        assert isinstance(store, ConsulStore)
-        assert store.client.addresses == [("10.0.0.1", 8500), ("10.0.0.2", 8600)]
-        assert store.endpoint == "10.0.0.1:8500"
+        assert isinstance(store.backend, ConsulBackend)
+        assert store.backend.client.addresses == [("10.0.0.1", 8500), ("10.0.0.2", 8600)]
+        assert store.backend.endpoint == "10.0.0.1:8500"
         assert store.namespace == "apps/one"
         assert store.timeout == 2.5
         assert store.capabilities.ttl_min == 4.0
-        assert store.client._headers == {"X-Consul-Token": "s3cr3t-token"}
-        assert store.client.url_of("/v1/kv/a", ["stale"]) == "/v1/kv/a?stale&dc=east"
+        assert store.backend.client._headers == {"X-Consul-Token": "s3cr3t-token"}
+        assert store.backend.client.url_of("/v1/kv/a", ["stale"]) == "/v1/kv/a?stale&dc=east"
         for shown in (repr(store), str(store.url), store.url.render()):
             assert "s3cr3t-token" not in shown
     with libkv.open("consul://127.0.0.1:8500") as store:
-        assert isinstance(store, ConsulStore)
-        assert store.client._headers == {}  # the environment's token is never read
+        assert isinstance(store.backend, ConsulBackend)
+        assert store.backend.client._headers == {}  # the environment's token is never read
     with libkv.open("consul://:an%40other@127.0.0.1") as store:  # the password form
-        assert isinstance(store, ConsulStore)
-        assert store.client._headers == {"X-Consul-Token": "an@other"}
+        assert isinstance(store.backend, ConsulBackend)
+        assert store.backend.client._headers == {"X-Consul-Token": "an@other"}
         assert "an@other" not in repr(store) and "an%40other" not in repr(store)
 
 
 def test_defaults_and_prefix_option() -> None:
     with libkv.open("consul://?prefix=p/q") as store:
-        assert isinstance(store, ConsulStore)
-        assert store.endpoint == "127.0.0.1:8500"
+        assert isinstance(store.backend, ConsulBackend)
+        assert store.backend.endpoint == "127.0.0.1:8500"
         assert store.namespace == "p/q"
         assert store.capabilities.ttl_min == 20.0  # Consul's default session_ttl_min, twice
-        assert store._read_query == ("consistent",)
+        assert store.backend._read_query == ("consistent",)
     with libkv.open("consuls://[::1]") as store:
-        assert isinstance(store, ConsulStore)
-        assert store.client.addresses == [("::1", 8501)]
+        assert isinstance(store.backend, ConsulBackend)
+        assert store.backend.client.addresses == [("::1", 8501)]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from libkv_consul import ConsulStore
+from libkv_consul import ConsulBackend
 
 import libkv
 from integration.servers import ConsulCluster
@@ -87,6 +87,8 @@ def test_store_carries_on_after_the_leader_is_killed(consul_cluster: ConsulClust
                 message=lambda: f"the watch did not converge: {recorder.error!r}",
             )
             assert recorder.error is None and not watch.closed
-        assert isinstance(store, ConsulStore) and store.endpoint != leader.endpoint
+        assert (
+            isinstance(store.backend, ConsulBackend) and store.backend.endpoint != leader.endpoint
+        )
         assert not lease.lost.is_set()
         assert store.get("service").value == b"up"

@@ -11,7 +11,7 @@ import urllib.request
 import uuid
 
 import pytest
-from libkv_etcd import EtcdStore
+from libkv_etcd import EtcdBackend
 from libkv_etcd.driver import CAPABILITIES
 from pyetcd import etcdrpc
 
@@ -31,16 +31,16 @@ class TestEtcdConformance(CrossProcessConformance):
 def test_url_with_several_hosts_credentials_prefix_and_options() -> None:
     store = libkv.open("etcd://alice:secret@10.0.0.1,10.0.0.2:2380,[::1]:2381/apps/one?timeout=2.5")
     try:
-        assert isinstance(store, EtcdStore)
-        assert [endpoint.address for endpoint in store._endpoints] == [
+        assert isinstance(store.backend, EtcdBackend)
+        assert [endpoint.address for endpoint in store.backend._endpoints] == [
             "10.0.0.1:2379",
             "10.0.0.2:2380",
             "[::1]:2381",
         ]
-        assert store.endpoint == "10.0.0.1:2379"
+        assert store.backend.endpoint == "10.0.0.1:2379"
         assert store.namespace == "apps/one"
         assert store.timeout == 2.5
-        assert store._credentials == ("alice", "secret")
+        assert store.backend._credentials == ("alice", "secret")
         assert "secret" not in repr(store)
     finally:
         store.close()
@@ -48,8 +48,8 @@ def test_url_with_several_hosts_credentials_prefix_and_options() -> None:
 
 def test_default_host_and_prefix_option() -> None:
     with libkv.open("etcd://?prefix=p/q") as store:
-        assert isinstance(store, EtcdStore)
-        assert store.endpoint == "127.0.0.1:2379"
+        assert isinstance(store.backend, EtcdBackend)
+        assert store.backend.endpoint == "127.0.0.1:2379"
         assert store.namespace == "p/q"
 
 
@@ -92,11 +92,11 @@ def test_nothing_listens_raises_not_reachable() -> None:
 def test_failover_to_the_next_endpoint(etcd_server: EtcdServer) -> None:
     dead = f"127.0.0.1:{free_port()}"
     with libkv.open(f"etcd://{dead},{etcd_server.endpoint}/t{uuid.uuid4().hex}") as store:
-        assert isinstance(store, EtcdStore)
-        assert store.endpoint == dead
+        assert isinstance(store.backend, EtcdBackend)
+        assert store.backend.endpoint == dead
         store.put("k", b"v")  # refused by the dead one: certainly not applied, so retried
         assert store.get("k").value == b"v"
-        assert store.endpoint == etcd_server.endpoint
+        assert store.backend.endpoint == etcd_server.endpoint
 
 
 def test_history_lost_after_a_real_compaction(etcd_server: EtcdServer) -> None:
@@ -138,10 +138,10 @@ def test_siblings_sharing_a_name_prefix_stay_out_of_a_prefix(etcd_server: EtcdSe
 
 def test_ttl_is_rounded_up_to_whole_seconds(etcd_server: EtcdServer) -> None:
     with libkv.open(f"{etcd_server.url}/t{uuid.uuid4().hex}") as store:
-        assert isinstance(store, EtcdStore)
+        assert isinstance(store.backend, EtcdBackend)
         with store.lease(2.2, keepalive=False) as lease:
             request = etcdrpc.LeaseTimeToLiveRequest(ID=lease.id)
-            assert store._endpoints[0].lease.LeaseTimeToLive(request).grantedTTL == 3
+            assert store.backend._endpoints[0].lease.LeaseTimeToLive(request).grantedTTL == 3
         with pytest.raises(ValueError):
             store.put("k", b"v", ttl=1.5)  # below etcd's 2 s minimum
 

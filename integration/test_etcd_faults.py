@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from libkv_etcd import EtcdStore
+from libkv_etcd import EtcdBackend
 
 import libkv
 from integration.servers import EtcdCluster
@@ -59,7 +59,7 @@ def test_writes_and_watch_survive_the_crash_of_the_member_in_use(
     etcd_cluster: EtcdCluster,
 ) -> None:
     with libkv.open(f"{etcd_cluster.url}/faults?timeout=5") as store:
-        assert isinstance(store, EtcdStore)
+        assert isinstance(store.backend, EtcdBackend)
         with store.watch("", recursive=True) as watch, WatchRecorder(watch) as recorder:
             init = wait_until(lambda: recorder.events, 5.0, message="no INIT event")[0]
             assert init.action is Action.INIT and init.snapshot == ()
@@ -75,7 +75,9 @@ def test_writes_and_watch_survive_the_crash_of_the_member_in_use(
                     message="no write acknowledged before the crash",
                 )
                 victim = next(
-                    member for member in etcd_cluster.members if member.endpoint == store.endpoint
+                    member
+                    for member in etcd_cluster.members
+                    if member.endpoint == store.backend.endpoint
                 )
                 victim.kill()
                 killed_at = time.monotonic()
@@ -95,7 +97,7 @@ def test_writes_and_watch_survive_the_crash_of_the_member_in_use(
                 writer.join(30.0)
             assert not writer.is_alive(), "the writer is stuck"
             assert not outcomes.unexpected, f"unexpected errors: {outcomes.unexpected!r}"
-            assert store.endpoint != victim.endpoint
+            assert store.backend.endpoint != victim.endpoint
             after_crash = [at for at in outcomes.acknowledged_at.values() if at > killed_at]
             assert after_crash, f"no write was acknowledged after the crash: {outcomes.uncertain}"
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from kazoo.client import KazooClient
-from libkv_zookeeper import ZooKeeperStore, connection, protocol
+from libkv_zookeeper import ZooKeeperBackend, connection, protocol
 from libkv_zookeeper.paths import decode_segment, encode_segment
 
 import libkv
@@ -82,9 +82,9 @@ def raw(zookeeper_server: ZooKeeperServer) -> Iterator[KazooClient]:
     client.close()
 
 
-def _open(url: str) -> ZooKeeperStore:
+def _open(url: str) -> libkv.Store:
     store = libkv.open(url)
-    assert isinstance(store, ZooKeeperStore)
+    assert isinstance(store.backend, ZooKeeperBackend)
     return store
 
 
@@ -92,10 +92,10 @@ def _chroot(url: str) -> str:
     return "/" + url.rsplit("/", 1)[1]
 
 
-def _expire_session(store: ZooKeeperStore, endpoint: str) -> None:
+def _expire_session(store: libkv.Store, endpoint: str) -> None:
     """End the store's session from outside: a second client with the same session id and
     password closes it, so the server expires it (what a long partition does)."""
-    session_id, password = store._client.client_id
+    session_id, password = store.backend._client.client_id
     impostor = KazooClient(hosts=endpoint, client_id=(session_id, password))
     impostor.start(timeout=EVENT_TIMEOUT)
     impostor.stop()
@@ -111,12 +111,12 @@ def test_url_with_hosts_credentials_chroot_and_options() -> None:
         "?timeout=2.5&session_timeout=4&prefix=svc"
     )
     try:
-        assert isinstance(store, ZooKeeperStore)
-        assert store._hosts == "10.0.0.1:2181,10.0.0.2:2182,[::1]:2183"
-        assert store._base == "/apps/one"
+        assert isinstance(store.backend, ZooKeeperBackend)
+        assert store.backend._hosts == "10.0.0.1:2181,10.0.0.2:2182,[::1]:2183"
+        assert store.backend._base == "/apps/one"
         assert store.namespace == "svc"
         assert store.timeout == 2.5
-        assert store._path(store._root + "a/b") == "/apps/one/svc/a/b"
+        assert store.backend._path("svc/a/b") == "/apps/one/svc/a/b"
         assert "secret" not in repr(store) and "secret" not in str(store.url)
     finally:
         store.close()
@@ -275,12 +275,12 @@ def test_compare_and_swap_survives_delete_and_recreate(chroot_url: str) -> None:
     the same data version, an update with the old version still fails."""
     with _open(chroot_url) as store, libkv.open(chroot_url) as other:
         old = store.put("k", b"1")
-        data_version = store._client.exists(store._path("k")).version
+        data_version = store.backend._client.exists(store.backend._path("k")).version
         other.delete("k")
         other.put("k", b"2")
-        while store._client.exists(store._path("k")).version < data_version:
+        while store.backend._client.exists(store.backend._path("k")).version < data_version:
             other.put("k", b"2")
-        assert store._client.exists(store._path("k")).version == data_version
+        assert store.backend._client.exists(store.backend._path("k")).version == data_version
         with pytest.raises(libkv.KeyModifiedError):
             store.update("k", b"3", version=old.version)
         with pytest.raises(libkv.KeyModifiedError):
@@ -297,7 +297,7 @@ def test_request_over_jute_maxbuffer_is_refused_before_sending(chroot_url: str) 
         limit = store.capabilities.max_value_size
         assert store.list("") == []
         states: list[str] = []
-        store._client.add_listener(states.append)
+        store.backend._client.add_listener(states.append)
         with pytest.raises(libkv.ValueTooLargeError):
             store.put_many({"a": b"x" * limit, "b": b"y" * limit})
         assert store.list("") == []
@@ -712,14 +712,14 @@ def test_session_expiry_during_writes(server: ZooKeeperServer) -> None:
     """An expired session is replaced; the watch re-reads and converges; a held lock and a
     lease are not tied to the session and stay held."""
     with libkv.open(f"{server.url}/t") as store:
-        assert isinstance(store, ZooKeeperStore)
+        assert isinstance(store.backend, ZooKeeperBackend)
         lease = store.lease(2.0)
         store.put("leased", b"1", lease=lease)
         lock = store.lock("lock", ttl=2.0)
         assert lock.acquire(timeout=EVENT_TIMEOUT)
-        session = store._client.client_id
+        session = store.backend._client.client_id
         _write_while_watching(store, lambda: _expire_session(store, server.endpoint))
-        assert store._client.client_id != session
+        assert store.backend._client.client_id != session
         assert not lease.lost.is_set() and not lock.lost.is_set()
         assert store.get("leased").value == b"1"
         lock.release()
@@ -756,11 +756,11 @@ def test_restart_whose_first_handshake_goes_unanswered(server: ZooKeeperServer) 
     host, port = server.endpoint.rsplit(":", 1)
     silent_connections: list[socket.socket] = []
     with libkv.open(f"{server.url}/t") as store:
-        assert isinstance(store, ZooKeeperStore)
+        assert isinstance(store.backend, ZooKeeperBackend)
         sessions = []
 
         def crash_into_a_silent_listener() -> None:
-            sessions.append(store._client.client_id)
+            sessions.append(store.backend._client.client_id)
             server.kill()
             with socket.socket() as listener:
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -777,7 +777,7 @@ def test_restart_whose_first_handshake_goes_unanswered(server: ZooKeeperServer) 
             for connection in silent_connections:
                 connection.close()
         assert silent_connections, "no reconnection attempt reached the silent listener"
-        assert store._client.client_id == sessions[0]  # back before the session expired
+        assert store.backend._client.client_id == sessions[0]  # back before the session expired
 
 
 def test_lease_and_lock_are_lost_when_the_server_is_gone_past_their_ttl(
@@ -831,12 +831,12 @@ class TestZooKeeperEnsemble:
         self, zookeeper_ensemble: ZooKeeperEnsemble
     ) -> None:
         with libkv.open(f"{zookeeper_ensemble.url}/t") as store:
-            assert isinstance(store, ZooKeeperStore)
+            assert isinstance(store.backend, ZooKeeperBackend)
             store.put("k", b"1")
-            connected = store.endpoint
+            connected = store.backend.endpoint
             member = next(m for m in zookeeper_ensemble.members if m.endpoint == connected)
             _write_while_watching(store, member.kill)
-            assert store.endpoint != connected
+            assert store.backend.endpoint != connected
             assert store.get("k").value == b"1"
             with store.lease(2.0) as lease:
                 store.put("leased", b"1", lease=lease)

@@ -1,72 +1,26 @@
-"""The Store: libkv's public interface, and the base class every driver extends.
+"""The Store: libkv's public interface, over a driver's :class:`~libkv.backend.Backend`.
 
-The base class does everything that is the same for all backends exactly once: key
-and value validation, namespacing, transaction checks, error translation, and the
-generic operations (``keys``, ``get_many``, ``put_many``, ``wait_for_change``,
-leases, locks, watches). A driver (see :mod:`libkv.driver` for its one import)
-implements the primitives below, always on full (namespace-qualified) keys, and
-declares its ``capabilities`` as a class or instance attribute.
-
-Required: abstract methods, so a driver class that leaves one out cannot be
-instantiated (TypeError naming it):
-
-=====================================  ==============================================
-``_get(key)``                          the pair or None
-``_range(prefix, recursive)``          ``(sorted pairs, revision)``, one consistent read
-``_commit(ops)``                       apply ops atomically or raise the first failure
-``_delete_range(prefix)``              delete every key under prefix, return the count
-``_grant_lease(ttl)``                  a new lease id
-``_keepalive_lease(id)``               refresh for the lease's ttl; False if it is gone
-``_lease_ttl(id)``                     seconds left, or None if gone
-``_revoke_lease(id)``                  delete the lease and its keys (no-op if gone)
-``_open_feed(prefix, after)``          a :class:`~libkv.watching.Feed` for the watch engine
-``_translate_error(error)``            a KVError for a backend exception, else None
-=====================================  ==============================================
-
-Optional: overrides with a working default:
-
-=====================================  ==============================================
-``_get_many(keys)``                    pairs or None, in order; default: ``_get`` each.
-                                       Override to read in one round trip.
-``_compact(revision)``                 discard change history before revision; default:
-                                       NotSupportedError. Required when
-                                       ``capabilities.watch_resume`` is True.
-``_close()``                           release connections; default: nothing
-=====================================  ==============================================
-
-Primitives receive validated arguments only: normalised full keys, bytes values,
-ttls within ``capabilities``, versions and revisions in ``0..MAX_REVISION``, at most
-``max_transaction_ops`` ops on distinct keys. They raise backend exceptions freely
-(``_translate_error`` maps them) or libkv errors directly. The public lease methods
-(``keepalive_lease``, ``lease_ttl``, ``revoke_lease``) call the primitive of the same
-name through the same checks.
-
-A driver overrides only these (and ``capabilities``); every other name of the base
-class, public or private (``_write``, ``_prepare``, ``_call``, ``_root``...), is the
-core's.
-
-Prefixes passed to drivers: ``""`` is everything, ``"p/"`` every key starting with
-``p/``, and ``"p"`` the key ``p`` and every key starting with ``p/``
-(:func:`libkv.keys.in_prefix` says exactly that).
+The Store does everything that is the same for all backends exactly once: key and
+value validation, namespacing, transaction checks, error translation, and the generic
+operations (``keys``, ``get_many``, ``put_many``, ``wait_for_change``, leases, locks,
+watches). It holds one backend (composition, not inheritance) and calls its
+primitives, documented in :mod:`libkv.backend`, with validated full keys only.
 """
 
 from __future__ import annotations
 
-import abc
 import builtins
 import logging
 import math
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from libkv import keys as keyspace
 from libkv.errors import (
     InvalidArgumentError,
-    InvalidKeyError,
-    InvalidURLError,
     KeyNotFoundError,
     KVError,
     LeaseNotFoundError,
@@ -80,10 +34,11 @@ from libkv.model import MAX_REVISION, Capabilities, KVPair
 from libkv.ops import Op, OpKind
 
 if TYPE_CHECKING:
+    from libkv.backend import Backend
     from libkv.lease import Lease
     from libkv.lock import Lock
     from libkv.url import StoreURL
-    from libkv.watching import Feed, Watch
+    from libkv.watching import Watch
 
 __all__ = ["Store"]
 
@@ -91,7 +46,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class Store(abc.ABC):
+class Store:
     """A key-value store. Open one with :func:`libkv.open`; see CONTRACT.md for semantics.
 
     Thread-safe: one Store may be shared by threads. ``close()`` (or leaving the
@@ -99,16 +54,13 @@ class Store(abc.ABC):
     call raise StoreClosedError.
     """
 
-    capabilities: Capabilities
-
-    def __init__(self, url: StoreURL, *, namespace: str = "", timeout: float = 10.0) -> None:
-        self.url = url
-        try:
-            self.namespace = keyspace.normalize_prefix(namespace)
-        except InvalidKeyError as error:
-            # The namespace comes from the URL (its path or ``prefix`` option).
-            raise InvalidURLError(f"invalid namespace (prefix) in {url}: {error}") from None
-        self.timeout = timeout
+    def __init__(self, backend: Backend) -> None:
+        """Wrap ``backend``; :func:`libkv.open` does this with the driver's backend."""
+        self._backend = backend
+        self.url: StoreURL = backend.url
+        self.namespace: str = backend.namespace
+        self.timeout: float = backend.timeout
+        self.capabilities: Capabilities = backend.capabilities
         self._closed = False
         self._root = self.namespace + "/" if self.namespace else ""
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
@@ -125,6 +77,15 @@ class Store(abc.ABC):
         self.close()
 
     @property
+    def backend(self) -> Backend:
+        """The driver's backend, for its own attributes (a network driver's ``endpoint``).
+
+        Its primitives skip the Store's validation, namespacing and error translation:
+        call the Store's methods instead.
+        """
+        return self._backend
+
+    @property
     def closed(self) -> bool:
         """True once :meth:`close` has been called."""
         return self._closed
@@ -137,7 +98,7 @@ class Store(abc.ABC):
         if self._closed:
             self._raise_closed()
         try:
-            pair = self._get(self._root + relative)
+            pair = self._backend.get(self._root + relative)
         except Exception as error:
             self._reraise(error)
         if pair is None:
@@ -155,7 +116,7 @@ class Store(abc.ABC):
     def list(self, prefix: str = "") -> builtins.list[KVPair]:
         """Every pair under ``prefix`` (the key itself and its descendants), sorted by key."""
         relative = keyspace.normalize_prefix(prefix)
-        pairs, _ = self._call(self._range, self._driver_prefix(relative), True)
+        pairs, _ = self._call(self._backend.range, self._driver_prefix(relative), True)
         return self._relative_pairs(pairs)
 
     def keys(self, pattern: str = "**") -> Iterator[str]:
@@ -172,7 +133,7 @@ class Store(abc.ABC):
     def get_many(self, keys: Iterable[str]) -> builtins.list[KVPair]:
         """The pairs found for ``keys``, in the order asked; missing keys are skipped."""
         relatives = [keyspace.normalize_key(key) for key in keys]
-        pairs = self._call(self._get_many, [self._root + key for key in relatives])
+        pairs = self._call(self._backend.get_many, [self._root + key for key in relatives])
         return [
             KVPair(relative, pair.value, pair.version)
             for relative, pair in zip(relatives, pairs, strict=True)
@@ -215,7 +176,7 @@ class Store(abc.ABC):
     def delete_tree(self, prefix: str) -> int:
         """Delete every key under ``prefix``; return how many were deleted."""
         relative = keyspace.normalize_prefix(prefix)
-        return self._call(self._delete_range, self._driver_prefix(relative))
+        return self._call(self._backend.delete_range, self._driver_prefix(relative))
 
     def put_many(
         self,
@@ -306,7 +267,7 @@ class Store(abc.ABC):
         from libkv.lease import Lease
 
         seconds = self._check_ttl(ttl)
-        lease_id = self._call(self._grant_lease, seconds)
+        lease_id = self._call(self._backend.grant_lease, seconds)
         lease = Lease(self, lease_id, seconds, keepalive=keepalive)
         self._leases.add(lease)
         return lease
@@ -319,11 +280,11 @@ class Store(abc.ABC):
         :class:`~libkv.lease.Lease` calls this every ttl/3; call it yourself only for
         a lease granted with ``keepalive=False``.
         """
-        return self._call(self._keepalive_lease, _check_lease_id(lease_id))
+        return self._call(self._backend.keepalive_lease, _check_lease_id(lease_id))
 
     def lease_ttl(self, lease_id: int) -> float | None:
         """Seconds left before lease ``lease_id`` expires, or None if it is gone."""
-        return self._call(self._lease_ttl, _check_lease_id(lease_id))
+        return self._call(self._backend.lease_ttl, _check_lease_id(lease_id))
 
     def revoke_lease(self, lease_id: int) -> None:
         """Revoke lease ``lease_id`` and delete every key attached to it; no error if gone.
@@ -331,7 +292,7 @@ class Store(abc.ABC):
         Prefer :meth:`Lease.revoke <libkv.lease.Lease.revoke>`, which also stops the
         lease's keep-alive.
         """
-        self._call(self._revoke_lease, _check_lease_id(lease_id))
+        self._call(self._backend.revoke_lease, _check_lease_id(lease_id))
 
     def lock(self, key: str, *, ttl: float = 15.0, value: object = b"") -> Lock:
         """A distributed lock on ``key`` (not acquired yet); see :class:`Lock`."""
@@ -353,7 +314,7 @@ class Store(abc.ABC):
         _check_revision(revision, "revision")
         if not self.capabilities.watch_resume:
             raise NotSupportedError(f"{self.url.scheme}:// keeps no change history")
-        self._call(self._compact, revision)
+        self._call(self._backend.compact, revision)
 
     def close(self) -> None:
         """Close the store: watches end, keep-alives stop, later calls raise StoreClosedError."""
@@ -366,72 +327,9 @@ class Store(abc.ABC):
         for lease in list(self._leases):
             lease._stop()
         try:
-            self._close()
+            self._backend.close()
         except Exception:
             log.warning("error closing %s", self.url, exc_info=True)
-
-    # -- what drivers implement (see the module docstring) ----------------------------
-
-    @abc.abstractmethod
-    def _get(self, key: str) -> KVPair | None:
-        """The pair at full ``key``, or None."""
-
-    def _get_many(self, keys: Sequence[str]) -> builtins.list[KVPair | None]:
-        """Optional: the pair (or None) for each of ``keys``, in order, in one round trip."""
-        return [self._get(key) for key in keys]
-
-    @abc.abstractmethod
-    def _range(self, prefix: str, recursive: bool) -> tuple[builtins.list[KVPair], int]:
-        """Every pair under ``prefix`` sorted by key, and the revision of that one read.
-
-        Not ``recursive``: ``prefix`` is a full key, and the list has at most its pair.
-        """
-
-    @abc.abstractmethod
-    def _commit(self, ops: Sequence[Op]) -> builtins.list[KVPair | None]:
-        """Apply ``ops`` atomically as one revision, or raise the first failure.
-
-        Returns the new pair of each write and None for deletes and checks. A failed
-        condition raises what :func:`~libkv.ops.first_failure` returns.
-        """
-
-    @abc.abstractmethod
-    def _delete_range(self, prefix: str) -> int:
-        """Delete every key under ``prefix``; return how many there were."""
-
-    @abc.abstractmethod
-    def _grant_lease(self, ttl: float) -> int:
-        """A new lease of ``ttl`` seconds; its id."""
-
-    @abc.abstractmethod
-    def _keepalive_lease(self, lease_id: int) -> bool:
-        """Refresh the lease for its ttl; False if it is gone."""
-
-    @abc.abstractmethod
-    def _lease_ttl(self, lease_id: int) -> float | None:
-        """Seconds left on the lease, or None if it is gone."""
-
-    @abc.abstractmethod
-    def _revoke_lease(self, lease_id: int) -> None:
-        """Delete the lease and every key attached to it; nothing if it is gone."""
-
-    @abc.abstractmethod
-    def _open_feed(self, prefix: str, after: int | None) -> Feed:
-        """A feed of changes under ``prefix`` after revision ``after`` (None: from now).
-
-        Raises HistoryLostError if the changes after ``after`` are gone.
-        """
-
-    def _compact(self, revision: int) -> None:
-        """Optional (required with ``watch_resume``): discard history before ``revision``."""
-        raise NotSupportedError(f"{self.url.scheme}:// keeps no change history")
-
-    @abc.abstractmethod
-    def _translate_error(self, error: Exception) -> KVError | None:
-        """The KVError for a backend exception (chained by the core), or None if unknown."""
-
-    def _close(self) -> None:  # noqa: B027 - optional, and doing nothing is its default
-        """Optional: release connections; called once, by :meth:`close`."""
 
     # -- shared machinery -------------------------------------------------------------
 
@@ -451,7 +349,7 @@ class Store(abc.ABC):
             # The call raced close(): its connection went away under it, whatever the
             # client raised for that (a closed gRPC channel raises a bare ValueError).
             raise StoreClosedError(f"store is closed: {self.url}") from error
-        translated = self._translate_error(error)
+        translated = self._backend.translate_error(error)
         if translated is None:
             raise error
         raise translated from error
@@ -478,7 +376,7 @@ class Store(abc.ABC):
         if self._closed:
             self._raise_closed()
         try:
-            return self._commit(operations)
+            return self._backend.commit(operations)
         except _ConditionError as error:
             raise type(error)(
                 error.key[len(self._root) :] if self._root else error.key, index=error.index

@@ -1,20 +1,21 @@
 """Everything a driver needs, in one import.
 
-A driver subclasses :class:`Store`, implements its abstract primitives (the table in
-:mod:`libkv.api`; a class that leaves one out cannot be instantiated), declares its
+A driver subclasses :class:`Backend`, implements its abstract primitives (the table in
+:mod:`libkv.backend`; a class that leaves one out cannot be instantiated), declares its
 :class:`Capabilities`, and returns :class:`FeedBatch` objects from its watch
 :class:`Feed`. It raises the error classes below (or maps its client's exceptions to
-them in ``_translate_error``), and its initializer reads its options with
-:meth:`StoreURL.read_options` and the ``parse_*`` helpers. Nothing a driver uses lives
+them in ``translate_error``), and its initializer reads its options with
+:meth:`StoreURL.read_options` and the ``parse_*`` helpers and returns the backend;
+:func:`libkv.open` wraps it in a :class:`libkv.Store`. Nothing a driver uses lives
 anywhere else::
 
-    from libkv.driver import Capabilities, FeedBatch, KVPair, Store, StoreURL
+    from libkv.driver import Backend, Capabilities, FeedBatch, KVPair, StoreURL
 
 and it is made usable by URL through the ``libkv.stores`` entry point (see
-:mod:`libkv.registry`).
+:mod:`libkv.registry`). The Store is not exported here: a backend never sees it.
 """
 
-from libkv.api import Store
+from libkv.backend import Backend
 from libkv.errors import (
     AuthenticationError,
     HistoryLostError,
@@ -45,6 +46,7 @@ __all__ = [
     "MAX_REVISION",
     "Action",
     "AuthenticationError",
+    "Backend",
     "Capabilities",
     "Event",
     "Feed",
@@ -66,7 +68,6 @@ __all__ = [
     "NotSupportedError",
     "Op",
     "OpKind",
-    "Store",
     "StoreClosedError",
     "StoreURL",
     "UnknownOutcomeError",

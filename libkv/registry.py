@@ -6,8 +6,9 @@ A third-party package makes its driver usable by URL by declaring, e.g.::
     libkv.stores =
         myscheme = mypackage.driver:open_store
 
-where ``open_store(url: libkv.StoreURL) -> libkv.Store``. Entry points are loaded
-lazily, on first use of their scheme. :func:`register` adds one at run time.
+where ``open_store(url: libkv.StoreURL) -> libkv.driver.Backend``; :func:`open` wraps
+the backend in a :class:`~libkv.Store`. Entry points are loaded lazily, on first use of
+their scheme. :func:`register` adds one at run time.
 """
 
 from __future__ import annotations
@@ -15,21 +16,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import stevedore
 
+from libkv.api import Store
+from libkv.backend import Backend
 from libkv.errors import InvalidArgumentError, InvalidURLError, UnknownSchemeError
 from libkv.url import StoreURL, is_scheme
-
-if TYPE_CHECKING:
-    from libkv.api import Store
 
 __all__ = ["Initializer", "open", "register", "schemes"]
 
 log = logging.getLogger(__name__)
 
-Initializer = Callable[[StoreURL], "Store"]
+Initializer = Callable[[StoreURL], Backend]
 
 NAMESPACE = "libkv.stores"
 
@@ -69,7 +69,7 @@ def register(scheme: str, initializer: Initializer) -> None:
     name = scheme.lower()
     if not callable(initializer):
         raise InvalidArgumentError(
-            "initializer must be callable: initializer(url: StoreURL) -> Store"
+            "initializer must be callable: initializer(url: StoreURL) -> Backend"
         )
     with _lock:
         if name in _registered or name in _entry_point_names():
@@ -86,11 +86,18 @@ def open(url: str | StoreURL, **options: object) -> Store:  # noqa: A001 - the p
     """Open a store from a URL; keyword options override the URL's query options.
 
     Raises UnknownSchemeError (naming what is installed, and what to install for a
-    first-party scheme) and InvalidURLError for a malformed URL or option.
+    first-party scheme) and InvalidURLError for a malformed URL or option; TypeError
+    (a programming error) if the scheme's initializer returns something not a Backend.
     """
     parsed = url if isinstance(url, StoreURL) else StoreURL.parse(url)
     parsed = parsed.with_options(**options)
-    return _initializer(parsed.scheme)(parsed)
+    backend = _initializer(parsed.scheme)(parsed)
+    if not isinstance(backend, Backend):
+        raise TypeError(
+            f"the initializer of {parsed.scheme}:// returned {type(backend).__name__}, "
+            "not a libkv.driver.Backend"
+        )
+    return Store(backend)
 
 
 def _initializer(scheme: str) -> Initializer:

@@ -67,7 +67,7 @@ class FeedBatch:
 class Feed(Protocol):
     """A driver's source of changes under one prefix (full keys).
 
-    Opening a feed (``Store._open_feed``) need not contact the backend; the engine
+    Opening a feed (``Backend.open_feed``) need not contact the backend; the engine
     treats only :meth:`poll` as proof of contact, and measures the store's timeout
     for an unreachable backend from the first failed poll until a poll succeeds.
     """
@@ -213,7 +213,7 @@ class Watch:
             else:
                 self._bookkeeping = _ChangeDedup(since)
                 self.revision = self._feed_revision = since
-                self._feed = store._call(store._open_feed, self._prefix, since)
+                self._feed = store._call(store._backend.open_feed, self._prefix, since)
         except (HistoryLostError, NotReachableError) as error:
             # Reported from iteration, where the consumer handles watch failures.
             self._failure = error
@@ -291,7 +291,7 @@ class Watch:
 
     def _start_with_snapshot(self) -> None:
         store = self._store
-        pairs, revision = store._call(store._range, self._prefix, self._recursive)
+        pairs, revision = store._call(store._backend.range, self._prefix, self._recursive)
         pairs = [pair for pair in pairs if self._wanted(pair.key)]
         self.revision = self._feed_revision = revision
         if store.capabilities.watch_every_change:
@@ -301,7 +301,7 @@ class Watch:
         snapshot = tuple(store._relative_pair(pair) for pair in pairs)
         single = snapshot[0] if snapshot and not self._recursive else None
         self._pending.append((Event(Action.INIT, self._key, single, revision, snapshot), revision))
-        self._feed = store._call(store._open_feed, self._prefix, revision)
+        self._feed = store._call(store._backend.open_feed, self._prefix, revision)
 
     def _step(self, timeout: float) -> None:
         """One poll of the feed (or one attempt to reopen it), for up to ``timeout``."""
@@ -365,10 +365,10 @@ class Watch:
         feed: Feed | None = None
         reread = False
         try:
-            feed = store._call(store._open_feed, self._prefix, self._feed_revision)
+            feed = store._call(store._backend.open_feed, self._prefix, self._feed_revision)
             if isinstance(self._bookkeeping, _SnapshotDiff):
                 # Re-read and bring the consumer's view up to date by diffing.
-                pairs, revision = store._call(store._range, self._prefix, self._recursive)
+                pairs, revision = store._call(store._backend.range, self._prefix, self._recursive)
                 reread = True
                 self._accept(FeedBatch(revision, snapshot=pairs))
         except KVError as error:

@@ -19,18 +19,19 @@ import pytest
 
 import libkv
 from libkv import ops
+from libkv.drivers.memory import open_memory
 from libkv.testing.polling import assert_holds_until, wait_until
 
-PRIMITIVES = ("_commit", "_compact", "_grant_lease", "_open_feed", "_range", "_get")
+PRIMITIVES = ("commit", "compact", "grant_lease", "open_feed", "range", "get")
 
 
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[libkv.Store]:
-    """A namespaced memory store; ``store.sent`` lists the primitives called."""
+    """A namespaced memory store; ``store.sent`` lists the backend primitives called."""
     with libkv.open(f"memory://arguments-{uuid.uuid4().hex}/ns") as opened:
         sent: list[str] = []
         for name in PRIMITIVES:
-            original = getattr(opened, name)
+            original = getattr(opened.backend, name)
 
             def recording(
                 *args: object, _name: str = name, _original: Callable[..., object] = original
@@ -38,7 +39,7 @@ def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[libkv.Store]:
                 sent.append(_name)
                 return _original(*args)
 
-            monkeypatch.setattr(opened, name, recording)
+            monkeypatch.setattr(opened.backend, name, recording)
         opened.sent = sent  # type: ignore[attr-defined]
         yield opened
 
@@ -127,7 +128,7 @@ def test_bad_versions_are_refused_before_anything_is_sent(
 def test_the_largest_version_is_accepted(store: libkv.Store) -> None:
     with pytest.raises(libkv.KeyNotFoundError):
         store.update("k", "v", version=2**63 - 1)
-    assert sent(store) == ["_commit"]
+    assert sent(store) == ["commit"]
 
 
 @pytest.mark.parametrize("since", [*HUGE, -1, "3", 2.0, True], ids=repr)
@@ -267,7 +268,7 @@ def test_register_accepts_exactly_the_schemes_urls_accept(scheme: str, valid: bo
     except libkv.InvalidURLError:
         parses = False
     try:
-        libkv.register(unique, lambda url: libkv.open("memory://"))
+        libkv.register(unique, lambda url: open_memory(libkv.StoreURL.parse("memory://")))
         registers = True
     except libkv.InvalidURLError:
         registers = False
@@ -283,7 +284,7 @@ def test_bad_wait_timeouts_are_refused(store: libkv.Store, timeout: object) -> N
     bad: float = timeout  # type: ignore[assignment]
     assert_argument_error(lambda: store.wait_for_change("k", 1, timeout=bad), "timeout")
     assert_argument_error(lambda: store.lock("held").acquire(timeout=bad), "timeout")
-    assert sent(store) == ["_commit"]  # only the put: no lock key was created
+    assert sent(store) == ["commit"]  # only the put: no lock key was created
 
 
 def test_an_int_timeout_beyond_any_float_waits_without_bound(store: libkv.Store) -> None:

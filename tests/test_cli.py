@@ -25,6 +25,7 @@ from test_url import SECRET_URLS, assert_no_secret
 
 import libkv
 from libkv import cli, defaults
+from libkv.driver import Backend
 from libkv.testing.polling import wait_until
 
 SECRET = "s3cr3t-Pa55"
@@ -49,7 +50,7 @@ def unreachable_scheme() -> str:
     """A scheme whose driver always fails to connect, quoting the URL *with* its password."""
     scheme = f"unreachable{uuid.uuid4().hex[:8]}"
 
-    def initializer(url: libkv.StoreURL) -> libkv.Store:
+    def initializer(url: libkv.StoreURL) -> Backend:
         raise libkv.NotReachableError(f"cannot connect to {url.render(hide_password=False)}")
 
     libkv.register(scheme, initializer)

@@ -1,8 +1,9 @@
 """The driver interface a stranger implements: abstract primitives, one import, no privates.
 
+A driver is a :class:`~libkv.driver.Backend` that the public Store holds (composition).
 These read the source as well as run it: which primitives are abstract, what the
-bundled drivers import, what the lock and lease recipes touch, and that the core's
-modules import each other without a cycle.
+bundled drivers import, that no driver reaches the core's private names, what the lock
+and lease recipes touch, and that the core's modules import each other without a cycle.
 """
 
 from __future__ import annotations
@@ -17,24 +18,25 @@ from pathlib import Path
 import pytest
 
 import libkv
-import libkv.api
+import libkv.backend
 import libkv.driver
-from libkv.driver import Capabilities, Feed, KVPair, Op, Store, StoreURL
+from libkv import Store
+from libkv.driver import Backend, Capabilities, Feed, KVPair, Op, StoreURL
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = {
-    "_get",
-    "_range",
-    "_commit",
-    "_delete_range",
-    "_grant_lease",
-    "_keepalive_lease",
-    "_lease_ttl",
-    "_revoke_lease",
-    "_open_feed",
-    "_translate_error",
+    "get",
+    "range",
+    "commit",
+    "delete_range",
+    "grant_lease",
+    "keepalive_lease",
+    "lease_ttl",
+    "revoke_lease",
+    "open_feed",
+    "translate_error",
 }
-OPTIONAL = {"_get_many", "_compact", "_close"}
+OPTIONAL = {"get_many", "compact", "close"}
 DRIVER_FILES = [
     "libkv/drivers/memory.py",
     "libkv/drivers/sqlite.py",
@@ -42,44 +44,46 @@ DRIVER_FILES = [
 ]
 
 
-def complete_driver(leave_out: str | None = None) -> type[Store]:
-    """A driver class with every required primitive except ``leave_out``."""
+def complete_driver(leave_out: str | None = None) -> type[Backend]:
+    """A backend class with every required primitive except ``leave_out``."""
 
-    def _get(self: Store, key: str) -> KVPair | None:
+    def get(self: Backend, key: str) -> KVPair | None:
         return None
 
-    def _range(self: Store, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
+    def range(  # noqa: A001 - the primitive's name
+        self: Backend, prefix: str, recursive: bool
+    ) -> tuple[list[KVPair], int]:
         return [], 0
 
-    def _commit(self: Store, ops: Sequence[Op]) -> list[KVPair | None]:
+    def commit(self: Backend, ops: Sequence[Op]) -> list[KVPair | None]:
         return [None for _ in ops]
 
-    def _delete_range(self: Store, prefix: str) -> int:
+    def delete_range(self: Backend, prefix: str) -> int:
         return 0
 
-    def _grant_lease(self: Store, ttl: float) -> int:
+    def grant_lease(self: Backend, ttl: float) -> int:
         return 1
 
-    def _keepalive_lease(self: Store, lease_id: int) -> bool:
+    def keepalive_lease(self: Backend, lease_id: int) -> bool:
         return True
 
-    def _lease_ttl(self: Store, lease_id: int) -> float | None:
+    def lease_ttl(self: Backend, lease_id: int) -> float | None:
         return 1.0
 
-    def _revoke_lease(self: Store, lease_id: int) -> None:
+    def revoke_lease(self: Backend, lease_id: int) -> None:
         return None
 
-    def _open_feed(self: Store, prefix: str, after: int | None) -> Feed:
+    def open_feed(self: Backend, prefix: str, after: int | None) -> Feed:
         raise NotImplementedError
 
-    def _translate_error(self: Store, error: Exception) -> None:
+    def translate_error(self: Backend, error: Exception) -> None:
         return None
 
     methods = {name: value for name, value in locals().items() if name in REQUIRED}
     assert set(methods) == REQUIRED
     methods.pop(leave_out, None)
     methods["capabilities"] = Capabilities(True, True, 0.1, 1e9, 1.0, 1024, 8)
-    return type("StrangerStore", (Store,), methods)
+    return type("StrangerBackend", (Backend,), methods)
 
 
 @pytest.mark.parametrize("primitive", sorted(REQUIRED))
@@ -90,45 +94,68 @@ def test_a_driver_missing_a_required_primitive_cannot_be_instantiated(primitive:
 
 
 def test_a_driver_with_every_required_primitive_works_without_the_optional_ones() -> None:
-    with complete_driver()(StoreURL.parse("stranger://")) as store:
-        assert store.get_many(["a", "b"]) == []  # the default _get_many: _get each
+    backend = complete_driver()(StoreURL.parse("stranger://"))
+    with Store(backend) as store:
+        assert store.backend is backend
+        assert store.get_many(["a", "b"]) == []  # the default get_many: get each
         assert store.list() == []
         with pytest.raises(libkv.NotSupportedError):
-            store._compact(1)  # the default: no change history
+            backend.compact(1)  # the default: no change history
     assert store.closed
+    assert repr(store) == "<Store stranger://>"
+
+
+def test_the_store_takes_url_namespace_timeout_and_capabilities_from_its_backend() -> None:
+    backend = complete_driver()(StoreURL.parse("stranger://"), namespace="/a/b/", timeout=3.0)
+    store = Store(backend)
+    assert (store.url, store.namespace, store.timeout) == (backend.url, "a/b", 3.0)
+    assert store.capabilities is backend.capabilities
+    with pytest.raises(libkv.InvalidURLError, match="namespace"):
+        complete_driver()(StoreURL.parse("stranger://"), namespace="a/../b")
+
+
+def test_the_store_is_no_driver_base_class() -> None:
+    assert not issubclass(Store, Backend) and not issubclass(Backend, Store)
+    assert "Store" not in libkv.driver.__all__
 
 
 def test_the_abstract_primitives_are_exactly_the_required_ones() -> None:
-    assert Store.__abstractmethods__ == REQUIRED
+    assert Backend.__abstractmethods__ == REQUIRED
     for name in OPTIONAL:
-        assert not getattr(getattr(Store, name), "__isabstractmethod__", False), name
+        assert not getattr(getattr(Backend, name), "__isabstractmethod__", False), name
 
 
-def test_the_primitive_tables_in_the_api_docstring_list_every_primitive() -> None:
-    doc = libkv.api.__doc__ or ""
+def test_the_primitive_tables_in_the_backend_docstring_list_every_primitive() -> None:
+    doc = libkv.backend.__doc__ or ""
     required, _, optional = doc.partition("Optional:")
-    listed_required = set(re.findall(r"^``(_\w+)\(", required, re.MULTILINE))
-    listed_optional = set(re.findall(r"^``(_\w+)\(", optional, re.MULTILINE))
+    listed_required = set(re.findall(r"^``(\w+)\(", required, re.MULTILINE))
+    listed_optional = set(re.findall(r"^``(\w+)\(", optional, re.MULTILINE))
+    assert listed_required == REQUIRED
+    assert listed_optional == OPTIONAL
+
+
+def test_the_readme_driver_tables_list_every_primitive() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Writing a driver", 1)[1].split("\n## ", 1)[0]
+    required, _, optional = section.partition("Optional")
+    listed_required = set(re.findall(r"`(\w+)\(", required.split("| primitive |", 1)[1]))
+    listed_optional = set(re.findall(r"^\| `(\w+)\(", optional, re.MULTILINE))
     assert listed_required == REQUIRED
     assert listed_optional == OPTIONAL
 
 
 def test_every_bundled_driver_overrides_only_primitives() -> None:
-    primitives = REQUIRED | OPTIONAL
-    core = {
-        name
-        for name, _ in inspect.getmembers(Store)
-        if name.startswith("_") and not name.startswith(("__", "_abc_"))
-    }
+    """A bundled backend's public names are primitives, or its own (not the Backend's)."""
+    inherited = {name for name, _ in inspect.getmembers(Backend) if not name.startswith("_")}
     for module_name in ("libkv.drivers.memory", "libkv.drivers.sqlite"):
         module = importlib.import_module(module_name)
         driver = next(
             value
             for value in vars(module).values()
-            if isinstance(value, type) and issubclass(value, Store) and value is not Store
+            if isinstance(value, type) and issubclass(value, Backend) and value is not Backend
         )
-        overridden = {name for name in vars(driver) if name in core}
-        assert overridden <= primitives, (module_name, overridden - primitives)
+        overridden = {name for name in vars(driver) if name in inherited}
+        assert overridden <= REQUIRED | OPTIONAL | {"capabilities"}, (module_name, overridden)
 
 
 def libkv_imports(tree: ast.AST) -> Iterator[tuple[ast.ImportFrom | ast.Import, str]]:
@@ -151,11 +178,57 @@ def test_drivers_import_only_from_libkv_driver_and_no_private_name(relative: str
             assert not private, f"{relative}:{node.lineno} imports {private}"
 
 
+DRIVER_PACKAGES = {
+    "memory": ["libkv/drivers/memory.py"],
+    "sqlite": ["libkv/drivers/sqlite.py"],
+    **{
+        path.name: sorted(str(file.relative_to(ROOT)) for file in path.glob("*.py"))
+        for path in sorted(ROOT.glob("plugins/*/libkv_*"))
+    },
+}
+# The ZooKeeper driver sends raw requests with kazoo's KazooClient._call, a name the
+# Store's private _call happens to share.
+FOREIGN = {("_call", "self._client")}
+
+
+def core_private_names() -> set[str]:
+    with libkv.open("memory://") as store:
+        names = set(dir(store)) | set(vars(store))
+    return {name for name in names if name.startswith("_") and not name.startswith("__")}
+
+
+@pytest.mark.parametrize("package", sorted(DRIVER_PACKAGES))
+def test_drivers_reach_no_private_name_of_the_core(package: str) -> None:
+    """A backend sees only its primitives: no driver names the Store's private state
+    (``_root``, ``_call``, ``_closed``...) other than as its own attribute."""
+    core = core_private_names()
+    assert {"_root", "_call", "_closed", "_backend"} <= core  # the check sees the Store
+    trees = {
+        relative: ast.parse((ROOT / relative).read_text()) for relative in DRIVER_PACKAGES[package]
+    }
+    own = {
+        node.attr if isinstance(node, ast.Attribute) else node.name
+        for tree in trees.values()
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store))
+        or isinstance(node, (ast.FunctionDef, ast.ClassDef))
+    }
+    offenders = [
+        f"{relative}:{node.lineno} {ast.unparse(node)}"
+        for relative, tree in trees.items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr in core - own
+        and (node.attr, ast.unparse(node.value)) not in FOREIGN
+    ]
+    assert offenders == []
+
+
 def test_libkv_driver_exports_what_a_driver_needs() -> None:
     for name in libkv.driver.__all__:
         assert hasattr(libkv.driver, name), name
     needed = {
-        "Store",
+        "Backend",
         "Feed",
         "FeedBatch",
         "StoreURL",

@@ -8,6 +8,7 @@ import pytest
 
 import libkv
 from libkv import StoreURL, UnknownSchemeError, registry
+from libkv.driver import Backend
 from libkv.drivers.memory import open_memory
 
 
@@ -40,7 +41,7 @@ def test_register_at_run_time_and_duplicates() -> None:
     scheme = f"test{uuid.uuid4().hex[:8]}"
     seen: list[StoreURL] = []
 
-    def initializer(url: StoreURL) -> libkv.Store:
+    def initializer(url: StoreURL) -> Backend:
         seen.append(url)
         return open_memory(StoreURL.parse("memory://"))
 
@@ -54,3 +55,18 @@ def test_register_at_run_time_and_duplicates() -> None:
         libkv.register(scheme, initializer)
     with pytest.raises(ValueError, match="already"):
         libkv.register("memory", initializer)
+
+
+def test_an_initializer_must_return_a_backend() -> None:
+    """open() wraps the initializer's Backend in a Store; anything else is a programming error."""
+    scheme = f"test{uuid.uuid4().hex[:8]}"
+    returned: list[libkv.Store] = []
+
+    def initializer(url: StoreURL) -> libkv.Store:
+        returned.append(libkv.open("memory://"))
+        return returned[-1]
+
+    libkv.register(scheme, initializer)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"returned Store, not a libkv\.driver\.Backend"):
+        libkv.open(f"{scheme}://")
+    returned[0].close()

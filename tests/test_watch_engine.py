@@ -16,6 +16,7 @@ import pytest
 
 import libkv
 from libkv import Action, HistoryLostError, KVPair, NotReachableError, Store, StoreURL
+from libkv.backend import Backend
 from libkv.model import Capabilities, Event
 from libkv.ops import Op
 from libkv.testing.conformance.watch_properties import watch_footprint
@@ -42,7 +43,7 @@ class ScriptedFeed:
         self.closed.set()
 
 
-class ScriptedStore(Store):
+class ScriptedBackend(Backend):
     """Serves a fixed snapshot and hands out scripted feeds, recording each open."""
 
     def __init__(
@@ -56,12 +57,12 @@ class ScriptedStore(Store):
         self.handed_out: list[ScriptedFeed] = []
         self.range_failures: list[Exception] = []  # raised by the next reads, in order
 
-    def _range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
+    def range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
         if self.range_failures:
             raise self.range_failures.pop(0)
         return list(self.snapshot), self.revision
 
-    def _open_feed(self, prefix: str, after: int | None) -> ScriptedFeed:
+    def open_feed(self, prefix: str, after: int | None) -> ScriptedFeed:
         self.opened.append(after)
         if not self.feeds:
             raise NotReachableError("no more feeds")
@@ -69,29 +70,29 @@ class ScriptedStore(Store):
         self.handed_out.append(feed)
         return feed
 
-    # The watch engine needs only _range and _open_feed; the other primitives are unused.
-    def _get(self, key: str) -> KVPair | None:
+    # The watch engine needs only range and open_feed; the other primitives are unused.
+    def get(self, key: str) -> KVPair | None:
         raise NotImplementedError
 
-    def _commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
+    def commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
         raise NotImplementedError
 
-    def _delete_range(self, prefix: str) -> int:
+    def delete_range(self, prefix: str) -> int:
         raise NotImplementedError
 
-    def _grant_lease(self, ttl: float) -> int:
+    def grant_lease(self, ttl: float) -> int:
         raise NotImplementedError
 
-    def _keepalive_lease(self, lease_id: int) -> bool:
+    def keepalive_lease(self, lease_id: int) -> bool:
         raise NotImplementedError
 
-    def _lease_ttl(self, lease_id: int) -> float | None:
+    def lease_ttl(self, lease_id: int) -> float | None:
         raise NotImplementedError
 
-    def _revoke_lease(self, lease_id: int) -> None:
+    def revoke_lease(self, lease_id: int) -> None:
         raise NotImplementedError
 
-    def _translate_error(self, error: Exception) -> None:
+    def translate_error(self, error: Exception) -> None:
         return None
 
 
@@ -104,9 +105,10 @@ def drain(events: Sequence[Event | None]) -> list[tuple[Action, str, int]]:
 
 
 def test_change_feed_resumes_after_connection_loss_without_duplicates() -> None:
-    store = ScriptedStore(every_change=True, snapshot=[pair("a", 3)], revision=5)
+    backend = ScriptedBackend(every_change=True, snapshot=[pair("a", 3)], revision=5)
+    store = Store(backend)
     update = Event(Action.UPDATE, "ns/a", pair("a", 6), 6)
-    store.feeds = [
+    backend.feeds = [
         [FeedBatch(6, [update]), NotReachableError("connection reset")],
         [FeedBatch(7, [update, Event(Action.DELETE, "ns/a", None, 7)])],  # replays revision 6
     ]
@@ -118,13 +120,14 @@ def test_change_feed_resumes_after_connection_loss_without_duplicates() -> None:
         (Action.DELETE, "a", 7),
     ]
     assert events[0] is not None and events[0].snapshot == (KVPair("a", b"v", 3),)
-    assert store.opened == [5, 6]  # resumed from the last revision it had delivered
+    assert backend.opened == [5, 6]  # resumed from the last revision it had delivered
     assert watch.revision == 7
 
 
 def test_snapshot_feed_is_diffed_and_spurious_wakeups_dropped() -> None:
-    store = ScriptedStore(every_change=False, snapshot=[pair("a", 3), pair("b", 4)], revision=4)
-    store.feeds = [
+    backend = ScriptedBackend(every_change=False, snapshot=[pair("a", 3), pair("b", 4)], revision=4)
+    store = Store(backend)
+    backend.feeds = [
         [
             FeedBatch(4, snapshot=[pair("a", 3), pair("b", 4)]),  # nothing changed
             FeedBatch(9, snapshot=[pair("a", 8, b"new"), pair("c", 9)]),
@@ -142,8 +145,9 @@ def test_snapshot_feed_is_diffed_and_spurious_wakeups_dropped() -> None:
 
 
 def test_revision_going_backwards_is_history_lost() -> None:
-    store = ScriptedStore(every_change=True, snapshot=[], revision=10)
-    store.feeds = [[FeedBatch(3, [])]]
+    backend = ScriptedBackend(every_change=True, snapshot=[], revision=10)
+    store = Store(backend)
+    backend.feeds = [[FeedBatch(3, [])]]
     watch = store.watch("x")
     assert watch.next_event(1) is not None  # INIT
     with pytest.raises(HistoryLostError, match="went back"):
@@ -152,8 +156,9 @@ def test_revision_going_backwards_is_history_lost() -> None:
 
 
 def test_a_new_epoch_is_history_lost_even_when_revisions_move_on() -> None:
-    store = ScriptedStore(every_change=True, snapshot=[], revision=10)
-    store.feeds = [
+    backend = ScriptedBackend(every_change=True, snapshot=[], revision=10)
+    store = Store(backend)
+    backend.feeds = [
         [FeedBatch(10, epoch="first"), NotReachableError("restarted")],
         [FeedBatch(50, epoch="second")],
     ]
@@ -164,8 +169,9 @@ def test_a_new_epoch_is_history_lost_even_when_revisions_move_on() -> None:
 
 
 def test_unreachable_past_the_store_timeout_raises() -> None:
-    store = ScriptedStore(every_change=True, snapshot=[], revision=1)
-    store.feeds = [[NotReachableError("down")]]  # and every reopen fails
+    backend = ScriptedBackend(every_change=True, snapshot=[], revision=1)
+    store = Store(backend)
+    backend.feeds = [[NotReachableError("down")]]  # and every reopen fails
     watch = store.watch("x")
     watch.next_event(1)
     started = time.monotonic()
@@ -176,8 +182,9 @@ def test_unreachable_past_the_store_timeout_raises() -> None:
 
 
 def test_close_from_another_thread_ends_iteration_promptly() -> None:
-    store = ScriptedStore(every_change=True, snapshot=[], revision=1)
-    store.feeds = [[]]
+    backend = ScriptedBackend(every_change=True, snapshot=[], revision=1)
+    store = Store(backend)
+    backend.feeds = [[]]
     watch = store.watch("x")
     next(watch)
     threading.Timer(0.2, watch.close).start()
@@ -188,10 +195,11 @@ def test_close_from_another_thread_ends_iteration_promptly() -> None:
 
 def test_revision_is_a_safe_resume_point_after_partial_consumption() -> None:
     """Watch.revision stays below every event not yet returned (issue 8, item 3)."""
-    store = ScriptedStore(every_change=True, snapshot=[], revision=5)
+    backend = ScriptedBackend(every_change=True, snapshot=[], revision=5)
+    store = Store(backend)
     changes = [("a", 6), ("b", 7), ("t1", 8), ("t2", 8), ("c", 9)]  # t1, t2: one transaction
     batch = FeedBatch(20, [Event(Action.UPDATE, f"ns/{k}", pair(k, r), r) for k, r in changes])
-    store.feeds = [[batch]]
+    backend.feeds = [[batch]]
     watch = store.watch("", recursive=True)
     assert watch.revision == 5
     revisions = []
@@ -201,13 +209,14 @@ def test_revision_is_a_safe_resume_point_after_partial_consumption() -> None:
     # After INIT: its snapshot revision; after a: below b; after t1: below t2 (same
     # revision, so resuming from 8 would skip t2); after the last: the batch's revision.
     assert revisions == [5, 6, 7, 7, 8, 20]
-    assert store.opened == [5]
+    assert backend.opened == [5]
 
 
 def test_zero_timeout_returns_what_the_feed_has_ready() -> None:
     """next_event(0) polls the feed once without waiting (issue 8, item 4)."""
-    store = ScriptedStore(every_change=True, snapshot=[], revision=5)
-    store.feeds = [[FeedBatch(6, [Event(Action.UPDATE, "ns/x", pair("x", 6), 6)])]]
+    backend = ScriptedBackend(every_change=True, snapshot=[], revision=5)
+    store = Store(backend)
+    backend.feeds = [[FeedBatch(6, [Event(Action.UPDATE, "ns/x", pair("x", 6), 6)])]]
     watch = store.watch("x")
     assert watch.next_event(0) is not None  # INIT, pending since the watch opened
     event = watch.next_event(0)
@@ -260,12 +269,12 @@ class SnapshotChurnFeed:
         pass
 
 
-class FeedStore(ScriptedStore):
+class FeedBackend(ScriptedBackend):
     """Hands every watch the one feed it is given."""
 
     feed: GeneratedFeed | SnapshotChurnFeed
 
-    def _open_feed(self, prefix: str, after: int | None) -> GeneratedFeed | SnapshotChurnFeed:  # type: ignore[override]
+    def open_feed(self, prefix: str, after: int | None) -> GeneratedFeed | SnapshotChurnFeed:  # type: ignore[override]
         return self.feed
 
 
@@ -279,8 +288,9 @@ def drain_all(watch: libkv.Watch) -> int:
 @pytest.mark.parametrize("every_change", [True, False], ids=["change-feed", "snapshot-feed"])
 def test_bookkeeping_is_bounded_by_the_live_keys(every_change: bool) -> None:
     """50,000 keys created and deleted leave no state behind (issue 8, item 10)."""
-    store = FeedStore(every_change=every_change, snapshot=[], revision=1)
-    store.feed = GeneratedFeed(50_000, 100, 1) if every_change else SnapshotChurnFeed(50_000, 1)
+    backend = FeedBackend(every_change=every_change, snapshot=[], revision=1)
+    store = Store(backend)
+    backend.feed = GeneratedFeed(50_000, 100, 1) if every_change else SnapshotChurnFeed(50_000, 1)
     watch = store.watch("", recursive=True)
     assert watch.next_event(0) is not None  # INIT
     baseline = watch_footprint(watch, store)
@@ -304,8 +314,8 @@ class UnreachableFeed:
         pass
 
 
-class UnreachableStore(ScriptedStore):
-    def _open_feed(self, prefix: str, after: int | None) -> UnreachableFeed:  # type: ignore[override]
+class UnreachableBackend(ScriptedBackend):
+    def open_feed(self, prefix: str, after: int | None) -> UnreachableFeed:  # type: ignore[override]
         self.opened.append(after)
         return UnreachableFeed()
 
@@ -313,7 +323,8 @@ class UnreachableStore(ScriptedStore):
 def test_opening_a_feed_does_not_restart_the_unreachable_clock() -> None:
     """A feed that opens (no network call) but cannot poll fails the watch once the
     store's timeout has passed (issue 8, item 5), rather than retrying forever."""
-    store = UnreachableStore(every_change=True, snapshot=[], revision=1, timeout=0.5)
+    backend = UnreachableBackend(every_change=True, snapshot=[], revision=1, timeout=0.5)
+    store = Store(backend)
     watch = store.watch("x")
     assert watch.next_event(0) is not None  # INIT
     started = time.monotonic()
@@ -322,16 +333,17 @@ def test_opening_a_feed_does_not_restart_the_unreachable_clock() -> None:
             watch.next_event(0.1)
     elapsed = time.monotonic() - started
     assert store.timeout <= elapsed < store.timeout + 1
-    assert len(store.opened) > 2  # it did try to reconnect meanwhile
+    assert len(backend.opened) > 2  # it did try to reconnect meanwhile
     assert watch.closed
 
 
 def test_a_batch_from_a_reopened_feed_stops_the_unreachable_clock() -> None:
     """After a lost connection, the new feed's first batch proves contact and resets the
     clock: a later outage is timed from its own start, not from the first one."""
-    store = ScriptedStore(every_change=True, snapshot=[], revision=1, timeout=0.5)
+    backend = ScriptedBackend(every_change=True, snapshot=[], revision=1, timeout=0.5)
+    store = Store(backend)
     idle: list[FeedBatch | Exception | None] = [None] * 10  # about 1 s of quiet polls
-    store.feeds = [[NotReachableError("reset")], [FeedBatch(1), *idle, NotReachableError("2")]]
+    backend.feeds = [[NotReachableError("reset")], [FeedBatch(1), *idle, NotReachableError("2")]]
     watch = store.watch("x")
     assert watch.next_event(0) is not None  # INIT
     started = time.monotonic()
@@ -341,16 +353,17 @@ def test_a_batch_from_a_reopened_feed_stops_the_unreachable_clock() -> None:
     # The second outage began after the idle polls (about 1 s in) and was given the
     # whole timeout: timing it from the first outage would have failed at once.
     assert time.monotonic() - started >= 1.0 + store.timeout - 0.2
-    assert store.opened[:2] == [1, 1]  # then failed attempts to reopen
+    assert backend.opened[:2] == [1, 1]  # then failed attempts to reopen
 
 
 def test_a_reopened_feed_that_never_answers_does_not_stop_the_clock() -> None:
     """A reopened feed that returns None without ever returning a batch (a stream opened
     without a network call, to a frozen server, which then reports the stall) proves
     nothing: the watch raises NotReachableError once the store's timeout has passed."""
-    store = ScriptedStore(every_change=True, snapshot=[], revision=1, timeout=0.5)
+    backend = ScriptedBackend(every_change=True, snapshot=[], revision=1, timeout=0.5)
+    store = Store(backend)
     stalled: list[FeedBatch | Exception | None] = [None, None, NotReachableError("stall")]
-    store.feeds = [[NotReachableError("frozen")]] + [list(stalled) for _ in range(100)]
+    backend.feeds = [[NotReachableError("frozen")]] + [list(stalled) for _ in range(100)]
     watch = store.watch("x")
     assert watch.next_event(0) is not None  # INIT
     started = time.monotonic()
@@ -360,7 +373,8 @@ def test_a_reopened_feed_that_never_answers_does_not_stop_the_clock() -> None:
 
 
 def test_close_ends_iteration_promptly_while_the_backend_is_unreachable() -> None:
-    store = UnreachableStore(every_change=True, snapshot=[], revision=1, timeout=30)
+    backend = UnreachableBackend(every_change=True, snapshot=[], revision=1, timeout=30)
+    store = Store(backend)
     watch = store.watch("x")
     next(watch)
     threading.Timer(0.3, watch.close).start()
@@ -374,10 +388,11 @@ def test_partial_snapshots_compare_only_their_keys() -> None:
     keys only: a listed key that is present with a new version is an UPDATE, a listed key
     missing from it a DELETE at the batch's revision, a listed key unchanged nothing, and
     every key not listed keeps its state (it is neither deleted nor re-reported)."""
-    store = ScriptedStore(
+    backend = ScriptedBackend(
         every_change=False, snapshot=[pair("a", 3), pair("b", 4), pair("c", 5)], revision=5
     )
-    store.feeds = [
+    store = Store(backend)
+    backend.feeds = [
         [
             FeedBatch(8, snapshot=[pair("a", 8, b"new")], keys=["ns/a"]),  # b, c not listed
             FeedBatch(9, snapshot=[pair("c", 5)], keys=["ns/b", "ns/c"]),  # b gone, c spurious
@@ -399,12 +414,13 @@ def test_partial_snapshots_compare_only_their_keys() -> None:
     assert events[1] is not None and events[1].pair == KVPair("a", b"new", 8)
     assert watch.next_event(0.3) is None  # nothing else: b is not deleted twice
     assert watch.revision == 13
-    assert store.opened == [5]
+    assert backend.opened == [5]
 
 
 def test_partial_snapshot_with_a_version_going_backwards_is_history_lost() -> None:
-    store = ScriptedStore(every_change=False, snapshot=[pair("a", 7), pair("b", 4)], revision=7)
-    store.feeds = [[FeedBatch(9, snapshot=[pair("a", 6)], keys=["ns/a"])]]
+    backend = ScriptedBackend(every_change=False, snapshot=[pair("a", 7), pair("b", 4)], revision=7)
+    store = Store(backend)
+    backend.feeds = [[FeedBatch(9, snapshot=[pair("a", 6)], keys=["ns/a"])]]
     watch = store.watch("", recursive=True)
     assert watch.next_event(1) is not None  # INIT
     with pytest.raises(HistoryLostError, match="'ns/a'"):
@@ -415,8 +431,9 @@ def test_partial_snapshot_with_a_version_going_backwards_is_history_lost() -> No
 def test_a_full_snapshot_after_partial_ones_deletes_what_is_gone() -> None:
     """After partial snapshots, a full one (a reconnect's re-read) still compares every
     key the watch has shown, including those only partial snapshots reported."""
-    store = ScriptedStore(every_change=False, snapshot=[pair("a", 3)], revision=3)
-    store.feeds = [
+    backend = ScriptedBackend(every_change=False, snapshot=[pair("a", 3)], revision=3)
+    store = Store(backend)
+    backend.feeds = [
         [FeedBatch(5, snapshot=[pair("b", 5)], keys=["ns/b"]), NotReachableError("reset")],
         [],
     ]
@@ -424,7 +441,7 @@ def test_a_full_snapshot_after_partial_ones_deletes_what_is_gone() -> None:
     assert watch.next_event(1) is not None  # INIT
     event = watch.next_event(2)
     assert event is not None and (event.action, event.key) == (Action.UPDATE, "b")
-    store.snapshot, store.revision = [pair("b", 5)], 6  # a deleted while disconnected
+    backend.snapshot, backend.revision = [pair("b", 5)], 6  # a deleted while disconnected
     event = watch.next_event(2)
     assert event is not None and (event.action, event.key, event.revision) == (
         Action.DELETE,
@@ -437,15 +454,16 @@ def test_a_full_snapshot_after_partial_ones_deletes_what_is_gone() -> None:
 def test_a_feed_opened_by_a_failed_reconnection_is_closed() -> None:
     """A snapshot watch reopens its feed, then re-reads; when the re-read fails, the
     feed it just opened is closed rather than left running."""
-    store = ScriptedStore(every_change=False, snapshot=[], revision=1, timeout=5)
-    store.feeds = [[NotReachableError("lost")], [], [FeedBatch(1, snapshot=[])]]
+    backend = ScriptedBackend(every_change=False, snapshot=[], revision=1, timeout=5)
+    store = Store(backend)
+    backend.feeds = [[NotReachableError("lost")], [], [FeedBatch(1, snapshot=[])]]
     watch = store.watch("x", recursive=True)
     assert watch.next_event(0) is not None  # INIT
-    store.range_failures = [NotReachableError("the re-read failed")]
+    backend.range_failures = [NotReachableError("the re-read failed")]
     wait = time.monotonic() + 3
-    while len(store.handed_out) < 3 and time.monotonic() < wait:
+    while len(backend.handed_out) < 3 and time.monotonic() < wait:
         assert watch.next_event(0.1) is None
-    first_reopened = store.handed_out[1]
+    first_reopened = backend.handed_out[1]
     assert first_reopened.closed.is_set(), "the feed of the failed attempt was left open"
-    assert not store.handed_out[2].closed.is_set()  # the attempt that worked keeps its feed
+    assert not backend.handed_out[2].closed.is_set()  # the attempt that worked keeps its feed
     watch.close()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from libkv.driver import (
     Action,
+    Backend,
     Capabilities,
     Event,
     FeedBatch,
@@ -30,14 +31,13 @@ from libkv.driver import (
     LeaseNotFoundError,
     Op,
     OpKind,
-    Store,
     StoreURL,
     first_failure,
     in_prefix,
     parse_positive_int,
 )
 
-__all__ = ["MemoryStore", "open_memory"]
+__all__ = ["MemoryBackend", "open_memory"]
 
 CAPABILITIES = Capabilities(
     watch_every_change=True,
@@ -203,8 +203,8 @@ class _MemoryFeed:
             self._database.condition.notify_all()
 
 
-class MemoryStore(Store):
-    """A store kept in this process's memory; see the module docstring."""
+class MemoryBackend(Backend):
+    """A backend kept in this process's memory; see the module docstring."""
 
     capabilities = CAPABILITIES
 
@@ -214,11 +214,11 @@ class MemoryStore(Store):
         with database.condition:
             database.stores += 1
 
-    def _get(self, key: str) -> KVPair | None:
+    def get(self, key: str) -> KVPair | None:
         entry = self._database.entries.get(key)
         return entry.pair if entry is not None else None
 
-    def _range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
+    def range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
         database = self._database
         with database.condition:
             if not recursive:
@@ -231,7 +231,7 @@ class MemoryStore(Store):
         pairs.sort(key=lambda pair: pair.key)
         return pairs, revision
 
-    def _commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
+    def commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
         database = self._database
         with database.condition:
             entries = database.entries
@@ -276,14 +276,14 @@ class MemoryStore(Store):
             database.record(events)
             return results
 
-    def _delete_range(self, prefix: str) -> int:
+    def delete_range(self, prefix: str) -> int:
         database = self._database
         with database.condition:
             doomed = sorted(key for key in database.entries if in_prefix(key, prefix))
             database.record(database.remove(doomed))
             return len(doomed)
 
-    def _grant_lease(self, ttl: float) -> int:
+    def grant_lease(self, ttl: float) -> int:
         database = self._database
         with database.condition:
             lease_id = next(database.lease_ids)
@@ -292,7 +292,7 @@ class MemoryStore(Store):
             database.schedule(record.expires_at, lease_id, "")
             return lease_id
 
-    def _keepalive_lease(self, lease_id: int) -> bool:
+    def keepalive_lease(self, lease_id: int) -> bool:
         database = self._database
         with database.condition:
             record = database.leases.get(lease_id)
@@ -302,19 +302,19 @@ class MemoryStore(Store):
             database.schedule(record.expires_at, lease_id, "")
             return True
 
-    def _lease_ttl(self, lease_id: int) -> float | None:
+    def lease_ttl(self, lease_id: int) -> float | None:
         with self._database.condition:
             record = self._database.leases.get(lease_id)
             return None if record is None else max(0.0, record.expires_at - time.monotonic())
 
-    def _revoke_lease(self, lease_id: int) -> None:
+    def revoke_lease(self, lease_id: int) -> None:
         database = self._database
         with database.condition:
             record = database.leases.pop(lease_id, None)
             if record is not None:
                 database.record(database.remove(sorted(record.keys)))
 
-    def _open_feed(self, prefix: str, after: int | None) -> _MemoryFeed:
+    def open_feed(self, prefix: str, after: int | None) -> _MemoryFeed:
         database = self._database
         with database.condition:
             start = database.revision if after is None else after
@@ -325,7 +325,7 @@ class MemoryStore(Store):
                 )
         return _MemoryFeed(database, prefix, start)
 
-    def _compact(self, revision: int) -> None:
+    def compact(self, revision: int) -> None:
         database = self._database
         with database.condition:
             floor = min(revision - 1, database.revision)
@@ -336,16 +336,16 @@ class MemoryStore(Store):
             database.compacted = floor
             database.condition.notify_all()
 
-    def _translate_error(self, error: Exception) -> None:
+    def translate_error(self, error: Exception) -> None:
         return None  # no backend client: every error this driver raises is a KVError
 
-    def _close(self) -> None:
+    def close(self) -> None:
         with self._database.condition:
             self._database.stores -= 1
             self._database.condition.notify_all()
 
 
-def open_memory(url: StoreURL) -> MemoryStore:
+def open_memory(url: StoreURL) -> MemoryBackend:
     """The ``memory`` scheme's initializer."""
     options = url.read_options({"history": parse_positive_int})
     if len(url.hosts) > 1 or url.port is not None or url.username or url.password:
@@ -358,7 +358,7 @@ def open_memory(url: StoreURL) -> MemoryStore:
         if database is None:
             database = _Database(history)
             _databases[name or f"\0private-{next(_private_names)}"] = database
-    return MemoryStore(url, database, namespace)
+    return MemoryBackend(url, database, namespace)
 
 
 def _revision_of(change: tuple[int, str, KVPair | None]) -> int:

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 
 from libkv.driver import (
     Action,
+    Backend,
     Capabilities,
     Event,
     FeedBatch,
@@ -38,14 +39,13 @@ from libkv.driver import (
     NotReachableError,
     Op,
     OpKind,
-    Store,
     StoreURL,
     first_failure,
     parse_positive_int,
     parse_seconds,
 )
 
-__all__ = ["SQLiteStore", "open_sqlite"]
+__all__ = ["SQLiteBackend", "open_sqlite"]
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def _prefix_clause(prefix: str) -> tuple[str, tuple[str, ...]]:
 
 
 class _SQLiteFeed:
-    def __init__(self, store: SQLiteStore, prefix: str, after: int) -> None:
+    def __init__(self, store: SQLiteBackend, prefix: str, after: int) -> None:
         self._store = store
         self._after = after
         self._clause, self._arguments = _prefix_clause(prefix)
@@ -165,8 +165,8 @@ class _SQLiteFeed:
             self._store._signal.notify_all()
 
 
-class SQLiteStore(Store):
-    """A store in one SQLite file; see the module docstring."""
+class SQLiteBackend(Backend):
+    """A backend in one SQLite file; see the module docstring."""
 
     capabilities = CAPABILITIES
 
@@ -204,15 +204,15 @@ class SQLiteStore(Store):
 
     # -- primitives -------------------------------------------------------------------
 
-    def _get(self, key: str) -> KVPair | None:
+    def get(self, key: str) -> KVPair | None:
         with self._lock:
             return self._current(self._connection, key, time.time())
 
-    def _get_many(self, keys: Sequence[str]) -> list[KVPair | None]:
+    def get_many(self, keys: Sequence[str]) -> list[KVPair | None]:
         with self._transaction(write=False) as cursor:
             return [self._current(cursor, key, time.time()) for key in keys]
 
-    def _range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
+    def range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
         clause, arguments = _prefix_clause(prefix) if recursive else ("key = ?", (prefix,))
         with self._transaction(write=False) as cursor:
             rows = cursor.execute(
@@ -223,7 +223,7 @@ class SQLiteStore(Store):
             revision, _ = self._meta(cursor)
         return [KVPair(key, value, version) for key, value, version in rows], revision
 
-    def _commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
+    def commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
         with self._transaction(write=True) as cursor:
             now = time.time()
             self._expire(cursor, now)
@@ -259,7 +259,7 @@ class SQLiteStore(Store):
         self._notify()
         return results
 
-    def _delete_range(self, prefix: str) -> int:
+    def delete_range(self, prefix: str) -> int:
         clause, arguments = _prefix_clause(prefix)
         with self._transaction(write=True) as cursor:
             self._expire(cursor, time.time())
@@ -270,7 +270,7 @@ class SQLiteStore(Store):
         self._notify()
         return len(keys)
 
-    def _grant_lease(self, ttl: float) -> int:
+    def grant_lease(self, ttl: float) -> int:
         with self._transaction(write=True) as cursor:
             cursor.execute(
                 "INSERT INTO leases (ttl, expires_at) VALUES (?, ?)", (ttl, time.time() + ttl)
@@ -279,7 +279,7 @@ class SQLiteStore(Store):
         assert lease_id is not None
         return lease_id
 
-    def _keepalive_lease(self, lease_id: int) -> bool:
+    def keepalive_lease(self, lease_id: int) -> bool:
         with self._transaction(write=True) as cursor:
             now = time.time()
             row = cursor.execute(
@@ -292,7 +292,7 @@ class SQLiteStore(Store):
             cursor.execute("UPDATE kv SET expires_at = ? WHERE lease = ?", (expires_at, lease_id))
             return True
 
-    def _lease_ttl(self, lease_id: int) -> float | None:
+    def lease_ttl(self, lease_id: int) -> float | None:
         with self._lock:
             row = self._connection.execute(
                 "SELECT expires_at FROM leases WHERE id = ?", (lease_id,)
@@ -302,7 +302,7 @@ class SQLiteStore(Store):
         remaining: float = row[0] - time.time()
         return remaining if remaining > 0 else None
 
-    def _revoke_lease(self, lease_id: int) -> None:
+    def revoke_lease(self, lease_id: int) -> None:
         with self._transaction(write=True) as cursor:
             keys = [
                 row[0] for row in cursor.execute("SELECT key FROM kv WHERE lease = ?", (lease_id,))
@@ -311,7 +311,7 @@ class SQLiteStore(Store):
             cursor.execute("DELETE FROM leases WHERE id = ?", (lease_id,))
         self._notify()
 
-    def _open_feed(self, prefix: str, after: int | None) -> _SQLiteFeed:
+    def open_feed(self, prefix: str, after: int | None) -> _SQLiteFeed:
         with self._transaction(write=False) as cursor:
             revision, compacted = self._meta(cursor)
         start = revision if after is None else after
@@ -321,21 +321,21 @@ class SQLiteStore(Store):
             )
         return _SQLiteFeed(self, prefix, start)
 
-    def _compact(self, revision: int) -> None:
+    def compact(self, revision: int) -> None:
         with self._transaction(write=True) as cursor:
             current, compacted = self._meta(cursor)
             floor = min(revision - 1, current)
             if floor > compacted:
                 self._trim(cursor, floor)
 
-    def _translate_error(self, error: Exception) -> KVError | None:
+    def translate_error(self, error: Exception) -> KVError | None:
         if isinstance(error, sqlite3.OperationalError):
             return NotReachableError(f"SQLite database {self.path!r}: {error}")
         if isinstance(error, sqlite3.Error):
             return KVError(f"SQLite database {self.path!r}: {error}")
         return None
 
-    def _close(self) -> None:
+    def close(self) -> None:
         self._stop.set()
         with self._signal:
             self._signal.notify_all()
@@ -469,7 +469,7 @@ def default_path() -> str:
     return os.path.join(base, "libkv", "libkv.db")
 
 
-def open_sqlite(url: StoreURL) -> SQLiteStore:
+def open_sqlite(url: StoreURL) -> SQLiteBackend:
     """The ``sqlite`` scheme's initializer.
 
     ``sqlite:///abs/path.db`` names the file; ``sqlite://`` is :func:`default_path`.
@@ -488,7 +488,7 @@ def open_sqlite(url: StoreURL) -> SQLiteStore:
             os.makedirs(directory, exist_ok=True)
         except OSError as error:
             raise NotReachableError(f"cannot create directory {directory!r}: {error}") from error
-    return SQLiteStore(
+    return SQLiteBackend(
         url,
         path,
         namespace=options.get("prefix", ""),

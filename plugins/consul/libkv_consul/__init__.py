@@ -6,7 +6,7 @@ Installed, it registers the ``consul`` and ``consuls`` (HTTPS) schemes through t
 
 from libkv_consul.driver import (
     CAPABILITIES,
-    ConsulStore,
+    ConsulBackend,
     capabilities_for,
     open_consul,
     open_consuls,
@@ -14,4 +14,4 @@ from libkv_consul.driver import (
 
 __version__ = "0.1.0"
 
-__all__ = ["CAPABILITIES", "ConsulStore", "capabilities_for", "open_consul", "open_consuls"]
+__all__ = ["CAPABILITIES", "ConsulBackend", "capabilities_for", "open_consul", "open_consuls"]

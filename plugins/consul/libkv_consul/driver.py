@@ -34,6 +34,7 @@ from typing import Any
 
 from libkv.driver import (
     AuthenticationError,
+    Backend,
     Capabilities,
     FeedBatch,
     HistoryLostError,
@@ -47,7 +48,6 @@ from libkv.driver import (
     NotReachableError,
     Op,
     OpKind,
-    Store,
     StoreURL,
     ValueTooLargeError,
     first_failure,
@@ -56,7 +56,7 @@ from libkv.driver import (
 )
 from libkv_consul.http import BlockingConnection, ConsulHTTP, Reply, key_path
 
-__all__ = ["CAPABILITIES", "ConsulStore", "capabilities_for", "open_consul", "open_consuls"]
+__all__ = ["CAPABILITIES", "ConsulBackend", "capabilities_for", "open_consul", "open_consuls"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ CAPABILITIES = capabilities_for(DEFAULT_SESSION_TTL_MIN)
 """Against agents with Consul's default ``session_ttl_min`` (the URL option changes ttl_min)."""
 
 
-class ConsulStore(Store):
+class ConsulBackend(Backend):
     """A store in Consul's KV store; see the module docstring."""
 
     def __init__(
@@ -127,14 +127,14 @@ class ConsulStore(Store):
 
     # -- reading ------------------------------------------------------------------------
 
-    def _get(self, key: str) -> KVPair | None:
+    def get(self, key: str) -> KVPair | None:
         reply = self.client.request("GET", key_path(key), self._read_query, write=False)
         if reply.status == 404:
             return None
         entries = _entries(reply)
         return _pair(entries[0]) if entries else None
 
-    def _range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
+    def range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
         reply = self.client.request(
             "GET", key_path(prefix), ("recurse", *self._read_query), write=False
         )
@@ -142,7 +142,7 @@ class ConsulStore(Store):
 
     # -- writing ------------------------------------------------------------------------
 
-    def _commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
+    def commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
         sessions = self._ttl_sessions(ops)
         try:
             verbs: list[dict[str, Any]] = []
@@ -202,7 +202,7 @@ class ConsulStore(Store):
         if verb == "lock" and "session" in what:
             return LeaseNotFoundError(f"lease of {op.key!r} has expired or was revoked")
         # Not a condition of ours: explain from the current state if it can be.
-        current = [self._get(operation.key) for operation in ops]
+        current = [self.get(operation.key) for operation in ops]
         explained = first_failure(ops, current)
         return explained or KVError(f"Consul refused a transaction: {what}")
 
@@ -219,7 +219,7 @@ class ConsulStore(Store):
             raise
         return sessions
 
-    def _delete_range(self, prefix: str) -> int:
+    def delete_range(self, prefix: str) -> int:
         if prefix:
             verbs = [{"Verb": "get-tree", "Key": prefix}]
             if prefix[-1] == "/":
@@ -273,13 +273,13 @@ class ConsulStore(Store):
             raise KVError(f"Consul answered {reply.status} to a session create")
         return str(json.loads(reply.data)["ID"])
 
-    def _grant_lease(self, ttl: float) -> int:
+    def grant_lease(self, ttl: float) -> int:
         lease_id = uuid.UUID(self._create_session(ttl)).int
         with self._leases_lock:
             self._lease_deadlines[lease_id] = (ttl, time.monotonic() + ttl)
         return lease_id
 
-    def _keepalive_lease(self, lease_id: int) -> bool:
+    def keepalive_lease(self, lease_id: int) -> bool:
         reply = self.client.request(
             "PUT", f"/v1/session/renew/{_session_id(lease_id)}", write=False
         )  # renewing twice is harmless
@@ -290,7 +290,7 @@ class ConsulStore(Store):
                 self._lease_deadlines[lease_id] = (ttl, time.monotonic() + ttl)
         return alive
 
-    def _lease_ttl(self, lease_id: int) -> float | None:
+    def lease_ttl(self, lease_id: int) -> float | None:
         reply = self.client.request(
             "GET", f"/v1/session/info/{_session_id(lease_id)}", self._read_query, write=False
         )
@@ -302,7 +302,7 @@ class ConsulStore(Store):
             _, deadline = self._lease_deadlines.get(lease_id, (0.0, 0.0))
         return max(deadline - time.monotonic(), 0.1)
 
-    def _revoke_lease(self, lease_id: int) -> None:
+    def revoke_lease(self, lease_id: int) -> None:
         with self._leases_lock:
             self._lease_deadlines.pop(lease_id, None)
         # Destroying twice is harmless; its keys go in the same raft entry. One attempt
@@ -321,7 +321,7 @@ class ConsulStore(Store):
 
     # -- watching ---------------------------------------------------------------------
 
-    def _open_feed(self, prefix: str, after: int | None) -> _ConsulFeed:
+    def open_feed(self, prefix: str, after: int | None) -> _ConsulFeed:
         return _ConsulFeed(self, prefix, after or 0)
 
     def _kv_index(self) -> int:
@@ -333,12 +333,12 @@ class ConsulStore(Store):
 
     # -- closing ----------------------------------------------------------------------
 
-    def _translate_error(self, error: Exception) -> KVError | None:
+    def translate_error(self, error: Exception) -> KVError | None:
         """None: every HTTP failure is translated where the request is made
         (:meth:`ConsulHTTP.failure`), where it is known whether a write was sent."""
         return None
 
-    def _close(self) -> None:
+    def close(self) -> None:
         self.client.close()
 
 
@@ -365,7 +365,7 @@ class _ConsulFeed:
     reconnect interval), a dead one (connection refused) within about the timeout.
     """
 
-    def __init__(self, store: ConsulStore, prefix: str, after: int) -> None:
+    def __init__(self, store: ConsulBackend, prefix: str, after: int) -> None:
         self._store = store
         self._prefix = prefix
         self._index = max(after, 1)  # Consul: never block on index 0
@@ -557,7 +557,7 @@ def _consistency(value: object) -> str:
     return text
 
 
-def _open(url: StoreURL, *, tls: bool) -> ConsulStore:
+def _open(url: StoreURL, *, tls: bool) -> ConsulBackend:
     spec: dict[str, Any] = {
         "timeout": parse_seconds,
         "consistency": _consistency,
@@ -600,7 +600,7 @@ def _open(url: StoreURL, *, tls: bool) -> ConsulStore:
         path=url.path,
         options=url.options,
     )
-    return ConsulStore(
+    return ConsulBackend(
         shown,
         client,
         namespace=options.get("prefix", url.path.strip("/")),
@@ -610,11 +610,11 @@ def _open(url: StoreURL, *, tls: bool) -> ConsulStore:
     )
 
 
-def open_consul(url: StoreURL) -> ConsulStore:
+def open_consul(url: StoreURL) -> ConsulBackend:
     """The ``consul`` scheme's initializer (HTTP)."""
     return _open(url, tls=False)
 
 
-def open_consuls(url: StoreURL) -> ConsulStore:
+def open_consuls(url: StoreURL) -> ConsulBackend:
     """The ``consuls`` scheme's initializer (HTTPS)."""
     return _open(url, tls=True)

@@ -31,6 +31,7 @@ from pyetcd import etcdrpc
 from libkv.driver import (
     Action,
     AuthenticationError,
+    Backend,
     Capabilities,
     Event,
     FeedBatch,
@@ -43,7 +44,6 @@ from libkv.driver import (
     NotReachableError,
     Op,
     OpKind,
-    Store,
     StoreClosedError,
     StoreURL,
     UnknownOutcomeError,
@@ -54,7 +54,7 @@ from libkv.driver import (
     parse_seconds,
 )
 
-__all__ = ["EtcdStore", "open_etcd"]
+__all__ = ["EtcdBackend", "open_etcd"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -132,7 +132,7 @@ class _Endpoint:
         self.auth = etcdrpc.AuthStub(self.channel)
 
 
-class EtcdStore(Store):
+class EtcdBackend(Backend):
     """A store in an etcd v3 cluster; see the module docstring."""
 
     capabilities = CAPABILITIES
@@ -147,6 +147,7 @@ class EtcdStore(Store):
         tls: _TLS | None,
     ) -> None:
         super().__init__(url, namespace=namespace, timeout=timeout)
+        self.closed = False  # set first by close(): a request retrying meanwhile gives up
         self._endpoints = [_Endpoint(address, tls) for address in addresses]
         self._current = 0
         self._credentials = (
@@ -249,13 +250,13 @@ class EtcdStore(Store):
 
     # -- reading ------------------------------------------------------------------------
 
-    def _get(self, key: str) -> KVPair | None:
+    def get(self, key: str) -> KVPair | None:
         response = self._range_request(etcdrpc.RangeRequest(key=key.encode()))
         if not response.kvs:
             return None
         return KVPair(key, response.kvs[0].value, response.kvs[0].mod_revision)
 
-    def _get_many(self, keys: Sequence[str]) -> list[KVPair | None]:
+    def get_many(self, keys: Sequence[str]) -> list[KVPair | None]:
         results: list[KVPair | None] = []
         step = self.capabilities.max_transaction_ops
         for start in range(0, len(keys), step):
@@ -272,7 +273,7 @@ class EtcdStore(Store):
                 results.append(KVPair(key, kvs[0].value, kvs[0].mod_revision) if kvs else None)
         return results
 
-    def _range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
+    def range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
         if not recursive or (prefix and prefix[-1] != "/"):
             # The key itself; for a recursive read also its descendants, in one Txn.
             ranges = [etcdrpc.RangeRequest(key=prefix.encode())]
@@ -294,7 +295,7 @@ class EtcdStore(Store):
 
     # -- writing ------------------------------------------------------------------------
 
-    def _commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
+    def commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
         # The conditions first: a version etcd cannot represent is refused before a
         # lease is granted for the transaction.
         conditions = [_conditions(op, op.key.encode()) for op in ops]
@@ -348,16 +349,16 @@ class EtcdStore(Store):
             if op.ttl is not None:
                 seconds = math.ceil(op.ttl)
                 if seconds not in leases:
-                    leases[seconds] = self._grant_lease(seconds)
+                    leases[seconds] = self.grant_lease(seconds)
         return leases
 
     def _revoke_quietly(self, lease_id: int) -> None:
         try:
-            self._revoke_lease(lease_id)
+            self.revoke_lease(lease_id)
         except grpc.RpcError:
             log.debug("could not revoke unused lease %x", lease_id, exc_info=True)
 
-    def _delete_range(self, prefix: str) -> int:
+    def delete_range(self, prefix: str) -> int:
         if prefix and prefix[-1] != "/":
             requests = [
                 etcdrpc.DeleteRangeRequest(key=prefix.encode()),
@@ -381,7 +382,7 @@ class EtcdStore(Store):
 
     # -- leases -------------------------------------------------------------------------
 
-    def _grant_lease(self, ttl: float) -> int:
+    def grant_lease(self, ttl: float) -> int:
         request = etcdrpc.LeaseGrantRequest(TTL=math.ceil(ttl))
         response = self._request(
             lambda endpoint, timeout, metadata: endpoint.lease.LeaseGrant(
@@ -393,7 +394,7 @@ class EtcdStore(Store):
             raise KVError(f"etcd refused a lease: {response.error}")
         return int(response.ID)
 
-    def _keepalive_lease(self, lease_id: int) -> bool:
+    def keepalive_lease(self, lease_id: int) -> bool:
         request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
 
         def send(endpoint: _Endpoint, timeout: float, metadata: Any) -> Any:
@@ -408,7 +409,7 @@ class EtcdStore(Store):
         response = self._request(send, write=False)  # refreshing twice is harmless
         return response is not None and response.TTL > 0
 
-    def _lease_ttl(self, lease_id: int) -> float | None:
+    def lease_ttl(self, lease_id: int) -> float | None:
         request = etcdrpc.LeaseTimeToLiveRequest(ID=lease_id)
         try:
             response = self._request(
@@ -423,7 +424,7 @@ class EtcdStore(Store):
             raise
         return None if response.TTL < 0 else float(response.TTL)
 
-    def _revoke_lease(self, lease_id: int) -> None:
+    def revoke_lease(self, lease_id: int) -> None:
         request = etcdrpc.LeaseRevokeRequest(ID=lease_id)
         try:
             self._request(
@@ -438,7 +439,7 @@ class EtcdStore(Store):
 
     # -- watching and history -------------------------------------------------------------
 
-    def _open_feed(self, prefix: str, after: int | None) -> _EtcdFeed:
+    def open_feed(self, prefix: str, after: int | None) -> _EtcdFeed:
         index = self._current
         endpoint = self._endpoints[index]
         metadata = (
@@ -451,7 +452,7 @@ class EtcdStore(Store):
         create.progress_notify = True
         return _EtcdFeed(self, index, endpoint, prefix, create, metadata, after or 0)
 
-    def _compact(self, revision: int) -> None:
+    def compact(self, revision: int) -> None:
         current = self._range_request(
             etcdrpc.RangeRequest(key=_ALL_KEYS, limit=1, keys_only=True)
         ).header.revision
@@ -469,7 +470,7 @@ class EtcdStore(Store):
 
     # -- errors and closing -----------------------------------------------------------
 
-    def _translate_error(self, error: Exception) -> KVError | None:
+    def translate_error(self, error: Exception) -> KVError | None:
         if isinstance(error, ValueError) and "closed channel" in str(error):
             return StoreClosedError(f"store is closed: {self.url}")
         if isinstance(error, (ValueError, OverflowError)) and "out of range" in str(error):
@@ -506,7 +507,8 @@ class EtcdStore(Store):
             return AuthenticationError(f"{where} refused user {self.url.username!r}: {details}")
         return KVError(f"{where}: {code.name}: {details}")
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        self.closed = True
         for endpoint in self._endpoints:
             endpoint.channel.close()
 
@@ -523,7 +525,7 @@ class _EtcdFeed:
 
     def __init__(
         self,
-        store: EtcdStore,
+        store: EtcdBackend,
         index: int,
         endpoint: _Endpoint,
         prefix: str,
@@ -693,7 +695,7 @@ def _read_file(option: str, path: object) -> bytes:
         raise InvalidURLError(f"cannot read the {option}= file {path!r}: {error}") from error
 
 
-def open_etcd(url: StoreURL) -> EtcdStore:
+def open_etcd(url: StoreURL) -> EtcdBackend:
     """The ``etcd`` scheme's initializer."""
     options = url.read_options(
         {"timeout": parse_seconds, "tls": parse_bool, "ca": str, "cert": str, "key": str}
@@ -715,6 +717,6 @@ def open_etcd(url: StoreURL) -> EtcdStore:
         for host, port in hosts
     ]
     namespace = options.get("prefix", url.path.strip("/"))
-    return EtcdStore(
+    return EtcdBackend(
         url, addresses, namespace=namespace, timeout=options.get("timeout", 10.0), tls=tls
     )

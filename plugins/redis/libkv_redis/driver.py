@@ -36,6 +36,7 @@ from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from libkv.driver import (
     Action,
     AuthenticationError,
+    Backend,
     Capabilities,
     Event,
     FeedBatch,
@@ -48,7 +49,6 @@ from libkv.driver import (
     NotReachableError,
     Op,
     OpKind,
-    Store,
     StoreURL,
     UnknownOutcomeError,
     first_failure,
@@ -59,7 +59,7 @@ from libkv.driver import (
 )
 from libkv_redis import scripts
 
-__all__ = ["CAPABILITIES", "RedisStore", "open_redis"]
+__all__ = ["CAPABILITIES", "RedisBackend", "open_redis"]
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class _Script:
             return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *arguments)
 
 
-class RedisStore(Store):
+class RedisBackend(Backend):
     """A store in one Redis database; see the module docstring."""
 
     capabilities = CAPABILITIES
@@ -170,14 +170,14 @@ class RedisStore(Store):
 
     # -- reading ------------------------------------------------------------------
 
-    def _get(self, key: str) -> KVPair | None:
+    def get(self, key: str) -> KVPair | None:
         data = self._execute("GET", self._data + key)
         if data is None:
             return None
         version, _, value = data.partition(b":")
         return KVPair(key, value, int(version.lstrip(b"~")))
 
-    def _get_many(self, keys: Sequence[str]) -> list[KVPair | None]:
+    def get_many(self, keys: Sequence[str]) -> list[KVPair | None]:
         if not keys:
             return []
         found = self._execute("MGET", *[self._data + key for key in keys])
@@ -190,7 +190,7 @@ class RedisStore(Store):
                 pairs.append(KVPair(key, value, int(version.lstrip(b"~"))))
         return pairs
 
-    def _range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
+    def range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
         reply = self._range_script(self._client, self._script_keys, self._select(prefix, recursive))
         pairs = []
         for index in range(1, len(reply), 2):
@@ -210,7 +210,7 @@ class RedisStore(Store):
 
     # -- writing ------------------------------------------------------------------
 
-    def _commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
+    def commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
         if len(ops) == 1:
             op = ops[0]
             if op.kind is OpKind.PUT and op.ttl is None and op.lease is None:
@@ -254,7 +254,7 @@ class RedisStore(Store):
             )
         return [KVPair(op.key, op.value, status) if op.kind.writes else None for op in ops]
 
-    def _delete_range(self, prefix: str) -> int:
+    def delete_range(self, prefix: str) -> int:
         return int(self._run_write(self._delete_range_script, self._select(prefix, True)))
 
     def _run_write(self, script: _Script, arguments: Sequence[Argument]) -> Any:
@@ -267,7 +267,7 @@ class RedisStore(Store):
 
     # -- leases -------------------------------------------------------------------
 
-    def _grant_lease(self, ttl: float) -> int:
+    def grant_lease(self, ttl: float) -> int:
         arguments = [*self._arguments, _milliseconds(ttl)]
         lease_id = int(self._run_write(self._grant_script, arguments))
         if lease_id == -2:
@@ -277,19 +277,19 @@ class RedisStore(Store):
             )
         return lease_id
 
-    def _keepalive_lease(self, lease_id: int) -> bool:
+    def keepalive_lease(self, lease_id: int) -> bool:
         reply = self._keepalive_script(
             self._client, self._script_keys, [*self._arguments, lease_id]
         )
         return bool(int(reply))
 
-    def _lease_ttl(self, lease_id: int) -> float | None:
+    def lease_ttl(self, lease_id: int) -> float | None:
         reply = int(
             self._lease_ttl_script(self._client, self._script_keys, [*self._arguments, lease_id])
         )
         return None if reply < 0 else reply / 1000
 
-    def _revoke_lease(self, lease_id: int) -> None:
+    def revoke_lease(self, lease_id: int) -> None:
         self._run_write(self._revoke_script, [*self._arguments, lease_id])
 
     def _reap(self) -> tuple[int, str | None]:
@@ -336,7 +336,7 @@ class RedisStore(Store):
 
     # -- watching -----------------------------------------------------------------
 
-    def _open_feed(self, prefix: str, after: int | None) -> _RedisFeed:
+    def open_feed(self, prefix: str, after: int | None) -> _RedisFeed:
         """A feed from ``after``, with the epoch of the history it belongs to.
 
         The epoch is read here, one round trip, so that a watch knows it before its
@@ -349,14 +349,14 @@ class RedisStore(Store):
         revision, epoch = self._reap()
         return _RedisFeed(self, prefix, revision if after is None else after, epoch)
 
-    def _compact(self, revision: int) -> None:
+    def compact(self, revision: int) -> None:
         if revision <= 1:
             return  # nothing comes before the first revision
         self._client.xtrim(self._log_key, minid=f"{revision}-0", approximate=False)
 
     # -- errors, closing ----------------------------------------------------------
 
-    def _translate_error(self, error: Exception) -> KVError | None:
+    def translate_error(self, error: Exception) -> KVError | None:
         return self._translate(error, outcome_unknown=False)
 
     def _translate(self, error: Exception, *, outcome_unknown: bool) -> KVError | None:
@@ -416,7 +416,7 @@ class RedisStore(Store):
             return KVError(f"{self.url} refused the request: {message}")
         return None
 
-    def _close(self) -> None:
+    def close(self) -> None:
         self._stopping.set()
         if self._reaper is not threading.current_thread():
             self._reaper.join(self.timeout)
@@ -432,7 +432,7 @@ class _RedisFeed:
     proves contact with the server (and carries the epoch of its history).
     """
 
-    def __init__(self, store: RedisStore, prefix: str, after: int, epoch: str | None) -> None:
+    def __init__(self, store: RedisBackend, prefix: str, after: int, epoch: str | None) -> None:
         self._store = store
         self._prefix = prefix
         self._after = after
@@ -468,7 +468,7 @@ class _RedisFeed:
             return None
         except Exception:
             self._disconnect()
-            if self._closed.is_set() or store.closed:
+            if self._closed.is_set() or store._stopping.is_set():
                 return None  # closed under this poll
             raise
         if self._closed.is_set():
@@ -651,7 +651,7 @@ def _decode_changes(payload: bytes, revision: int, prefix: str) -> list[Event]:
 # -- opening ------------------------------------------------------------------------
 
 
-def open_redis(url: StoreURL) -> RedisStore:
+def open_redis(url: StoreURL) -> RedisBackend:
     """The initializer of the ``redis`` and ``rediss`` schemes."""
     tls = url.scheme == "rediss"
     spec: dict[str, Any] = {
@@ -723,7 +723,7 @@ def open_redis(url: StoreURL) -> RedisStore:
             raise InvalidURLError(f"redis:// takes one host (several only with sentinel=): {url}")
         host, port = url.hosts[0] if url.hosts else ("localhost", None)
         client = redis.Redis(host=host, port=port or 6379, **connection)
-    return RedisStore(
+    return RedisBackend(
         url,
         client,
         namespace=options.get("prefix", ""),

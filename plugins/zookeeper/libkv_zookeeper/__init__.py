@@ -1,6 +1,6 @@
 """libkv's ZooKeeper driver: ``libkv.open("zookeeper://host:2181/chroot")``."""
 
-from libkv_zookeeper.driver import CAPABILITIES, ZooKeeperStore, open_zookeeper
+from libkv_zookeeper.driver import CAPABILITIES, ZooKeeperBackend, open_zookeeper
 
-__all__ = ["CAPABILITIES", "ZooKeeperStore", "open_zookeeper"]
+__all__ = ["CAPABILITIES", "ZooKeeperBackend", "open_zookeeper"]
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """The session with the ensemble: the kazoo client, its log, sending requests and
 waiting for their answers, and the contact (any message from the server) that a
-watch's feed relies on. :class:`ZooKeeperConnection` is the base of the Store; it
+watch's feed relies on. :class:`ZooKeeperConnection` is the base of the backend; it
 knows nothing of how libkv lays its keys out in znodes."""
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from kazoo.retry import KazooRetry
 
 from libkv.driver import (
     AuthenticationError,
+    Backend,
     KVError,
     NotReachableError,
-    Store,
     StoreClosedError,
     StoreURL,
     UnknownOutcomeError,
@@ -104,8 +104,8 @@ class Cancelled(Exception):
     """A feed's read given up because the feed was closed (see ``WatchFeed.poll``)."""
 
 
-class ZooKeeperConnection(Store):
-    """A Store's session with ZooKeeper (the driver's Store derives from it)."""
+class ZooKeeperConnection(Backend):
+    """A backend's session with ZooKeeper (the driver's backend derives from it)."""
 
     def __init__(
         self,
@@ -118,6 +118,7 @@ class ZooKeeperConnection(Store):
         tls: dict[str, Any],
     ) -> None:
         super().__init__(url, namespace=namespace, timeout=timeout)
+        self.closed = False  # set first by close(): a call waiting for the server gives up
         self._hosts = hosts
         self._credentials = url.username is not None or url.password is not None
         self._connected = threading.Event()
@@ -242,7 +243,7 @@ class ZooKeeperConnection(Store):
             deadline = min(deadline, max(since + self.timeout, time.monotonic()))
         while not self._connected.wait(max(min(0.05, deadline - time.monotonic()), 0.0)):
             if self.closed:
-                self._raise_closed()
+                raise StoreClosedError(f"store is closed: {self.url}")
             if cancel is not None and cancel.is_set():
                 raise Cancelled
             if self._client.client_state == KeeperState.AUTH_FAILED:
@@ -353,7 +354,7 @@ class ZooKeeperConnection(Store):
 
     # -- errors and closing ---------------------------------------------------------------------
 
-    def _translate_error(self, error: Exception) -> KVError | None:
+    def translate_error(self, error: Exception) -> KVError | None:
         if isinstance(error, (NoAuthError, AuthFailedError, SessionClosedRequireSaslError)):
             if isinstance(error, SessionClosedRequireSaslError):
                 self._unauthenticated = True
@@ -375,7 +376,8 @@ class ZooKeeperConnection(Store):
             return KVError(f"zookeeper at {self._hosts}: {type(error).__name__}: {error}")
         return None
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        self.closed = True
         # kazoo's stop() waits for its connection thread, which may be stuck connecting
         # to a frozen server for seconds: let it finish on its own.
         closer = threading.Thread(target=self._stop_client, name="libkv-zookeeper-close")

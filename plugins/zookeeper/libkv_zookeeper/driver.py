@@ -90,7 +90,7 @@ from libkv_zookeeper.protocol import (
 )
 from libkv_zookeeper.transactions import Plan
 
-__all__ = ["CAPABILITIES", "ZooKeeperStore", "open_zookeeper"]
+__all__ = ["CAPABILITIES", "ZooKeeperBackend", "open_zookeeper"]
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ CAPABILITIES = Capabilities(
 )
 
 
-class ZooKeeperStore(ZooKeeperConnection):
+class ZooKeeperBackend(ZooKeeperConnection):
     """A store in a ZooKeeper ensemble (or under a chroot of it); see the module docstring."""
 
     capabilities = CAPABILITIES
@@ -226,7 +226,7 @@ class ZooKeeperStore(ZooKeeperConnection):
 
     # -- reading --------------------------------------------------------------------------
 
-    def _get(self, key: str) -> KVPair | None:
+    def get(self, key: str) -> KVPair | None:
         path = self._path(key)
         try:
             data, stat = self._send(GetData(path, None), write=False)
@@ -249,14 +249,14 @@ class ZooKeeperStore(ZooKeeperConnection):
         """
         self._client._call(KazooSync("/"), self._client.handler.async_result())
 
-    def _get_many(self, keys: Sequence[str]) -> list[KVPair | None]:
+    def get_many(self, keys: Sequence[str]) -> list[KVPair | None]:
         if not keys:
             return []
         paths = [self._path(key) for key in keys]
         nodes, _ = self._read_nodes(self._with_records(paths))
         return [self._pair(key, path, nodes) for key, path in zip(keys, paths, strict=True)]
 
-    def _range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
+    def range(self, prefix: str, recursive: bool) -> tuple[list[KVPair], int]:
         self._sync_before_reads()
         if not recursive:
             path = self._path(prefix)
@@ -390,7 +390,7 @@ class ZooKeeperStore(ZooKeeperConnection):
 
     # -- writing ------------------------------------------------------------------------
 
-    def _commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
+    def commit(self, ops: Sequence[Op]) -> list[KVPair | None]:
         if len(ops) == 1:
             op = ops[0]
             plain = op.kind is OpKind.PUT and op.ttl is None and op.lease is None
@@ -454,7 +454,7 @@ class ZooKeeperStore(ZooKeeperConnection):
                     f"keys kept changing during a transaction ({EXCEPTIONS[code].__name__})"
                 )
 
-    def _delete_range(self, prefix: str) -> int:
+    def delete_range(self, prefix: str) -> int:
         root, include_root = self._range_root(prefix)
         deadline = time.monotonic() + self.timeout
         count = 0
@@ -524,7 +524,7 @@ class ZooKeeperStore(ZooKeeperConnection):
 
     # -- leases -------------------------------------------------------------------------------
 
-    def _grant_lease(self, ttl: float) -> int:
+    def grant_lease(self, ttl: float) -> int:
         deadline = time.monotonic() + self.timeout
         while True:
             lease_id = new_lease_id()
@@ -552,7 +552,7 @@ class ZooKeeperStore(ZooKeeperConnection):
             if time.monotonic() > deadline:
                 raise KVError("could not create a lease znode")
 
-    def _keepalive_lease(self, lease_id: int) -> bool:
+    def keepalive_lease(self, lease_id: int) -> bool:
         try:
             self._send(protocol_set_data(self._lease_path(lease_id), b""), write=False)
         except NoNodeError:
@@ -562,7 +562,7 @@ class ZooKeeperStore(ZooKeeperConnection):
             self._lease_clock[lease_id] = (time.monotonic(), clock[1])
         return True
 
-    def _lease_ttl(self, lease_id: int) -> float | None:
+    def lease_ttl(self, lease_id: int) -> float | None:
         nodes, _ = self._read_nodes([self._lease_path(lease_id)])
         if nodes[self._lease_path(lease_id)] is None:
             self._lease_clock.pop(lease_id, None)
@@ -571,7 +571,7 @@ class ZooKeeperStore(ZooKeeperConnection):
         # Until the server reaps it the znode is there; ask again soon after the ttl.
         return max(ttl - (time.monotonic() - refreshed), 0.0)
 
-    def _revoke_lease(self, lease_id: int) -> None:
+    def revoke_lease(self, lease_id: int) -> None:
         self._lease_clock.pop(lease_id, None)
         self._send_multi([Delete(self._lease_path(lease_id), -1)])  # absent already: fine
         deadline = time.monotonic() + self.timeout
@@ -644,7 +644,7 @@ class ZooKeeperStore(ZooKeeperConnection):
 
     # -- watching -------------------------------------------------------------------------------
 
-    def _open_feed(self, prefix: str, after: int | None) -> WatchFeed:
+    def open_feed(self, prefix: str, after: int | None) -> WatchFeed:
         root = self._range_root(prefix)[0]
         deadline = time.monotonic() + OPEN_FEED_WAIT
         self._await_connection(deadline)
@@ -721,9 +721,9 @@ class ZooKeeperStore(ZooKeeperConnection):
 
     # -- closing --------------------------------------------------------------------------------
 
-    def _close(self) -> None:
+    def close(self) -> None:
         self._stopping.set()
-        super()._close()
+        super().close()
 
 
 def _read_file(option: str, path: object) -> str:
@@ -745,7 +745,7 @@ def _chroot(path: str) -> str:
     return "/" + "/".join(encode_segment(segment) for segment in segments)
 
 
-def open_zookeeper(url: StoreURL) -> ZooKeeperStore:
+def open_zookeeper(url: StoreURL) -> ZooKeeperBackend:
     """The ``zookeeper`` scheme's initializer."""
     options = url.read_options(
         {
@@ -779,7 +779,7 @@ def open_zookeeper(url: StoreURL) -> ZooKeeperStore:
         f"[{host}]:{port or DEFAULT_PORT}" if ":" in host else f"{host}:{port or DEFAULT_PORT}"
         for host, port in hosts
     )
-    return ZooKeeperStore(
+    return ZooKeeperBackend(
         url,
         hosts=addresses,
         chroot=_chroot(url.path),

@@ -10,7 +10,7 @@ from libkv.driver import FeedBatch, NotReachableError
 from libkv_zookeeper.connection import Cancelled
 
 if TYPE_CHECKING:
-    from libkv_zookeeper.driver import ZooKeeperStore
+    from libkv_zookeeper.driver import ZooKeeperBackend
 
 # A watch whose Store has heard nothing from the server for WATCH_STALL seconds (at most
 # a quarter of the store's timeout) raises NotReachableError from its feed's poll, so the
@@ -31,7 +31,7 @@ class WatchFeed:
     partitioned server, which kazoo notices only two thirds of a session timeout later).
     """
 
-    def __init__(self, store: ZooKeeperStore, root: str, generation: int) -> None:
+    def __init__(self, store: ZooKeeperBackend, root: str, generation: int) -> None:
         self.store = store
         self.root = root
         self.generation = generation
