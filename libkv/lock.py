@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from libkv.errors import (
+    HistoryLostError,
     KeyExistsError,
     KeyModifiedError,
     KeyNotFoundError,
@@ -115,13 +116,21 @@ class Lock:
                 raise LockError(f"lock {self.key!r} was lost before release")
 
     def _wait_for_release(self, deadline: float | None) -> bool:
-        """Wait until the key is absent; False if ``deadline`` passes first."""
+        """Wait until the key may be free; False if ``deadline`` passes first.
+
+        True when the key is absent, or when the watch lost its history (a failover
+        that dropped changes, a compaction): the release may be among the lost
+        changes, so the caller's create decides, and it waits again if the key is held.
+        """
         with self.store.watch(self.key) as watch:
             while True:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                event = watch.next_event(remaining)
+                try:
+                    event = watch.next_event(remaining)
+                except HistoryLostError:
+                    return True
                 if event is None:
                     if watch.closed:
                         return False

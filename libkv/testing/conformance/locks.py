@@ -11,7 +11,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -56,6 +56,52 @@ class LockConformance(ConformanceBase):
         assert not other_store.exists("locks/a")
         with pytest.raises(libkv.LockError):
             lock.release()
+
+    def test_a_blocked_acquire_outlives_its_watch_losing_history(
+        self, store: Store, other_store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A waiter whose watch raises HistoryLostError (a failover that dropped
+        changes, a compaction) tries the key again and goes on waiting: acquire neither
+        raises nor misses the release that follows."""
+        ttl = self.ttl_for(store)
+        holder = other_store.lock("locks/history", ttl=ttl)
+        assert call_within(holder.acquire, EVENT_TIMEOUT, "uncontended acquire()") is True
+        watches: list[libkv.Watch] = []
+        open_watch = store.watch
+
+        def watch_losing_history_once(key: str, **options: Any) -> libkv.Watch:
+            watch = open_watch(key, **options)
+            watches.append(watch)
+            if len(watches) == 1:
+
+                def next_event(timeout: float | None = None) -> libkv.Event | None:
+                    raise libkv.HistoryLostError("injected: the watch's changes are gone")
+
+                monkeypatch.setattr(watch, "next_event", next_event)
+            return watch
+
+        monkeypatch.setattr(store, "watch", watch_losing_history_once)
+        waiter = store.lock("locks/history", ttl=ttl)
+        outcome: list[object] = []
+
+        def acquire() -> None:
+            try:
+                outcome.append(waiter.acquire(timeout=HANDOVER_BOUND + EVENT_TIMEOUT))
+            except BaseException as error:  # reported by the assertion below
+                outcome.append(error)
+
+        worker = threading.Thread(target=acquire, daemon=True)
+        worker.start()
+        wait_until(
+            lambda: len(watches) >= 2 or bool(outcome),
+            EVENT_TIMEOUT,
+            message="the waiter neither watched again nor returned",
+        )
+        assert not outcome, f"acquire ended while the lock was held: {outcome!r}"
+        holder.release()
+        worker.join(HANDOVER_BOUND + EVENT_TIMEOUT)
+        assert outcome == [True], f"acquire after the release: {outcome!r}"
+        waiter.release()
 
     def test_release_of_a_lock_never_held_raises_lock_error(self, store: Store) -> None:
         """release() of a lock that is not held raises LockError and deletes nothing."""
