@@ -32,6 +32,11 @@ Optional: overrides with a working default:
                                        NotSupportedError. Required when
                                        ``capabilities.watch_resume`` is True.
 ``_close()``                           release connections; default: nothing
+``_last_contact()``                    ``time.monotonic()`` of the latest answer from
+                                       the backend to any request of this store, or
+                                       None (default: not tracked). A watch that
+                                       cannot reconnect fails only ``timeout`` after
+                                       it (see :mod:`libkv.watching`).
 =====================================  ==============================================
 
 Primitives receive validated arguments only: normalised full keys, bytes values,
@@ -432,6 +437,12 @@ class Store(abc.ABC):
 
     def _close(self) -> None:  # noqa: B027 - optional, and doing nothing is its default
         """Optional: release connections; called once, by :meth:`close`."""
+
+    def _last_contact(self) -> float | None:
+        """Optional: ``time.monotonic()`` of the latest answer from the backend to any
+        request of this store (a watch's included), or None if the driver does not track
+        it; then a watch goes by its own contact alone."""
+        return None
 
     # -- shared machinery -------------------------------------------------------------
 

@@ -34,7 +34,7 @@ REQUIRED = {
     "_open_feed",
     "_translate_error",
 }
-OPTIONAL = {"_get_many", "_compact", "_close"}
+OPTIONAL = {"_get_many", "_compact", "_close", "_last_contact"}
 DRIVER_FILES = [
     "libkv/drivers/memory.py",
     "libkv/drivers/sqlite.py",

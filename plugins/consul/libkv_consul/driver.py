@@ -324,6 +324,10 @@ class ConsulStore(Store):
     def _open_feed(self, prefix: str, after: int | None) -> _ConsulFeed:
         return _ConsulFeed(self, prefix, after or 0)
 
+    def _last_contact(self) -> float | None:
+        """When an agent last answered any request of this store (0: never)."""
+        return self.client.last_contact or None
+
     def _kv_index(self) -> int:
         """The KV table's index: only a snapshot restore or a new cluster lowers it.
 
