@@ -4,15 +4,19 @@ and the store carrying on (writes and a watch) after the leader is killed."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from libkv_consul import ConsulBackend
+from libkv_consul.http import first_read_wait
 
 import libkv
 from integration.servers import ConsulCluster
+from libkv import Action
 from libkv.testing import CrossProcessConformance
+from libkv.testing.conformance.base import EVENT_TIMEOUT
 from libkv.testing.history import WatchRecorder, replay
 from libkv.testing.polling import wait_until
 
@@ -92,3 +96,45 @@ def test_store_carries_on_after_the_leader_is_killed(consul_cluster: ConsulClust
         )
         assert not lease.lost.is_set()
         assert store.get("service").value == b"up"
+
+
+def test_a_frozen_agent_holds_no_read_or_watch_for_the_whole_timeout(
+    consul_cluster: ConsulCluster,
+) -> None:
+    """Issue 20: a read sent to an agent that does not answer (frozen here; a follower
+    without a leader holds one the same way) used to wait out the store's whole timeout
+    and raise NotReachableError, although the other agents answered all along; a watch
+    whose INIT or reconnection read did that failed. Now the read goes on to the next
+    agent after ``first_read_wait(timeout)``: with the first-listed agent frozen for
+    longer than the timeout, a watch opened then gets its INIT and its events, and reads
+    are answered, each well within the timeout."""
+    cluster = consul_cluster
+    frozen = next(member for member in cluster.members if member is not cluster.leader())
+    ordered = [frozen, *(member for member in cluster.members if member is not frozen)]
+    url = "consul://" + ",".join(member.endpoint for member in ordered)
+    timeout = 3.0
+    bound = first_read_wait(timeout) + 1.0  # one abandoned attempt, then an answer
+    with libkv.open(f"{url}/t{uuid.uuid4().hex}?session_ttl_min=1&timeout={timeout}") as store:
+        assert isinstance(store.backend, ConsulBackend)
+        assert store.backend.endpoint == frozen.endpoint
+        frozen.pause()
+        try:
+            started = time.monotonic()
+            with store.watch("", recursive=True) as watch:
+                init = watch.next_event(timeout + 1.0)  # raises NotReachableError if held
+                took = time.monotonic() - started
+                assert init is not None and init.action is Action.INIT
+                assert took < bound, f"INIT took {took:.2f} s (bound {bound:.2f} s)"
+                assert store.backend.endpoint != frozen.endpoint
+                written = store.put("after-the-freeze", b"v")
+                event = watch.next_event(EVENT_TIMEOUT)
+                assert event is not None and event.pair == written
+            store_on_frozen = libkv.open(f"{url}/t{uuid.uuid4().hex}?timeout={timeout}")
+            with store_on_frozen:
+                started = time.monotonic()
+                with pytest.raises(libkv.KeyNotFoundError):  # an answer, not a timeout
+                    store_on_frozen.get("missing")
+                took = time.monotonic() - started
+                assert took < bound, f"a read took {took:.2f} s (bound {bound:.2f} s)"
+        finally:
+            frozen.resume()

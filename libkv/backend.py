@@ -34,6 +34,10 @@ Optional: overrides with a working default:
                                        NotSupportedError. Required when
                                        ``capabilities.watch_resume`` is True.
 ``close()``                            release connections; default: nothing
+``last_contact()``                     ``time.monotonic()`` of the backend's latest
+                                       answer to any request of this store, or None
+                                       (default: not tracked). A watch that cannot
+                                       reconnect fails only ``timeout`` after it.
 =====================================  ==============================================
 
 Primitives receive validated arguments only: normalised full keys, bytes values,
@@ -152,3 +156,9 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional, and doing nothing is its default
         """Optional: release connections; called once, by the Store's ``close()``."""
+
+    def last_contact(self) -> float | None:
+        """Optional: ``time.monotonic()`` of the backend's latest answer to any request
+        of this store (a watch's included), or None if the driver does not track it;
+        then a watch goes by its own contact alone."""
+        return None

@@ -68,8 +68,10 @@ class Feed(Protocol):
     """A driver's source of changes under one prefix (full keys).
 
     Opening a feed (``Backend.open_feed``) need not contact the backend; the engine
-    treats only :meth:`poll` as proof of contact, and measures the store's timeout
-    for an unreachable backend from the first failed poll until a poll succeeds.
+    treats only :meth:`poll` (and a successful re-read) as proof of contact, and
+    measures the store's timeout for an unreachable backend from the first failed poll,
+    or from the backend's latest answer to the store if that came later
+    (``Backend.last_contact``), until a poll succeeds.
     """
 
     def poll(self, timeout: float) -> FeedBatch | None:
@@ -337,12 +339,21 @@ class Watch:
             self._failure = failure
 
     def _unreachable(self, error: NotReachableError, started: float) -> None:
-        """Count a failed attempt; fail once the store's timeout has passed without contact."""
+        """Count a failed attempt; fail once the store's timeout has passed without contact.
+
+        Contact is the watch's own (the clock starts at the first failed poll) or any
+        answer the backend gave the store since (another call, another watch, a
+        keep-alive): while the store's other requests are answered the backend is
+        reachable, and this watch's reconnection merely had bad luck (a read held by a
+        server that had no leader when it arrived) and is tried again.
+        """
         if self._unreachable_since is None:
             self._unreachable_since = started
             log.info("watch on %r lost its connection; reconnecting: %s", self._key, error)
-        self._next_attempt = time.monotonic() + _RECONNECT_INTERVAL
-        if time.monotonic() - self._unreachable_since > self._store.timeout:
+        now = time.monotonic()
+        self._next_attempt = now + _RECONNECT_INTERVAL
+        contact = max(self._unreachable_since, self._store._backend.last_contact() or 0.0)
+        if now - contact > self._store.timeout:
             self._failure = error
 
     def _reconnect(self, timeout: float) -> None:

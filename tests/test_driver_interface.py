@@ -36,7 +36,7 @@ REQUIRED = {
     "open_feed",
     "translate_error",
 }
-OPTIONAL = {"get_many", "compact", "close"}
+OPTIONAL = {"get_many", "compact", "close", "last_contact"}
 DRIVER_FILES = [
     "libkv/drivers/memory.py",
     "libkv/drivers/sqlite.py",

@@ -372,6 +372,38 @@ def test_a_reopened_feed_that_never_answers_does_not_stop_the_clock() -> None:
             assert time.monotonic() - started < 8 * store.timeout, "the watch never failed"
 
 
+class AnsweringBackend(UnreachableBackend):
+    """A backend whose watch feeds never reach the server while its other requests are
+    answered until ``answered_until`` (a ``time.monotonic()`` value)."""
+
+    answered_until = 0.0
+
+    def last_contact(self) -> float | None:
+        now = time.monotonic()
+        return now if now < self.answered_until else self.answered_until
+
+
+def test_a_watch_does_not_fail_while_its_store_is_in_contact() -> None:
+    """The unreachable clock runs from the store's latest answer from the backend (issue
+    20: other calls of the store were answered, the watch's reconnection was held by a
+    leaderless server and the watch failed): a watch whose reconnections fail for longer
+    than the timeout, while the store's other requests are answered, goes on trying; it
+    fails once the store's timeout has passed since the last answer."""
+    backend = AnsweringBackend(every_change=True, snapshot=[], revision=1, timeout=0.5)
+    store = Store(backend)
+    watch = store.watch("x")
+    assert watch.next_event(0) is not None  # INIT
+    started = time.monotonic()
+    backend.answered_until = started + 4 * store.timeout
+    with pytest.raises(NotReachableError):
+        while watch.next_event(0.1) is None:
+            assert time.monotonic() - started < 10 * store.timeout, "the watch never failed"
+    elapsed = time.monotonic() - started
+    assert elapsed >= 5 * store.timeout, f"failed {elapsed:.2f} s in, while in contact"
+    assert elapsed < 5 * store.timeout + 1
+    assert len(backend.opened) > 10  # it kept reconnecting meanwhile
+
+
 def test_close_ends_iteration_promptly_while_the_backend_is_unreachable() -> None:
     backend = UnreachableBackend(every_change=True, snapshot=[], revision=1, timeout=30)
     store = Store(backend)

@@ -324,6 +324,10 @@ class ConsulBackend(Backend):
     def open_feed(self, prefix: str, after: int | None) -> _ConsulFeed:
         return _ConsulFeed(self, prefix, after or 0)
 
+    def last_contact(self) -> float | None:
+        """When an agent last answered any request of this store (0: never)."""
+        return self.client.last_contact or None
+
     def _kv_index(self) -> int:
         """The KV table's index: only a snapshot restore or a new cluster lowers it.
 
@@ -360,9 +364,14 @@ class _ConsulFeed:
     unanswered past that wait plus Consul's jitter (wait / 16) and ``_READ_MARGIN`` ends
     in NotReachableError (a frozen agent), and ``poll`` raises NotReachableError rather
     than return None once nothing was heard for the store's timeout. The engine then
-    fails the watch once its reconnects have failed for the store's timeout too: a
-    frozen agent ends a watch within timeout + wait * 17/16 + _READ_MARGIN (plus a
-    reconnect interval), a dead one (connection refused) within about the timeout.
+    fails the watch once its reconnects have failed for the store's timeout too,
+    counted from the store's latest answer from any agent if that is later
+    (``last_contact``: while other requests of the store are answered, the watch keeps
+    reconnecting). A reconnection's re-read that an agent does not answer moves to the
+    next agent after ``first_read_wait(timeout)`` (see ConsulHTTP.request). With no
+    other traffic, a frozen agent ends a watch within timeout + wait * 17/16 +
+    _READ_MARGIN (plus a reconnect interval), a dead one (connection refused) within
+    about the timeout.
     """
 
     def __init__(self, store: ConsulBackend, prefix: str, after: int) -> None:

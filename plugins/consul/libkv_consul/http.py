@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import socket
 import ssl
 import threading
@@ -24,7 +25,13 @@ from urllib.parse import quote
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, SSLError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
 from urllib3.response import BaseHTTPResponse
 
 from libkv.driver import (
@@ -36,7 +43,7 @@ from libkv.driver import (
     ValueTooLargeError,
 )
 
-__all__ = ["BlockingConnection", "ConsulHTTP", "Reply", "key_path"]
+__all__ = ["BlockingConnection", "ConsulHTTP", "Reply", "first_read_wait", "key_path"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,10 @@ ANSWERED = (200, 404, 409)
 """Statuses handed back to the caller: success, no such key or session, failed txn."""
 _LEADERLESS = ("No cluster leader", "no leader", "rpc error: No path to datacenter")
 _POOL_SIZE = 16  # concurrent requests per agent kept alive; more are made and dropped
+# A read's first attempt waits for its answer a quarter of the timeout, within these
+# bounds (seconds), then goes to the next agent; see ConsulHTTP.request.
+_SHORTEST_READ_WAIT = 0.5
+_LONGEST_READ_WAIT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +79,13 @@ class ConsulHTTP:
     A request goes to the current agent; when the agent cannot be reached or has no
     leader (so the request was certainly not applied), it moves to the next one and
     retries until ``timeout`` seconds have passed. A write that may have reached the
-    server raises UnknownOutcomeError rather than being sent twice.
+    server raises UnknownOutcomeError rather than being sent twice. A read unanswered
+    after ``first_read_wait(timeout)`` is sent again to the next agent, each such retry
+    waiting twice as long, so that neither a frozen agent nor a follower holding the
+    read until it learns a new leader takes the whole timeout.
+
+    ``last_contact`` is the ``time.monotonic()`` of the latest answer from any agent to
+    any request of this client (blocking queries included), 0.0 before the first.
     """
 
     def __init__(
@@ -88,6 +105,7 @@ class ConsulHTTP:
         self._datacenter = datacenter
         self._current = 0
         self._closed = False
+        self.last_contact = 0.0
         self._lock = threading.Lock()
         self._pools: list[urllib3.HTTPConnectionPool] = [
             urllib3.HTTPSConnectionPool(
@@ -133,6 +151,9 @@ class ConsulHTTP:
         url = self.url_of(path, query)
         deadline = time.monotonic() + self.timeout
         attempt = 0
+        # A write waits for its answer until the deadline (sending it again could apply
+        # it twice); a read gives up on an agent sooner and asks the next one.
+        read_wait = math.inf if write else first_read_wait(self.timeout)
         while True:
             if self._closed:
                 raise StoreClosedError("store is closed")
@@ -148,15 +169,19 @@ class ConsulHTTP:
                     retries=False,
                     redirect=False,
                     assert_same_host=False,
-                    timeout=urllib3.Timeout(connect=remaining, read=remaining),
+                    timeout=urllib3.Timeout(connect=remaining, read=min(remaining, read_wait)),
                 )
             except HTTPError as error:
                 sent = not isinstance(error, (NewConnectionError, ConnectTimeoutError))
                 if isinstance(error, SSLError) or (sent and write):
                     raise self.failure(error, write=write) from error
+                if isinstance(error, ReadTimeoutError):
+                    read_wait *= 2  # a read that is merely slow still gets its answer
                 cause, failure = error, self.failure(error, write=False)
             else:
                 reply = _reply(response)
+                if reply.status in ANSWERED:
+                    self.last_contact = time.monotonic()
                 if reply.status in ANSWERED and not reply.filtered:
                     return reply
                 failure = self.status_error(reply, write=write)
@@ -263,6 +288,8 @@ class BlockingConnection:
                 connection.sock.settimeout(timeout)
             connection.request("GET", client.url_of(path, query), headers=client._headers)
             reply = _reply(connection.getresponse())
+            if reply.status in ANSWERED:
+                client.last_contact = time.monotonic()
         except (HTTPError, OSError) as error:
             connection.close()
             if isinstance(error, SSLError):
@@ -284,6 +311,15 @@ class BlockingConnection:
             with contextlib.suppress(OSError):  # already closed
                 sock.shutdown(socket.SHUT_RDWR)
         self._connection.close()
+
+
+def first_read_wait(timeout: float) -> float:
+    """How long the first attempt of a read waits for its answer (seconds): a quarter
+    of the store's timeout, 0.5 to 2 s. Consul answers a read at once unless the agent is
+    frozen or, without a leader, holds it (up to its rpc_hold_timeout of 7 s, answering
+    it only some time after a new leader is known); a new attempt is answered as soon
+    as there is a leader."""
+    return min(max(timeout / 4, _SHORTEST_READ_WAIT), _LONGEST_READ_WAIT)
 
 
 def _reply(response: BaseHTTPResponse) -> Reply:
