@@ -1,3 +1,5 @@
+# Generated from libkv/_async/api.py by scripts/unasync.py: edit that file, then run
+# `python scripts/unasync.py`. CI fails if this file is not current.
 """The Store: libkv's public interface, over a driver's :class:`~libkv.backend.Backend`.
 
 The Store does everything that is the same for all backends exactly once: key and
@@ -127,8 +129,14 @@ class Store:
         """
         matcher = keyspace.compile_glob(pattern)
         literal = keyspace.glob_prefix(pattern.strip("/"))
-        pairs = self.list(literal)
-        return iter([pair.key for pair in pairs if matcher.match(pair.key)])
+        if self._closed:
+            self._raise_closed()
+        return self._matching_keys(literal, matcher.match)
+
+    def _matching_keys(self, prefix: str, match: Callable[[str], object]) -> Iterator[str]:
+        for pair in self.list(prefix):
+            if match(pair.key):
+                yield pair.key
 
     def get_many(self, keys: Iterable[str]) -> builtins.list[KVPair]:
         """The pairs found for ``keys``, in the order asked; missing keys are skipped."""
@@ -238,6 +246,7 @@ class Store:
             self._raise_closed()
         watch = Watch(self, relative, recursive=recursive, since=since)
         self._watches.add(watch)
+        watch._start()
         return watch
 
     def wait_for_change(self, key: str, version: int, *, timeout: float | None = None) -> KVPair:
@@ -263,12 +272,22 @@ class Store:
                     return event.pair
 
     def lease(self, ttl: float, *, keepalive: bool = True) -> Lease:
-        """Grant a lease of ``ttl`` seconds, refreshed in the background if ``keepalive``."""
+        """Grant a lease of ``ttl`` seconds, refreshed in the background if ``keepalive``.
+
+        In :mod:`libkv.aio` the result is awaitable (the lease) and is also an
+        asynchronous context manager that revokes the lease on exit.
+        """
+        seconds = self._check_ttl(ttl)
+        return self._grant_lease(seconds, keepalive)
+
+    def _grant_lease(self, ttl: float, keepalive: bool) -> Lease:
         from libkv.lease import Lease
 
-        seconds = self._check_ttl(ttl)
-        lease_id = self._call(self._backend.grant_lease, seconds)
-        lease = Lease(self, lease_id, seconds, keepalive=keepalive)
+        if self._closed:
+            self._raise_closed()
+        backend = self._backend
+        lease_id = self._call(backend.grant_lease, ttl)
+        lease = Lease(self, lease_id, ttl, keepalive=keepalive)
         self._leases.add(lease)
         return lease
 
@@ -367,7 +386,8 @@ class Store:
         lease: Lease | None,
     ) -> KVPair:
         prepared = self._prepare(kind, key, value, version, ttl, lease)
-        pair = self._commit_checked([prepared])[0]
+        results = self._commit_checked([prepared])
+        pair = results[0]
         if pair is None or not self._root:
             return pair  # type: ignore[return-value]  # None only for delete, which returns None
         return KVPair(prepared.key[len(self._root) :], pair.value, pair.version)
@@ -405,7 +425,7 @@ class Store:
         value: object,
         version: int | None,
         ttl: float | None,
-        lease: Lease | None,
+        lease: object,
     ) -> Op:
         """Validate one operation; return it with a full key and a bytes value."""
         full = self._root + keyspace.normalize_key(key)
@@ -414,6 +434,7 @@ class Store:
                 _check_revision(version, "version")
             if kind is OpKind.DELETE or kind is OpKind.CHECK:
                 return Op(kind, full, b"", version)
+        checked: Lease | None = None
         data = keyspace.to_bytes(value)
         if len(data) > self.capabilities.max_value_size:
             raise ValueTooLargeError(
@@ -425,8 +446,8 @@ class Store:
                 raise InvalidArgumentError("give a write either ttl or lease, not both")
             ttl = self._check_ttl(ttl)
         elif lease is not None:
-            self._check_lease(lease)
-        return Op(kind, full, data, version, ttl, lease)
+            checked = self._check_lease(lease)
+        return Op(kind, full, data, version, ttl, checked)
 
     def _check_ttl(self, ttl: object) -> float:
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
@@ -447,13 +468,14 @@ class Store:
             )
         return float(ttl)
 
-    def _check_lease(self, lease: object) -> None:
+    def _check_lease(self, lease: object) -> Lease:
         from libkv.lease import Lease
 
         if not isinstance(lease, Lease) or lease.store is not self:
             raise InvalidArgumentError("lease must be a Lease granted by this store")
         if lease.revoked:
             raise LeaseNotFoundError(f"lease {lease.id} was revoked")
+        return lease
 
     def _driver_prefix(self, relative: str) -> str:
         if relative:

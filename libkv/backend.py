@@ -1,3 +1,5 @@
+# Generated from libkv/_async/backend.py by scripts/unasync.py: edit that file, then run
+# `python scripts/unasync.py`. CI fails if this file is not current.
 """The driver interface: a Backend implements the primitives, the Store does the rest.
 
 :class:`libkv.Store` holds one backend and calls it; the backend is not a Store and sees

@@ -13,9 +13,19 @@ anywhere else::
 
 and it is made usable by URL through the ``libkv.stores`` entry point (see
 :mod:`libkv.registry`). The Store is not exported here: a backend never sees it.
+
+For :mod:`libkv.aio` a driver may also provide an :class:`AsyncBackend` (the same
+primitives as coroutines, whose feeds are :class:`AsyncFeed`), under the
+``libkv.aio.stores`` entry point. Without one its sync backend runs there on worker
+threads (:class:`ThreadedBackend`); :class:`LocalBackend`, :class:`InlineBackend` and
+:class:`Wakers` serve backends that live in this process.
 """
 
+from libkv._async.backend import AsyncBackend
+from libkv._async.watching import AsyncFeed
+from libkv.aio.bridge import InlineBackend, LocalBackend, ThreadedBackend
 from libkv.backend import Backend
+from libkv.concurrency import Wakers
 from libkv.errors import (
     AuthenticationError,
     HistoryLostError,
@@ -45,6 +55,8 @@ from libkv.watching import Feed, FeedBatch
 __all__ = [
     "MAX_REVISION",
     "Action",
+    "AsyncBackend",
+    "AsyncFeed",
     "AuthenticationError",
     "Backend",
     "Capabilities",
@@ -52,6 +64,7 @@ __all__ = [
     "Feed",
     "FeedBatch",
     "HistoryLostError",
+    "InlineBackend",
     "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidURLError",
@@ -63,6 +76,7 @@ __all__ = [
     "KeyNotFoundError",
     "Lease",
     "LeaseNotFoundError",
+    "LocalBackend",
     "LockError",
     "NotReachableError",
     "NotSupportedError",
@@ -70,8 +84,10 @@ __all__ = [
     "OpKind",
     "StoreClosedError",
     "StoreURL",
+    "ThreadedBackend",
     "UnknownOutcomeError",
     "ValueTooLargeError",
+    "Wakers",
     "first_failure",
     "in_prefix",
     "parse_bool",

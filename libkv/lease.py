@@ -1,3 +1,5 @@
+# Generated from libkv/_async/lease.py by scripts/unasync.py: edit that file, then run
+# `python scripts/unasync.py`. CI fails if this file is not current.
 """Leases: a time-to-live shared by keys, kept alive in the background.
 
 Service registration is built on this: keys written with ``lease=`` vanish when the
@@ -10,9 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from libkv import concurrency
 from libkv.errors import KVError, NotReachableError, StoreClosedError
 
 if TYPE_CHECKING:
@@ -30,6 +32,9 @@ class Lease:
     ttl, the backend dropped it, or ``keepalive=False`` and the ttl ran out). Keep-alives
     run every ttl/3 (through :meth:`Store.keepalive_lease`) until :meth:`revoke` or
     ``store.close()``. As a context manager the lease is revoked on exit.
+
+    ``lost`` is a ``threading.Event`` in the sync flavour and an ``asyncio.Event`` in
+    the async one; both answer ``is_set()``.
     """
 
     def __init__(self, store: Store, lease_id: int, ttl: float, *, keepalive: bool) -> None:
@@ -37,15 +42,12 @@ class Lease:
         self.id = lease_id
         self.ttl = ttl
         self.keepalive = keepalive
-        self.lost = threading.Event()
+        self.lost = concurrency.Event()
         self._revoked = False
-        self._stopped = threading.Event()
-        self._listeners: list[Callable[[bool], None]] = []
+        self._stopped = concurrency.Event()
+        self._listeners: list[concurrency.Listener] = []
         self._listeners_lock = threading.Lock()  # a listener hears of the loss exactly once
-        self._thread = threading.Thread(
-            target=self._run, name=f"libkv-lease-{lease_id}", daemon=True
-        )
-        self._thread.start()
+        self._worker = concurrency.spawn(self._run, name=f"libkv-lease-{lease_id}")
 
     def __repr__(self) -> str:
         state = "revoked" if self._revoked else "lost" if self.lost.is_set() else "held"
@@ -80,26 +82,31 @@ class Lease:
         """
         self._stop()
 
-    def add_listener(self, listener: Callable[[bool], None]) -> None:
+    def add_listener(self, listener: concurrency.Listener) -> None:
         """Call ``listener(True)`` after every successful keep-alive (or, with
         ``keepalive=False``, every check that the lease still lives), and
         ``listener(False)`` once when the lease is lost.
 
-        Listeners run on the lease's background thread, in the order added; they
-        should return quickly, and an exception in one is logged and does not stop
-        the keep-alive. A listener added once the lease is lost is called with False at
-        once. :class:`~libkv.lock.Lock` uses this to check, after every keep-alive, that
-        its key is still its own.
+        Listeners run on the lease's background thread (async: its task; a listener
+        may then be a coroutine function), in the order added; they should return
+        quickly, and an exception in one is logged and does not stop the keep-alive.
+        A listener added once the lease is lost is called with False at once.
+        :class:`~libkv.lock.Lock` uses this to check, after every keep-alive, that its
+        key is still its own.
         """
         with self._listeners_lock:
             self._listeners.append(listener)
             lost = self.lost.is_set()
         if lost:
-            self._call(listener, False)
+            try:
+                listener(False)
+            except Exception:
+                log.exception("lease %s: a listener failed", self.id)
 
     def _stop(self) -> None:
         """Stop the keep-alive without revoking (the store is closing)."""
         self._stopped.set()
+        concurrency.finish(self._worker)
 
     def _notify(self, alive: bool) -> None:
         with self._listeners_lock:
@@ -109,7 +116,7 @@ class Lease:
         for listener in listeners:
             self._call(listener, alive)
 
-    def _call(self, listener: Callable[[bool], None], alive: bool) -> None:
+    def _call(self, listener: concurrency.Listener, alive: bool) -> None:
         try:
             listener(alive)
         except Exception:
@@ -122,12 +129,9 @@ class Lease:
         store = self.store
         interval = self.ttl / 3
         alive_until = time.monotonic() + self.ttl
-        while not self._stopped.wait(
-            # Bounded: a longer wait raises OverflowError, whatever ttl a driver allows.
-            min(
-                interval if self.keepalive else max(alive_until - time.monotonic(), 0.05),
-                threading.TIMEOUT_MAX,
-            )
+        while not concurrency.wait(
+            self._stopped,
+            interval if self.keepalive else max(alive_until - time.monotonic(), 0.05),
         ):
             try:
                 if self.keepalive:

@@ -1,3 +1,5 @@
+# Generated from libkv/_async/lock.py by scripts/unasync.py: edit that file, then run
+# `python scripts/unasync.py`. CI fails if this file is not current.
 """Distributed locks with fencing tokens, built on leases and watches.
 
 Holding the lock on ``key`` means having created ``key`` (with the lock's value)
@@ -9,10 +11,10 @@ it is released or its holder's lease expires.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING
 
+from libkv import concurrency
 from libkv.errors import (
     HistoryLostError,
     KeyExistsError,
@@ -36,7 +38,8 @@ class Lock:
 
     ``lost`` is set if ownership is lost while held (the lease expired, or the key was
     deleted or overwritten by someone else). ``token`` is the fencing token of the
-    current acquisition, or None. Not re-entrant.
+    current acquisition, or None. Not re-entrant. ``lost`` is a ``threading.Event``
+    in the sync flavour and an ``asyncio.Event`` in the async one.
     """
 
     def __init__(self, store: Store, key: str, ttl: float, value: bytes) -> None:
@@ -44,10 +47,10 @@ class Lock:
         self.key = key
         self.ttl = ttl
         self.value = value
-        self.lost = threading.Event()
+        self.lost = concurrency.Event()
         self.token: int | None = None
         self._lease: Lease | None = None
-        self._mutex = threading.Lock()
+        self._mutex = concurrency.Mutex()
 
     def __repr__(self) -> str:
         return f"<Lock {self.key!r} token={self.token}>"
@@ -64,7 +67,11 @@ class Lock:
         return self.token is not None and not self.lost.is_set()
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        """Take the lock; return False if not blocking (or ``timeout`` passed) and it is held."""
+        """Take the lock; return False if not blocking (or ``timeout`` passed) and it is held.
+
+        Cancelled (async flavour), it leaves nothing behind: its lease is revoked and
+        its key, if written, with it.
+        """
         with self._mutex:
             if self.token is not None:
                 raise LockError(f"lock {self.key!r} is already held by this Lock object")
@@ -88,9 +95,9 @@ class Lock:
                 raise
             except BaseException:
                 if not self.store.closed:
-                    lease.revoke()
+                    concurrency.shielded(lease.revoke)
                 raise
-            self.lost = threading.Event()
+            self.lost = concurrency.Event()
             self.token = pair.version
             self._lease = lease
             lost = self.lost
@@ -110,7 +117,7 @@ class Lock:
             except (KeyNotFoundError, KeyModifiedError):
                 was_lost = True
             finally:
-                lease.revoke()
+                concurrency.shielded(lease.revoke)
             if was_lost:
                 self.lost.set()
                 raise LockError(f"lock {self.key!r} was lost before release")
@@ -138,7 +145,7 @@ class Lock:
                 if event.pair is None:
                     return True
 
-    def _verify(self, alive: bool, token: int, lost: threading.Event) -> None:
+    def _verify(self, alive: bool, token: int, lost: concurrency.Event) -> None:
         """Called by the lease after each keep-alive: is the key still ours?"""
         if not alive:
             lost.set()

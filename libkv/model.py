@@ -59,6 +59,8 @@ class Capabilities:
     ``ttl_slack`` and ``ttl_slack_ratio``: how late an expiry may be observed, a
     fixed number of seconds plus a fraction of the TTL (see :meth:`latest_expiry`).
     ``max_value_size`` in bytes; ``max_transaction_ops`` per transaction.
+    ``native_async``: in :mod:`libkv.aio`, the driver's own async backend serves the
+    store; False when a sync-only driver runs there on worker threads.
     """
 
     watch_every_change: bool
@@ -69,6 +71,7 @@ class Capabilities:
     max_value_size: int
     max_transaction_ops: int
     ttl_slack_ratio: float = 0.0
+    native_async: bool = False
 
     def latest_expiry(self, ttl: float) -> float:
         """Seconds after a write with ``ttl`` by which the key is guaranteed gone."""

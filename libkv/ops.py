@@ -16,6 +16,7 @@ from libkv.errors import KeyExistsError, KeyModifiedError, KeyNotFoundError
 from libkv.model import KVPair
 
 if TYPE_CHECKING:
+    from libkv._async.lease import AsyncLease
     from libkv.errors import _ConditionError
     from libkv.lease import Lease
 
@@ -50,21 +51,30 @@ class Op:
     value: bytes = b""
     version: int | None = None
     ttl: float | None = None
-    lease: Lease | None = None
+    lease: Lease | AsyncLease | None = None
 
 
-def put(key: str, value: object, *, ttl: float | None = None, lease: Lease | None = None) -> Op:
+def put(
+    key: str, value: object, *, ttl: float | None = None, lease: Lease | AsyncLease | None = None
+) -> Op:
     """Write ``value`` unconditionally."""
     return Op(OpKind.PUT, key, value, None, ttl, lease)  # type: ignore[arg-type]
 
 
-def create(key: str, value: object, *, ttl: float | None = None, lease: Lease | None = None) -> Op:
+def create(
+    key: str, value: object, *, ttl: float | None = None, lease: Lease | AsyncLease | None = None
+) -> Op:
     """Write ``value`` only if ``key`` does not exist (else KeyExistsError)."""
     return Op(OpKind.CREATE, key, value, None, ttl, lease)  # type: ignore[arg-type]
 
 
 def update(
-    key: str, value: object, version: int, *, ttl: float | None = None, lease: Lease | None = None
+    key: str,
+    value: object,
+    version: int,
+    *,
+    ttl: float | None = None,
+    lease: Lease | AsyncLease | None = None,
 ) -> Op:
     """Write ``value`` only if ``key`` is at ``version``.
 

@@ -1,3 +1,5 @@
+# Generated from libkv/_async/watching.py by scripts/unasync.py: edit that file, then run
+# `python scripts/unasync.py`. CI fails if this file is not current.
 """The watch engine: one implementation of the contract's watch semantics.
 
 Drivers feed it through a :class:`Feed`:
@@ -11,8 +13,8 @@ The engine is the :class:`Watch` iterator plus a reconnect loop. It takes the IN
 snapshot, filters to the watched key or prefix, strips the namespace, reconnects after
 NotReachableError (resuming from the last revision, or re-reading a snapshot), and
 turns a revision that goes backwards into HistoryLostError. Each feed mode keeps its
-own bookkeeping in a small class: :class:`_ChangeDedup` drops changes delivered
-already (a replay after a reconnect), :class:`_SnapshotDiff` turns snapshots into
+own bookkeeping in a small class: :class:`ChangeDedup` drops changes delivered
+already (a replay after a reconnect), :class:`SnapshotDiff` turns snapshots into
 events and drops spurious wake-ups. Both hold memory bounded by the live keys watched
 plus a constant, however many keys have come and gone.
 """
@@ -23,45 +25,23 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from libkv import concurrency
+from libkv.changes import ChangeDedup, FeedBatch, SnapshotDiff
 from libkv.errors import HistoryLostError, KVError, NotReachableError, StoreClosedError
 from libkv.keys import in_prefix
-from libkv.model import Action, Event, KVPair
+from libkv.model import Action, Event
 
 if TYPE_CHECKING:
     from libkv.api import Store
 
-__all__ = ["Feed", "FeedBatch", "Watch"]
+__all__ = ["Feed", "Watch", "FeedBatch"]
 
 log = logging.getLogger(__name__)
 
 _POLL_SLICE = 0.25  # longest a blocked poll runs before the engine re-checks close()
 _RECONNECT_INTERVAL = 0.1  # least time between two attempts to open a feed
-
-
-@dataclass(frozen=True, slots=True)
-class FeedBatch:
-    """What a feed returns from one poll.
-
-    ``revision``: the store revision the feed is now consistent with (>= every change
-    in the batch). ``changes``: UPDATE/DELETE events on full keys, in revision order.
-    ``snapshot``: for snapshot feeds, every pair under the prefix at ``revision``.
-    ``keys``: when set, ``snapshot`` is partial: it holds the present pairs among
-    ``keys`` only (a key of ``keys`` missing from it was deleted) and every other key
-    keeps its state, so a feed that knows which keys changed re-reads just those.
-    ``epoch``: optional identity of the backend's history; revisions are comparable only
-    within one epoch, so a watch that sees it change (a wiped and rewritten database)
-    raises HistoryLostError even when the revision did not go backwards.
-    """
-
-    revision: int
-    changes: Sequence[Event] = ()
-    snapshot: Sequence[KVPair] | None = None
-    epoch: str | None = None
-    keys: Sequence[str] | None = None
 
 
 class Feed(Protocol):
@@ -98,81 +78,6 @@ class Feed(Protocol):
         ...
 
 
-class _ChangeDedup:
-    """Change-feed bookkeeping: which changes the watch has delivered already.
-
-    A change feed delivers in revision order, so one watermark tells them apart:
-    every change below ``revision`` was delivered, and at ``revision`` the changes to
-    ``keys`` were (a transaction gives several keys one revision). After a reconnect
-    the new feed may replay changes; those are dropped. Memory: the keys of one
-    revision, whatever the number of keys seen over the watch's life.
-    """
-
-    def __init__(self, after: int) -> None:
-        self.revision = after + 1
-        self.keys: set[str] = set()
-
-    def fresh(self, changes: Sequence[Event]) -> list[Event]:
-        """The changes not delivered before, which count as delivered from now on."""
-        fresh: list[Event] = []
-        for event in changes:
-            revision = event.revision
-            if revision <= 0 or revision < self.revision:
-                continue  # delivered already (a replay after reconnect)
-            if revision > self.revision:
-                self.revision = revision
-                self.keys = set()
-            elif event.key in self.keys:
-                continue
-            self.keys.add(event.key)
-            fresh.append(event)
-        return fresh
-
-
-class _SnapshotDiff:
-    """Snapshot-feed bookkeeping: the state the watch has shown its consumer.
-
-    Each snapshot is diffed against it: a changed version is an UPDATE, a missing key
-    a DELETE at the snapshot's revision, an unchanged pair nothing (a spurious
-    wake-up). Memory: the live keys under the prefix.
-    """
-
-    def __init__(self, pairs: Sequence[KVPair]) -> None:
-        self.state = {pair.key: pair for pair in pairs}
-
-    def diff(
-        self, snapshot: Sequence[KVPair], revision: int, keys: Sequence[str] | None = None
-    ) -> list[Event]:
-        """The events that turn the state into ``snapshot``, ordered by revision, key.
-
-        With ``keys``, the snapshot is partial (see :class:`FeedBatch`): only those keys
-        are compared, at a cost of len(keys). Raises HistoryLostError if a key's version
-        went backwards.
-        """
-        current = {pair.key: pair for pair in snapshot}
-        compared = self.state.keys() | current.keys() if keys is None else dict.fromkeys(keys)
-        events: list[Event] = []
-        for key in compared:
-            pair, previous = current.get(key), self.state.get(key)
-            if pair is not None:
-                if previous is None or previous.version != pair.version:
-                    if previous is not None and pair.version < previous.version:
-                        raise HistoryLostError(f"version of {key!r} went backwards")
-                    events.append(Event(Action.UPDATE, key, pair, pair.version))
-            elif previous is not None:
-                events.append(Event(Action.DELETE, key, None, max(revision, previous.version)))
-        if keys is None:
-            self.state = current
-        else:
-            for event in events:
-                if event.pair is None:
-                    del self.state[event.key]
-                else:
-                    self.state[event.key] = event.pair
-        events.sort(key=lambda event: (event.revision, event.key))
-        return events
-
-
 class Watch:
     """An iterator of :class:`~libkv.model.Event` over a key or a prefix.
 
@@ -198,31 +103,46 @@ class Watch:
         self._prefix = store._driver_prefix(key) if recursive else store._root + key
         # Events not yet returned, each with the revision that is safe once it is.
         self._pending: collections.deque[tuple[Event, int]] = collections.deque()
-        self._closed = threading.Event()
+        self._closed = concurrency.Event()
         self._lock = threading.Lock()
         self._feed: Feed | None = None
+        self._since = since
+        self._started = False
         self._failure: BaseException | None = None
-        self._bookkeeping: _ChangeDedup | _SnapshotDiff = _SnapshotDiff(())
+        self._bookkeeping: ChangeDedup | SnapshotDiff = SnapshotDiff(())
         self._feed_revision = 0  # the revision the engine has read up to (pending included)
         self._epoch: str | None = None
         self._unreachable_since: float | None = None  # start of the first failed poll
         self._next_attempt = 0.0  # when a feed may be opened again after a failure
         self._feed_answered = False  # whether the current feed has returned a batch
-        self.revision = 0
+        self.revision = 0 if since is None else since
+
+    def _start(self) -> None:
+        """Take the INIT snapshot (or open the feed at ``since``); once.
+
+        The sync flavour starts in ``Store.watch()``; the async one at the first await
+        on the watch (``with``, ``next_event``), since creating it is a plain call.
+        """
+        if self._started:
+            return
+        store = self._store
         try:
-            if since is None:
+            if self._since is None:
                 self._start_with_snapshot()
             else:
-                self._bookkeeping = _ChangeDedup(since)
-                self.revision = self._feed_revision = since
-                self._feed = store._call(store._backend.open_feed, self._prefix, since)
+                feed = store._call(store._backend.open_feed, self._prefix, self._since)
+                self._bookkeeping = ChangeDedup(self._since)
+                self._feed_revision = self._since
+                self._feed = feed
         except (HistoryLostError, NotReachableError) as error:
             # Reported from iteration, where the consumer handles watch failures.
             self._failure = error
+        # Not before: a start cancelled half-way (async) is redone whole.
+        self._started = True
 
     # -- public --------------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[Event]:
+    def __iter__(self) -> Watch:
         return self
 
     def __next__(self) -> Event:
@@ -277,12 +197,15 @@ class Watch:
                 # its own (a gRPC stream) may hold a response that thread cannot queue
                 # while this one keeps the GIL; yielding once lets it.
                 remaining = 0.0
-                time.sleep(0)
+                concurrency.checkpoint()
             polled = True
             self._step(min(remaining, _POLL_SLICE))
 
     def close(self) -> None:
-        """End the watch; a blocked iteration in another thread ends within a second."""
+        """End the watch; a blocked iteration (in another task or thread) ends promptly.
+
+        Completes at once; in the async flavour it may also be awaited.
+        """
         self._closed.set()
         with self._lock:
             feed, self._feed = self._feed, None
@@ -294,16 +217,22 @@ class Watch:
     def _start_with_snapshot(self) -> None:
         store = self._store
         pairs, revision = store._call(store._backend.range, self._prefix, self._recursive)
+        feed: Feed | None = None
+        try:
+            feed = store._call(store._backend.open_feed, self._prefix, revision)
+        except (HistoryLostError, NotReachableError) as error:
+            self._failure = error  # reported after INIT
+        # No state changes before here: a start cancelled half-way (async) is redone whole.
         pairs = [pair for pair in pairs if self._wanted(pair.key)]
         self.revision = self._feed_revision = revision
         if store.capabilities.watch_every_change:
-            self._bookkeeping = _ChangeDedup(revision)
+            self._bookkeeping = ChangeDedup(revision)
         else:
-            self._bookkeeping = _SnapshotDiff(pairs)
+            self._bookkeeping = SnapshotDiff(pairs)
         snapshot = tuple(store._relative_pair(pair) for pair in pairs)
         single = snapshot[0] if snapshot and not self._recursive else None
         self._pending.append((Event(Action.INIT, self._key, single, revision, snapshot), revision))
-        self._feed = store._call(store._backend.open_feed, self._prefix, revision)
+        self._feed = feed
 
     def _step(self, timeout: float) -> None:
         """One poll of the feed (or one attempt to reopen it), for up to ``timeout``."""
@@ -370,14 +299,14 @@ class Watch:
             return
         wait = self._next_attempt - time.monotonic()
         # Back off between attempts; close() interrupts the wait.
-        if wait > 0 and (self._closed.wait(min(wait, timeout)) or wait > timeout):
+        if wait > 0 and (concurrency.wait(self._closed, min(wait, timeout)) or wait > timeout):
             return
         started = time.monotonic()
         feed: Feed | None = None
         reread = False
         try:
             feed = store._call(store._backend.open_feed, self._prefix, self._feed_revision)
-            if isinstance(self._bookkeeping, _SnapshotDiff):
+            if isinstance(self._bookkeeping, SnapshotDiff):
                 # Re-read and bring the consumer's view up to date by diffing.
                 pairs, revision = store._call(store._backend.range, self._prefix, self._recursive)
                 reread = True
@@ -414,7 +343,7 @@ class Watch:
                 return
             self._epoch = batch.epoch
         bookkeeping = self._bookkeeping
-        if isinstance(bookkeeping, _SnapshotDiff):
+        if isinstance(bookkeeping, SnapshotDiff):
             snapshot = [pair for pair in batch.snapshot or () if self._wanted(pair.key)]
             keys = None if batch.keys is None else [k for k in batch.keys if self._wanted(k)]
             try:

@@ -26,18 +26,22 @@ from libkv.driver import (
     Event,
     FeedBatch,
     HistoryLostError,
+    InlineBackend,
     InvalidURLError,
     KVPair,
     LeaseNotFoundError,
     Op,
     OpKind,
     StoreURL,
+    Wakers,
     first_failure,
     in_prefix,
     parse_positive_int,
 )
 
-__all__ = ["MemoryBackend", "open_memory"]
+__all__ = ["MemoryBackend", "open_memory", "open_memory_async"]
+
+_REAPER_JOIN = 1.0  # seconds close() waits for the reaper, which ends at once
 
 CAPABILITIES = Capabilities(
     watch_every_change=True,
@@ -47,6 +51,7 @@ CAPABILITIES = Capabilities(
     ttl_slack=0.5,
     max_value_size=16 * 1024 * 1024,
     max_transaction_ops=10_000,
+    native_async=True,
 )
 
 _databases: weakref.WeakValueDictionary[str, _Database] = weakref.WeakValueDictionary()
@@ -84,6 +89,7 @@ class _Database:
         self.reaper: threading.Thread | None = None
         self.stores = 0
         self.waiting = 0  # threads blocked in condition.wait(); skip notify when none
+        self.wakers = Wakers()  # async feeds waiting for a change
 
     def record(self, events: list[tuple[int, str, KVPair | None]]) -> None:
         log = self.log
@@ -94,6 +100,7 @@ class _Database:
             del log[:cut]
         if self.waiting:
             self.condition.notify_all()
+        self.wakers.wake()
 
     def schedule(self, when: float, lease_id: int, key: str) -> None:
         heapq.heappush(self.deadlines, (when, lease_id, key))
@@ -335,14 +342,19 @@ class MemoryBackend(Backend):
             del database.log[:cut]
             database.compacted = floor
             database.condition.notify_all()
+        database.wakers.wake()
 
     def translate_error(self, error: Exception) -> None:
         return None  # no backend client: every error this driver raises is a KVError
 
     def close(self) -> None:
-        with self._database.condition:
-            self._database.stores -= 1
-            self._database.condition.notify_all()
+        database = self._database
+        with database.condition:
+            database.stores -= 1
+            database.condition.notify_all()
+            reaper = database.reaper if database.stores <= 0 else None
+        if reaper is not None and reaper is not threading.current_thread():
+            reaper.join(_REAPER_JOIN)  # it ends at once: no thread outlives the last store
 
 
 def open_memory(url: StoreURL) -> MemoryBackend:
@@ -359,6 +371,12 @@ def open_memory(url: StoreURL) -> MemoryBackend:
             database = _Database(history)
             _databases[name or f"\0private-{next(_private_names)}"] = database
     return MemoryBackend(url, database, namespace)
+
+
+def open_memory_async(url: StoreURL) -> InlineBackend:
+    """The ``memory`` scheme's initializer in :mod:`libkv.aio`: native, nothing blocks."""
+    backend = open_memory(url)
+    return InlineBackend(backend, backend._database.wakers)
 
 
 def _revision_of(change: tuple[int, str, KVPair | None]) -> int:

@@ -36,16 +36,18 @@ from libkv.driver import (
     KVError,
     KVPair,
     LeaseNotFoundError,
+    LocalBackend,
     NotReachableError,
     Op,
     OpKind,
     StoreURL,
+    Wakers,
     first_failure,
     parse_positive_int,
     parse_seconds,
 )
 
-__all__ = ["SQLiteBackend", "open_sqlite"]
+__all__ = ["SQLiteBackend", "open_sqlite", "open_sqlite_async"]
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +59,12 @@ CAPABILITIES = Capabilities(
     ttl_slack=1.0,
     max_value_size=16 * 1024 * 1024,
     max_transaction_ops=10_000,
+    native_async=True,
 )
 
 _REAP_INTERVAL = 0.2  # seconds between expiry sweeps of an open store
 _CROSS_PROCESS_POLL = 0.05  # how often a watch looks for other processes' writes
+_ASYNC_CROSS_PROCESS_POLL = 0.1  # the same in libkv.aio, where all share one worker
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -87,16 +91,29 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);
 """
 
+
 # In-process wake-up of watches when this process writes to a file.
-_signals: weakref.WeakValueDictionary[str, threading.Condition] = weakref.WeakValueDictionary()
+class _Signal(threading.Condition):
+    """Notified on every write by this process; wakes sync feeds and async ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wakers = Wakers()
+
+    def notify_all(self) -> None:
+        super().notify_all()
+        self.wakers.wake()
+
+
+_signals: weakref.WeakValueDictionary[str, _Signal] = weakref.WeakValueDictionary()
 _signals_lock = threading.Lock()
 
 
-def _signal_for(path: str) -> threading.Condition:
+def _signal_for(path: str) -> _Signal:
     with _signals_lock:
         condition = _signals.get(path)
         if condition is None:
-            condition = threading.Condition()
+            condition = _Signal()
             _signals[path] = condition
         return condition
 
@@ -496,6 +513,17 @@ def open_sqlite(url: StoreURL) -> SQLiteBackend:
         history=options.get("history", 100_000),
         synchronous=options.get("synchronous", "NORMAL"),
     )
+
+
+def open_sqlite_async(url: StoreURL) -> LocalBackend:
+    """The ``sqlite`` scheme's initializer in :mod:`libkv.aio`.
+
+    Every file access of the store runs on one worker thread of its own; watches
+    wait on the loop, woken by this process's writes and re-reading the file every
+    tenth of a second for other processes' writes.
+    """
+    backend = open_sqlite(url)
+    return LocalBackend(backend, backend._signal.wakers, _ASYNC_CROSS_PROCESS_POLL)
 
 
 def _synchronous(value: object) -> str:

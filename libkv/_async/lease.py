@@ -1,0 +1,171 @@
+"""Leases: a time-to-live shared by keys, kept alive in the background.
+
+Service registration is built on this: keys written with ``lease=`` vanish when the
+lease is revoked, or ``ttl`` (+ the driver's slack) after the holder stops
+refreshing it, for instance because its process died.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from libkv import concurrency
+from libkv.errors import KVError, NotReachableError, StoreClosedError
+
+if TYPE_CHECKING:
+    from libkv._async.api import AsyncStore
+
+__all__ = ["AsyncLease"]
+
+log = logging.getLogger(__name__)
+
+
+class AsyncLease:
+    """A lease granted by :meth:`Store.lease`.
+
+    ``lost`` is set when the lease expired while held (keep-alives failed for a whole
+    ttl, the backend dropped it, or ``keepalive=False`` and the ttl ran out). Keep-alives
+    run every ttl/3 (through :meth:`Store.keepalive_lease`) until :meth:`revoke` or
+    ``store.close()``. As a context manager the lease is revoked on exit.
+
+    ``lost`` is a ``threading.Event`` in the sync flavour and an ``asyncio.Event`` in
+    the async one; both answer ``is_set()``.
+    """
+
+    def __init__(self, store: AsyncStore, lease_id: int, ttl: float, *, keepalive: bool) -> None:
+        self.store = store
+        self.id = lease_id
+        self.ttl = ttl
+        self.keepalive = keepalive
+        self.lost = concurrency.AsyncEvent()
+        self._revoked = False
+        self._stopped = concurrency.AsyncEvent()
+        self._listeners: list[concurrency.AsyncListener] = []
+        self._listeners_lock = threading.Lock()  # a listener hears of the loss exactly once
+        self._worker = concurrency.async_spawn(self._run, name=f"libkv-lease-{lease_id}")
+        self._late: object = None  # async-only
+
+    def __repr__(self) -> str:
+        state = "revoked" if self._revoked else "lost" if self.lost.is_set() else "held"
+        return f"<Lease {self.id} ttl={self.ttl} {state}>"
+
+    async def __aenter__(self) -> AsyncLease:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if not self._revoked and not self.store.closed:
+            await self.revoke()
+
+    @property
+    def revoked(self) -> bool:
+        """True once :meth:`revoke` was called."""
+        return self._revoked
+
+    async def revoke(self) -> None:
+        """Delete the lease and, now, every key attached to it."""
+        await self._stop()
+        if self._revoked:
+            return
+        self._revoked = True
+        await self.store.revoke_lease(self.id)
+
+    async def abandon(self) -> None:
+        """Stop refreshing the lease without revoking it.
+
+        The backend expires the lease, and deletes its keys, within
+        ``capabilities.latest_expiry(ttl)``. For when revoking would only wait out the
+        store's timeout again: the backend cannot be reached.
+        """
+        await self._stop()
+
+    def add_listener(self, listener: concurrency.AsyncListener) -> None:
+        """Call ``listener(True)`` after every successful keep-alive (or, with
+        ``keepalive=False``, every check that the lease still lives), and
+        ``listener(False)`` once when the lease is lost.
+
+        Listeners run on the lease's background thread (async: its task; a listener
+        may then be a coroutine function), in the order added; they should return
+        quickly, and an exception in one is logged and does not stop the keep-alive.
+        A listener added once the lease is lost is called with False at once.
+        :class:`~libkv.lock.Lock` uses this to check, after every keep-alive, that its
+        key is still its own.
+        """
+        with self._listeners_lock:
+            self._listeners.append(listener)
+            lost = self.lost.is_set()
+        if lost:
+            try:
+                # async-only: begin
+                pending = listener(False)
+                if pending is not None:
+                    self._late = concurrency.async_spawn(lambda: pending, "libkv-listener")
+                # async-only: end
+                # sync-only: listener(False)
+            except Exception:
+                log.exception("lease %s: a listener failed", self.id)
+
+    async def _stop(self) -> None:
+        """Stop the keep-alive without revoking (the store is closing)."""
+        self._stopped.set()
+        await concurrency.async_finish(self._worker)
+
+    async def _notify(self, alive: bool) -> None:
+        with self._listeners_lock:
+            if not alive:
+                self.lost.set()
+            listeners = list(self._listeners)
+        for listener in listeners:
+            await self._call(listener, alive)
+
+    async def _call(self, listener: concurrency.AsyncListener, alive: bool) -> None:
+        try:
+            pending = listener(alive)  # async-only
+            if pending is not None:  # async-only
+                await pending  # async-only
+            # sync-only: listener(alive)
+        except Exception:
+            log.exception("lease %s: a listener failed", self.id)
+
+    async def _set_lost(self) -> None:
+        await self._notify(False)
+
+    async def _run(self) -> None:
+        store = self.store
+        interval = self.ttl / 3
+        alive_until = time.monotonic() + self.ttl
+        while not await concurrency.async_wait(
+            self._stopped,
+            interval if self.keepalive else max(alive_until - time.monotonic(), 0.05),
+        ):
+            try:
+                if self.keepalive:
+                    alive = await store.keepalive_lease(self.id)
+                    remaining = self.ttl
+                else:
+                    remaining_or_none = await store.lease_ttl(self.id)
+                    alive = remaining_or_none is not None
+                    remaining = remaining_or_none or 0.0
+            except StoreClosedError:
+                return
+            except NotReachableError as error:
+                if time.monotonic() >= alive_until:
+                    log.warning(
+                        "lease %s lost: backend unreachable for its ttl (%s)", self.id, error
+                    )
+                    await self._set_lost()
+                    return
+                continue
+            except KVError:
+                log.exception("lease %s: keep-alive failed", self.id)
+                continue
+            if self._stopped.is_set():
+                return
+            if not alive:
+                log.warning("lease %s expired", self.id)
+                await self._set_lost()
+                return
+            alive_until = time.monotonic() + remaining
+            await self._notify(True)
