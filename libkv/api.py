@@ -210,12 +210,15 @@ class Store:
         is sent.
         Returns the new pair for each write and None for deletes and checks.
         """
-        operations = [self._prepare_op(operation) for operation in ops]
-        if len(operations) > self.capabilities.max_transaction_ops:
+        given = builtins.list(ops)
+        if len(given) > self.capabilities.max_transaction_ops:
             raise InvalidArgumentError(
-                f"{len(operations)} operations exceed this store's limit of "
+                f"{len(given)} operations exceed this store's limit of "
                 f"{self.capabilities.max_transaction_ops} per transaction"
             )
+        operations: builtins.list[Op] = []
+        for operation in given:
+            operations.append(self._prepare_op(operation))
         seen: set[str] = set()
         for operation in operations:
             if operation.key in seen:

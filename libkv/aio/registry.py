@@ -71,13 +71,29 @@ def register(scheme: str, initializer: AsyncInitializer) -> None:
         _registered[scheme.lower()] = initializer
 
 
+def _builtin(scheme: str) -> AsyncInitializer | None:
+    # Found without reading the entry points (some 200 ms on first use, which would
+    # hold the event loop): the drivers that ship with libkv.
+    if scheme == "memory":
+        from libkv.drivers.memory import open_memory_async
+
+        return open_memory_async
+    if scheme == "sqlite":
+        from libkv.drivers.sqlite import open_sqlite_async
+
+        return open_sqlite_async
+    return None
+
+
 def _async_initializer(scheme: str) -> AsyncInitializer | None:
     with _lock:
         if scheme in _registered:
             return _registered[scheme]
         if scheme in _loaded:
             return _loaded[scheme]
-    found: AsyncInitializer | None = None
+    found: AsyncInitializer | None = _builtin(scheme)
+    if found is not None:
+        return found
     try:
         manager: Any = stevedore.ExtensionManager(NAMESPACE)
         names = {entry_point.name for entry_point in manager.list_entry_points()}

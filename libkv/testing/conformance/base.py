@@ -12,13 +12,14 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import pytest
 
 import libkv
 from libkv import Action, Event, KVPair, Store, ops
 from libkv.ops import Op
+from libkv.testing.flavours import Portal, open_blocking, portal_checks
 from libkv.testing.history import WatchRecorder, describe
 from libkv.testing.polling import assert_holds_until, wait_until
 
@@ -292,35 +293,61 @@ def _describe_left(reader: Store, keys: Sequence[str]) -> Callable[[], str]:
 
 
 class ConformanceBase:
-    """Fixtures and helpers every topic mixin uses; a driver provides the `url` fixture."""
+    """Fixtures and helpers every topic mixin uses; a driver provides the `url` fixture.
+
+    Every test runs in both flavours (the `flavour` fixture): "sync" on
+    :func:`libkv.open`, "async" on :func:`libkv.aio.open` behind a blocking facade
+    whose event loop runs in debug mode (:mod:`libkv.testing.flavours`); there the
+    test also fails if any callback held the loop longer than 50 ms, or if a task of
+    libkv is still pending once its stores are closed.
+    """
+
+    @pytest.fixture(params=["sync", "async"])
+    def flavour(self, request: pytest.FixtureRequest) -> str:
+        """Which implementation the test's clients use."""
+        return str(request.param)
 
     @pytest.fixture
-    def open_client(self, url: str) -> Iterator[Callable[[], Store]]:
-        """Open more clients of the test's store; all are closed after the test."""
+    def open_url(self, flavour: str) -> Iterator[Callable[[str], Store]]:
+        """Open a client of the test's flavour; all are closed after the test."""
         opened: list[Store] = []
+        portal = Portal() if flavour == "async" else None
 
-        def open_one() -> Store:
-            client = libkv.open(url)
+        def open_one(url: str) -> Store:
+            # The facade answers every call of Store's, in the async flavour.
+            client = libkv.open(url) if portal is None else cast(Store, open_blocking(url, portal))
             opened.append(client)
             return client
 
-        yield open_one
-        for client in opened:
-            close_quietly(client)
+        if portal is None:
+            yield open_one
+            for client in opened:
+                close_quietly(client)
+        else:
+            try:
+                with portal_checks(portal):
+                    yield open_one
+                    for client in opened:
+                        close_quietly(client)
+                    pending = [name for name in portal.pending_tasks() if name.startswith("libkv")]
+                    assert not pending, f"tasks of libkv left after close(): {pending}"
+            finally:
+                portal.close()
 
     @pytest.fixture
-    def store(self, url: str) -> Iterator[Store]:
+    def open_client(self, url: str, open_url: Callable[[str], Store]) -> Callable[[], Store]:
+        """Open more clients of the test's store; all are closed after the test."""
+        return lambda: open_url(url)
+
+    @pytest.fixture
+    def store(self, url: str, open_url: Callable[[str], Store]) -> Store:
         """The client most tests act through."""
-        client = libkv.open(url)
-        yield client
-        close_quietly(client)
+        return open_url(url)
 
     @pytest.fixture
-    def other_store(self, url: str) -> Iterator[Store]:
+    def other_store(self, url: str, open_url: Callable[[str], Store]) -> Store:
         """A second client of the same data."""
-        client = libkv.open(url)
-        yield client
-        close_quietly(client)
+        return open_url(url)
 
     @staticmethod
     def ttl_for(store: Store) -> float:

@@ -17,6 +17,7 @@ import pytest
 
 import libkv
 from libkv import Action, Store
+from libkv.testing import flavours
 from libkv.testing.conformance.base import (
     DELIVERY_MARGIN,
     EVENT_TIMEOUT,
@@ -66,21 +67,21 @@ class LockConformance(ConformanceBase):
         ttl = self.ttl_for(store)
         holder = other_store.lock("locks/history", ttl=ttl)
         assert call_within(holder.acquire, EVENT_TIMEOUT, "uncontended acquire()") is True
-        watches: list[libkv.Watch] = []
-        open_watch = store.watch
+        watches: list[Any] = []
+        # In the async flavour the lock drives the AsyncStore behind the facade, so
+        # the failure is injected there, with a coroutine in place of next_event.
+        target = flavours.underlying(store)
+        open_watch = target.watch
 
-        def watch_losing_history_once(key: str, **options: Any) -> libkv.Watch:
+        def watch_losing_history_once(key: str, **options: Any) -> Any:
             watch = open_watch(key, **options)
             watches.append(watch)
             if len(watches) == 1:
-
-                def next_event(timeout: float | None = None) -> libkv.Event | None:
-                    raise libkv.HistoryLostError("injected: the watch's changes are gone")
-
-                monkeypatch.setattr(watch, "next_event", next_event)
+                lost = libkv.HistoryLostError("injected: the watch's changes are gone")
+                monkeypatch.setattr(watch, "next_event", flavours.raising(watch, lost))
             return watch
 
-        monkeypatch.setattr(store, "watch", watch_losing_history_once)
+        monkeypatch.setattr(target, "watch", watch_losing_history_once)
         waiter = store.lock("locks/history", ttl=ttl)
         outcome: list[object] = []
 

@@ -1,0 +1,267 @@
+"""Run the sync conformance suite against the async flavour: a blocking facade.
+
+:class:`Portal` runs an event loop (in debug mode) on a thread of its own; the
+facade's objects (:class:`BlockingStore` and what it returns) look like the sync
+API, and each call runs the async flavour's coroutine on that loop and waits for it.
+Every test of the suite thereby drives the async implementation (``libkv.aio``) with
+the sync suite's expectations, and the portal records every callback that held the
+loop longer than :data:`SLOW_CALLBACK` (asyncio's debug-mode warning), which the
+fixtures turn into a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import functools
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import libkv.aio
+from libkv import concurrency
+from libkv._async.api import AsyncStore
+from libkv._async.lease import AsyncLease
+from libkv._async.lock import AsyncLock
+from libkv._async.watching import AsyncWatch
+from libkv.ops import Op
+
+__all__ = ["SLOW_CALLBACK", "BlockingStore", "Portal", "open_blocking", "raising", "underlying"]
+
+T = TypeVar("T")
+
+SLOW_CALLBACK = 0.05
+"""The longest a callback may hold the event loop (seconds): the issue's 50 ms."""
+
+
+class _SlowCallbacks(logging.Handler):
+    """Collects asyncio's debug-mode warnings about callbacks that held the loop."""
+
+    def __init__(self, loop_thread: threading.Thread) -> None:
+        super().__init__(logging.WARNING)
+        self.loop_thread = loop_thread
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.thread == self.loop_thread.ident and message.startswith("Executing "):
+            self.messages.append(message)
+
+
+class Portal:
+    """An event loop on its own thread, in debug mode, for blocking callers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_debug(True)
+        self.loop.slow_callback_duration = SLOW_CALLBACK
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.call_soon(started.set)
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, name="portal-loop", daemon=True)
+        self.thread.start()
+        started.wait()
+        self.slow = _SlowCallbacks(self.thread)
+        logging.getLogger("asyncio").addHandler(self.slow)
+
+    def call(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run ``make()`` on the loop and wait for its result (or exception)."""
+
+        async def run() -> T:
+            return await make()
+
+        future = asyncio.run_coroutine_threadsafe(run(), self.loop)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise asyncio.CancelledError from None
+
+    def call_plain(self, function: Callable[[], T]) -> T:
+        """Run a plain ``function()`` on the loop's thread (asyncio objects are not
+        thread-safe) and wait for its result."""
+
+        async def run() -> T:
+            return function()
+
+        return self.call(run)
+
+    def pending_tasks(self) -> list[str]:
+        """Names of the loop's tasks that have not finished."""
+
+        async def names() -> list[str]:
+            current = asyncio.current_task()
+            return sorted(task.get_name() for task in asyncio.all_tasks() if task is not current)
+
+        return self.call(names)
+
+    def close(self) -> None:
+        logging.getLogger("asyncio").removeHandler(self.slow)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+def open_blocking(url: str, portal: Portal) -> BlockingStore:
+    """``libkv.aio.open(url)`` behind the blocking facade."""
+    return BlockingStore(portal.call_plain(lambda: libkv.aio.open(url)), portal)
+
+
+class _Facade:
+    """Forwards attribute reads, and runs method calls on the portal's loop."""
+
+    def __init__(self, target: Any, portal: Portal) -> None:
+        object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_portal", portal)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if callable(value) and not isinstance(value, type):
+            return functools.partial(self._invoke, value)
+        return _wrap(value, self._portal)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._target, name, _unwrap(value))
+
+    def __repr__(self) -> str:
+        return repr(self._target)
+
+    def _invoke(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        args = tuple(_unwrap(argument) for argument in args)
+        kwargs = {name: _unwrap(value) for name, value in kwargs.items()}
+        portal = self._portal
+
+        async def run() -> Any:
+            result = method(*args, **kwargs)
+            if isinstance(result, concurrency.Done):
+                return None
+            if isinstance(result, concurrency.AwaitableContext) or asyncio.iscoroutine(result):
+                return await result
+            if hasattr(result, "__anext__") and not isinstance(result, AsyncWatch):
+                return iter([item async for item in result])
+            return result
+
+        return _wrap(portal.call(run), portal)
+
+
+class BlockingStore(_Facade):
+    """An :class:`~libkv.aio.AsyncStore` that looks like a :class:`~libkv.Store`."""
+
+    def __enter__(self) -> BlockingStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _BlockingWatch(_Facade):
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return self._portal.call(self._target.__anext__)
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def __enter__(self) -> _BlockingWatch:
+        self._portal.call(self._target.__aenter__)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._portal.call(lambda: self._target.__aexit__(*exc_info))
+
+
+class _BlockingContext(_Facade):
+    """A lease or a lock: ``with`` enters and exits it on the loop."""
+
+    def __enter__(self) -> _BlockingContext:
+        self._portal.call(self._target.__aenter__)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._portal.call(lambda: self._target.__aexit__(*exc_info))
+
+
+class _BlockingEvent:
+    """An ``asyncio.Event`` read like a ``threading.Event``."""
+
+    def __init__(self, event: asyncio.Event, portal: Portal) -> None:
+        self._event = event
+        self._portal = portal
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        self._portal.call_plain(self._event.set)
+
+    def clear(self) -> None:
+        self._portal.call_plain(self._event.clear)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._portal.call(lambda: concurrency.async_wait(self._event, timeout))
+
+
+def _wrap(value: Any, portal: Portal) -> Any:
+    if isinstance(value, AsyncStore):
+        return BlockingStore(value, portal)
+    if isinstance(value, AsyncWatch):
+        return _BlockingWatch(value, portal)
+    if isinstance(value, (AsyncLease, AsyncLock)):
+        return _BlockingContext(value, portal)
+    if isinstance(value, asyncio.Event):
+        return _BlockingEvent(value, portal)
+    return value
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, _Facade):
+        return value._target
+    if isinstance(value, list):
+        return [_unwrap(item) for item in value]
+    lease: Any = value.lease if isinstance(value, Op) else None
+    if isinstance(lease, _Facade):
+        return dataclasses.replace(value, lease=lease._target)
+    return value
+
+
+def underlying(client: Any) -> Any:
+    """The object a facade drives (an AsyncStore, AsyncWatch, ...), else ``client``.
+
+    For a test that patches the implementation itself: in the async flavour the
+    patch must reach the async object, which the facade's callers never see.
+    """
+    return client._target if isinstance(client, _Facade) else client
+
+
+def raising(target: Any, error: BaseException) -> Callable[..., Any]:
+    """A stand-in for a method of ``target`` that raises ``error``: a coroutine
+    function when ``target`` is an async flavour's object, else a plain one."""
+    if isinstance(target, (AsyncStore, AsyncWatch, AsyncLease, AsyncLock)):
+
+        async def fail_async(*args: Any, **kwargs: Any) -> Any:
+            raise error
+
+        return fail_async
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    return fail
+
+
+@contextlib.contextmanager
+def portal_checks(portal: Portal) -> Iterator[None]:
+    """Fail if any callback held the portal's loop longer than SLOW_CALLBACK."""
+    before = len(portal.slow.messages)
+    yield
+    slow = portal.slow.messages[before:]
+    assert not slow, f"the event loop was blocked: {slow[:3]}"
