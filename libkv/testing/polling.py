@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["assert_holds_until", "wait_until"]
+__all__ = ["assert_holds_until", "async_wait_until", "wait_until"]
 
 T = TypeVar("T")
 
@@ -39,8 +40,38 @@ def wait_until(
     result = predicate()
     if result:
         return result
+    raise _timed_out(timeout, message, error)
+
+
+async def async_wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.01,
+    *,
+    message: str | Callable[[], str] = "",
+    error: Callable[[str], Exception] = AssertionError,
+) -> T:
+    """:func:`wait_until` for asyncio: the loop runs other tasks between evaluations."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        await asyncio.sleep(min(interval, remaining))
+    result = predicate()
+    if result:
+        return result
+    raise _timed_out(timeout, message, error)
+
+
+def _timed_out(
+    timeout: float, message: str | Callable[[], str], error: Callable[[str], Exception]
+) -> Exception:
     detail = message() if callable(message) else message
-    raise error(f"condition still false after {timeout:.2f} s" + (f": {detail}" if detail else ""))
+    return error(f"condition still false after {timeout:.2f} s" + (f": {detail}" if detail else ""))
 
 
 def assert_holds_until(
