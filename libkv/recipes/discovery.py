@@ -170,11 +170,13 @@ class Instance:
         return False
 
     def _revoke_unused(self, lease: Lease) -> None:
-        if not self.store.closed:
-            try:
-                concurrency.shielded(lease.revoke)
-            except KVError:
-                log.debug("could not revoke an unused lease", exc_info=True)
+        if self.store.closed:  # it cannot revoke any more: stop the keep-alive at least
+            lease.abandon()
+            return
+        try:
+            concurrency.shielded(lease.revoke)
+        except KVError:
+            log.debug("could not revoke an unused lease", exc_info=True)
 
     def _lease_news(self, lease: Lease, alive: bool) -> None:
         """The lease's listener: on its loss, mark the handle lost and register again.

@@ -168,11 +168,13 @@ class AsyncInstance:
         return False
 
     async def _revoke_unused(self, lease: AsyncLease) -> None:
-        if not self.store.closed:
-            try:
-                await concurrency.async_shielded(lease.revoke)
-            except KVError:
-                log.debug("could not revoke an unused lease", exc_info=True)
+        if self.store.closed:  # it cannot revoke any more: stop the keep-alive at least
+            await lease.abandon()
+            return
+        try:
+            await concurrency.async_shielded(lease.revoke)
+        except KVError:
+            log.debug("could not revoke an unused lease", exc_info=True)
 
     async def _lease_news(self, lease: AsyncLease, alive: bool) -> None:
         """The lease's listener: on its loss, mark the handle lost and register again.
