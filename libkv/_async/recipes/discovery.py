@@ -130,14 +130,15 @@ class AsyncInstance:
     async def deregister(self) -> None:
         """Delete the instance's key now and stop keeping it alive. Idempotent.
 
-        It also ends a re-registration under way; cancelled, it still finishes."""
+        It also ends a re-registration under way (async: cancels its task and waits for
+        it). A cancelled deregister (async) still finishes before it raises."""
         async with self._mutex:
             if self._stopped.is_set():
                 return
             self._stopped.set()
             lease, self._lease = self._lease, None
             lost, self._lost_lease = self._lost_lease, None
-        if lost is not None:  # ends its worker, the re-registration, and waits for it
+        if lost is not None:  # stops the lost lease's worker, which is registering again
             await concurrency.async_shielded(lost.abandon)
         if lease is not None and not self.store.closed:
             with contextlib.suppress(LeaseNotFoundError):  # lost meanwhile: key gone already
