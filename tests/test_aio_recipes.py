@@ -122,7 +122,7 @@ def test_cache_mirrors_its_prefix_and_follows_puts_and_deletes(url: str) -> None
         awaited: list[Event] = []
 
         async def slow_listener(event: Event) -> None:
-            await asyncio.sleep(0)  # a coroutine listener is awaited in the cache's task
+            await asyncio.sleep(0)  # a yield: the cache's task awaits a coroutine listener
             awaited.append(event)
 
         cache = Cache(
@@ -154,7 +154,9 @@ def test_cache_mirrors_its_prefix_and_follows_puts_and_deletes(url: str) -> None
                 (Action.UPDATE, "app/c", expected[1]),
                 (Action.DELETE, "app/b", None),
             ]
-            await async_wait_until(lambda: len(awaited) == 5, EVENT_TIMEOUT, message=str)
+            await async_wait_until(
+                lambda: len(awaited) == 5, EVENT_TIMEOUT, message=lambda: str(awaited)
+            )
             assert [(event.action, event.key) for event in awaited] == [
                 (Action.INIT, "app"),
                 (Action.UPDATE, "app/c"),
@@ -177,8 +179,12 @@ def test_cache_stops_when_its_store_closes(url: str) -> None:
         cache = Cache(client, "app")
         assert await cache.wait_synced(EVENT_TIMEOUT)
         await client.close()
-        await async_wait_until(lambda: cache.closed, CONVERGENCE_BOUND, message="outlived")
-        await async_wait_until(lambda: libkv_tasks() == [], CONVERGENCE_BOUND, message=str)
+        await async_wait_until(
+            lambda: cache.closed, CONVERGENCE_BOUND, message="the cache outlived its store"
+        )
+        await async_wait_until(
+            lambda: libkv_tasks() == [], CONVERGENCE_BOUND, message=lambda: str(libkv_tasks())
+        )
         assert await cache.wait_synced(EVENT_TIMEOUT) is False
 
     run(test, url)
