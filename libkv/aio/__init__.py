@@ -11,7 +11,8 @@ Every public method of :class:`~libkv.Store`, :class:`~libkv.Watch`,
 :class:`~libkv.Lease` and :class:`~libkv.Lock` has a twin here with the same name,
 arguments, defaults, results and errors; both flavours are generated from one source
 (``docs/design.md``). Cancelling a task blocked in any call raises CancelledError in it
-and leaves nothing behind (no lease granted, no lock key written).
+and leaves nothing behind (no lease granted, no lock key written). The recipes
+(cache, service discovery, election, typed values) are in :mod:`libkv.aio.recipes`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@
   Python objects, through a codec (:class:`JSONCodec`, :class:`TextCodec`, or yours).
 
 Each works unchanged on every backend: what differs is read from
-``store.capabilities``. See docs/recipes.md.
+``store.capabilities``. See docs/recipes.md. The modules are generated from
+``libkv/_async/recipes`` (edit those); :mod:`libkv.aio.recipes` has the same recipes
+for asyncio.
 """
 
 from libkv.recipes.cache import Cache

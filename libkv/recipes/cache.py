@@ -1,9 +1,12 @@
+# Generated from libkv/_async/recipes/cache.py by scripts/unasync.py: edit that file, then run
+# `python scripts/unasync.py`. CI fails if this file is not current.
 """A local mirror of a prefix, kept current by a watch: reads never touch the backend.
 
 ``Cache(store, prefix)`` lists ``prefix`` through a recursive watch's INIT snapshot and
-then applies the watch's UPDATE and DELETE events in a background thread. Reads
-(``get``, ``[key]``, ``in``, ``len``, iteration, ``items()``, ``list()``) are served from
-memory. What it guarantees:
+then applies the watch's UPDATE and DELETE events in the background (a thread; in
+:mod:`libkv.aio.recipes` a task of the running loop). Reads (``get``, ``[key]``,
+``in``, ``len``, iteration, ``items()``, ``list()``) are served from memory, and are
+plain calls in both flavours. What it guarantees:
 
 - **Consistent.** The mirror is always the state of the store at one revision,
   ``cache.revision``: the events a watch delivers together (a transaction, a
@@ -22,23 +25,28 @@ memory. What it guarantees:
   skipped, but once writes stop the mirror equals ``store.list(prefix)`` (within the
   contract's 1 s).
 
-Listeners (``subscribe(callback)``) are called in the cache's thread, after the event
-is applied, with every :class:`~libkv.Event`: INIT for the first snapshot and for each
-resync (``event.snapshot`` is then the whole new state), then UPDATE and DELETE. A
+Listeners (``subscribe(callback)``) are called in the cache's thread (task), after the
+event is applied, with every :class:`~libkv.Event`: INIT for the first snapshot and for
+each resync (``event.snapshot`` is then the whole new state), then UPDATE and DELETE.
+In the async flavour a listener may also be a coroutine function; it is awaited. A
 listener that raises is logged and kept. Keys are the store's keys (relative to its
 namespace), exactly as ``store.get`` and ``store.list`` name them.
+
+Closing: ``close()`` stops the background work and waits for it (async: the task is
+cancelled and awaited, so none is left pending); closing the store stops it too.
 """
 
 from __future__ import annotations
 
 import builtins
+import collections.abc
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from libkv.api import Store
+from libkv import concurrency
 from libkv.errors import (
     HistoryLostError,
     InvalidKeyError,
@@ -50,7 +58,10 @@ from libkv.errors import (
 )
 from libkv.keys import in_prefix, normalize_key, normalize_prefix
 from libkv.model import Action, Event, KVPair
-from libkv.watching import Watch
+
+if TYPE_CHECKING:
+    from libkv.api import Store
+    from libkv.watching import Watch
 
 __all__ = ["Cache", "CacheView", "Listener"]
 
@@ -61,7 +72,7 @@ T = TypeVar("T")
 
 _RETRY_FIRST = 0.1
 _RETRY_MAX = 1.0  # a cache that lost its watch re-lists at least this often
-_JOIN_TIMEOUT = 2.0
+_JOIN_TIMEOUT = 2.0  # how long the sync close() waits for the follower thread
 _WAIT_SLICE = 0.1  # how often wait_synced() checks that the cache still runs
 
 
@@ -70,7 +81,8 @@ class Cache:
 
     It starts following at once (``listener``, if given, is subscribed first, so it
     gets the first INIT too); ``close()`` (or leaving the ``with`` block) stops it,
-    and so does closing its store.
+    and so does closing its store. In the async flavour, create it inside the running
+    loop (its task runs there).
     """
 
     def __init__(self, store: Store, prefix: str = "", *, listener: Listener | None = None) -> None:
@@ -79,16 +91,13 @@ class Cache:
         self._pairs: dict[str, KVPair] = {}
         self._revision = 0
         self._lock = threading.Lock()  # held while a batch is applied or the state copied
-        self._synced = threading.Event()
-        self._closing = threading.Event()
-        self._stopped = threading.Event()
+        self._synced = concurrency.Event()
+        self._closing = concurrency.Event()
+        self._stopped = concurrency.Event()
         self._watch: Watch | None = None
         # A listener given here is subscribed before the first snapshot, so it gets it.
         self._listeners: builtins.list[Listener] = [] if listener is None else [listener]
-        self._thread = threading.Thread(
-            target=self._run, name=f"libkv-cache-{self.prefix or '/'}", daemon=True
-        )
-        self._thread.start()
+        self._worker = concurrency.spawn(self._run, name=f"libkv-cache-{self.prefix or '/'}")
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "synced" if self.synced else "syncing"
@@ -124,7 +133,7 @@ class Cache:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._stopped.is_set():
             remaining = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
-            if self._synced.wait(max(0.0, min(remaining, _WAIT_SLICE))):
+            if concurrency.wait(self._synced, max(0.0, min(remaining, _WAIT_SLICE))):
                 return not self._stopped.is_set()
             if remaining <= 0:
                 return False
@@ -151,8 +160,9 @@ class Cache:
             watch = self._watch
         if watch is not None:
             watch.close()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(_JOIN_TIMEOUT)
+        concurrency.finish(self._worker)
+        if threading.current_thread() is not self._worker:
+            self._worker.join(_JOIN_TIMEOUT)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -184,7 +194,7 @@ class Cache:
     def __len__(self) -> int:
         return len(self._pairs)
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> collections.abc.Iterator[str]:
         """The cached keys, in key order (of one consistent state)."""
         return iter([pair.key for pair in self.list()])
 
@@ -210,31 +220,25 @@ class Cache:
             raise InvalidKeyError(f"key {key!r} is outside the cache's prefix {self.prefix!r}")
         return relative
 
-    # -- the follower thread ----------------------------------------------------------------
+    # -- the follower ---------------------------------------------------------------------
 
     def _run(self) -> None:
         retry = _RETRY_FIRST
         try:
             while not self._closing.is_set():
                 try:
-                    watch = self.store.watch(self.prefix, recursive=True)
-                except (StoreClosedError, NotSupportedError) as error:
-                    if isinstance(error, NotSupportedError):
-                        log.error("cache of %r cannot run: %s", self.prefix, error)
-                    return
-                except KVError as error:
-                    log.warning("cache of %r cannot watch: %s", self.prefix, error)
-                    self._closing.wait(retry)
-                    retry = min(retry * 2, _RETRY_MAX)
-                    continue
-                with self._lock:
-                    self._watch = watch
-                try:
-                    if self._closing.is_set():
-                        return
-                    self._follow(watch)
-                    return  # the watch ended without an error: the store or the cache closed
+                    # The sync watch takes its snapshot when created, the async one on entry.
+                    with self.store.watch(self.prefix, recursive=True) as watch:
+                        with self._lock:
+                            self._watch = watch
+                        if self._closing.is_set():
+                            return
+                        self._follow(watch)
+                        return  # the watch ended without an error: the store or the cache closed
                 except StoreClosedError:
+                    return
+                except NotSupportedError as error:
+                    log.error("cache of %r cannot run: %s", self.prefix, error)
                     return
                 except (HistoryLostError, NotReachableError) as error:
                     self._synced.clear()
@@ -243,10 +247,9 @@ class Cache:
                     self._synced.clear()
                     log.warning("cache of %r: watch failed; re-listing: %s", self.prefix, error)
                 finally:
-                    watch.close()
                     with self._lock:
                         self._watch = None
-                self._closing.wait(retry)
+                concurrency.wait(self._closing, retry)
                 retry = min(retry * 2, _RETRY_MAX)
         finally:
             self._stopped.set()
@@ -298,7 +301,7 @@ class CacheView(Generic[T]):
     """
 
     def __init__(self, store: Store, prefix: str) -> None:
-        self._wake = threading.Event()
+        self._wake = concurrency.Event()
         self._last: T | None = None
         self.cache = Cache(store, prefix, listener=lambda event: self._wake.set())
 
@@ -339,5 +342,5 @@ class CacheView(Generic[T]):
             remaining = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            self._wake.wait(min(remaining, _WAIT_SLICE))
+            concurrency.wait(self._wake, min(remaining, _WAIT_SLICE))
         return None

@@ -1,3 +1,5 @@
+# Generated from libkv/_async/recipes/discovery.py by scripts/unasync.py: edit that file, then run
+# `python scripts/unasync.py`. CI fails if this file is not current.
 """Service discovery: register instances held alive by a lease, list and watch them.
 
 ``ServiceRegistry(store, root="services")`` keeps one key per live instance::
@@ -30,100 +32,47 @@ Guarantees:
 - If the lease is lost while the process lives (a pause or a partition longer than the
   ttl), the handle's ``lost`` event is set and, unless ``reregister=False``, the handle
   registers again by itself under a new lease (retrying until it succeeds or is
-  deregistered), then clears ``lost``.
+  deregistered), then clears ``lost``. A handle starts nothing of its own: it hears of
+  the loss from its lease (``Lease.add_listener``), and registers again in the lost
+  lease's keep-alive worker, which has nothing else left to do.
 - ``instances(service)`` is one consistent read; ``watch(service)`` yields the whole
   membership first and then each time it changes (a :class:`~libkv.recipes.Cache` of
   the service's keys: it converges on every backend and re-lists by itself after
   history lost). ``services()`` lists the names with at least one live instance.
 - Service names and instance ids are single key segments: a non-empty ``str`` without
   ``/`` that is a valid key (``InvalidKeyError`` otherwise, before anything is written).
+- In :mod:`libkv.aio.recipes` every call that does I/O is awaited; ``register()`` is
+  awaitable and an async context manager, as ``store.lease()`` is. A cancelled call
+  leaves nothing behind (a lease it granted is revoked), and ``deregister()`` ends the
+  re-registration task, if any.
+
+The values (:class:`ServiceInstance` and its JSON) are in :mod:`libkv.recipes.records`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import threading
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from libkv.api import Store
-from libkv.errors import (
-    InvalidKeyError,
-    InvalidValueError,
-    KVError,
-    LeaseNotFoundError,
-    StoreClosedError,
-)
-from libkv.keys import normalize_key, normalize_prefix
-from libkv.lease import Lease
-from libkv.model import KVPair
+from libkv import concurrency
+from libkv.errors import InvalidValueError, KVError, LeaseNotFoundError, StoreClosedError
+from libkv.keys import normalize_prefix
 from libkv.recipes.cache import CacheView
+from libkv.recipes.records import ServiceInstance, decode, encode, segment
 
-__all__ = ["Instance", "Membership", "ServiceInstance", "ServiceRegistry"]
+if TYPE_CHECKING:
+    from libkv.api import Store
+    from libkv.lease import Lease
+
+__all__ = ["Instance", "Membership", "ServiceRegistry", "ServiceInstance"]
 
 log = logging.getLogger(__name__)
 
-_CHECK_INTERVAL = 0.25  # how often a handle looks at its lease (and notices deregister)
 _RETRY_FIRST = 0.1
 _RETRY_MAX = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceInstance:
-    """One registered instance, as read from the registry (a value: changing its
-    ``metadata`` dict changes nothing stored).
-
-    ``version`` is the version of its key: it changes with every (re-)registration.
-    """
-
-    service: str
-    id: str
-    address: str
-    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
-    version: int = 0
-
-
-def encode(service: str, instance_id: str, address: str, metadata: Mapping[str, Any]) -> bytes:
-    """The registry's JSON value of an instance (see the module docstring)."""
-    document = {
-        "service": service,
-        "id": instance_id,
-        "address": address,
-        "metadata": dict(metadata),
-    }
-    try:
-        return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-    except (TypeError, ValueError) as error:
-        raise InvalidValueError(f"metadata is not JSON-serializable: {error}") from error
-
-
-def decode(pair: KVPair, root: str) -> ServiceInstance | None:
-    """The instance a registry key holds, or None (logged) if it is not one."""
-    relative = pair.key[len(root) + 1 :] if root else pair.key
-    segments = relative.split("/")
-    if len(segments) != 2:
-        log.warning("registry key %r is not <service>/<id>; skipped", pair.key)
-        return None
-    try:
-        document = json.loads(pair.value)
-        address = document["address"]
-        metadata = document.get("metadata", {})
-        if not isinstance(address, str) or not isinstance(metadata, dict):
-            raise TypeError("address must be a string and metadata an object")
-    except (ValueError, TypeError, KeyError) as error:
-        log.warning("registry key %r holds no instance (%s); skipped", pair.key, error)
-        return None
-    return ServiceInstance(segments[0], segments[1], address, metadata, pair.version)
-
-
-def _segment(name: object, what: str) -> str:
-    if not isinstance(name, str) or "/" in name or normalize_key(name) != name:
-        raise InvalidKeyError(f"{what} must be one key segment (no '/'), not {name!r}")
-    return name
 
 
 class Instance:
@@ -131,6 +80,7 @@ class Instance:
 
     ``lost`` is set while the registration is lost and not (yet) restored;
     ``registrations`` counts successful registrations (1, plus one per re-registration).
+    ``ServiceRegistry.register`` makes these; a handle is registered once it returns.
     """
 
     def __init__(
@@ -150,17 +100,13 @@ class Instance:
         self.metadata = record.metadata
         self.ttl = ttl
         self.reregister = reregister
-        self.lost = threading.Event()
+        self.lost = concurrency.Event()
         self.registrations = 0
         self._value = encode(self.service, self.id, self.address, self.metadata)
-        self._mutex = threading.Lock()  # register() against deregister()
-        self._stopped = threading.Event()
-        self._lease: Lease | None = None
-        self._register()
-        self._thread = threading.Thread(
-            target=self._run, name=f"libkv-instance-{self.service}/{self.id}", daemon=True
-        )
-        self._thread.start()
+        self._mutex = concurrency.Mutex()  # a registration against deregister()
+        self._stopped = concurrency.Event()
+        self._lease: Lease | None = None  # the lease holding the key
+        self._lost_lease: Lease | None = None  # whose worker registers again
 
     def __repr__(self) -> str:
         state = (
@@ -184,68 +130,83 @@ class Instance:
         return not self._stopped.is_set() and not self.lost.is_set()
 
     def deregister(self) -> None:
-        """Delete the instance's key now and stop keeping it alive. Idempotent."""
+        """Delete the instance's key now and stop keeping it alive. Idempotent.
+
+        It also ends a re-registration under way (async: cancels its task and waits for
+        it). A cancelled deregister (async) still finishes before it raises."""
         with self._mutex:
             if self._stopped.is_set():
                 return
             self._stopped.set()
             lease, self._lease = self._lease, None
+            lost, self._lost_lease = self._lost_lease, None
+        if lost is not None:  # stops the lost lease's worker, which is registering again
+            concurrency.shielded(lost.abandon)
         if lease is not None and not self.store.closed:
             with contextlib.suppress(LeaseNotFoundError):  # lost meanwhile: key gone already
-                lease.revoke()  # deletes the key with it
+                concurrency.shielded(lease.revoke)  # deletes the key with it
 
     def _register(self) -> bool:
-        """Write the key under a new lease; False (nothing written) if deregistered."""
+        """Write the key under a new lease; False (nothing written) if deregistered.
+
+        Raised out of or cancelled, it leaves nothing behind: the lease is revoked.
+        """
         lease = self.store.lease(self.ttl)
-        with self._mutex:
-            if not self._stopped.is_set():
-                try:
+        # Listening before the key is written: a loss is heard whenever it happens.
+        lease.add_listener(lambda alive: self._lease_news(lease, alive))
+        try:
+            with self._mutex:
+                if not self._stopped.is_set():
                     self.store.put(self.key, self._value, lease=lease)
-                except BaseException:
-                    self._revoke_unused(lease)
-                    raise
-                self._lease = lease
-                self.registrations += 1
-                return True
+                    if lease.lost.is_set():  # before the listener could see it was ours
+                        raise LeaseNotFoundError(f"lease {lease.id} was lost while registering")
+                    self._lease, self._lost_lease = lease, None
+                    self.registrations += 1
+                    self.lost.clear()
+                    return True
+        except BaseException:
+            self._revoke_unused(lease)
+            raise
         self._revoke_unused(lease)
         return False
 
     def _revoke_unused(self, lease: Lease) -> None:
-        if not self.store.closed:
-            try:
-                lease.revoke()
-            except KVError:
-                log.debug("could not revoke an unused lease", exc_info=True)
+        if self.store.closed:  # it cannot revoke any more: stop the keep-alive at least
+            lease.abandon()
+            return
+        try:
+            concurrency.shielded(lease.revoke)
+        except KVError:
+            log.debug("could not revoke an unused lease", exc_info=True)
 
-    def _run(self) -> None:
-        while not self._stopped.is_set() and not self.store.closed:
-            lease = self._lease
-            if lease is None or not lease.lost.wait(_CHECK_INTERVAL):
-                continue
-            if self._stopped.is_set():
-                return
+    def _lease_news(self, lease: Lease, alive: bool) -> None:
+        """The lease's listener: on its loss, mark the handle lost and register again.
+
+        Runs in the lease's keep-alive worker (thread or task), which ends after this.
+        """
+        if alive:
+            return
+        with self._mutex:
+            if lease is not self._lease or self._stopped.is_set():
+                return  # not (or no longer) the lease holding the key
+            self._lease, self._lost_lease = None, lease
             self.lost.set()
-            if not self.reregister:
-                log.warning(
-                    "instance %s/%s lost its lease; not re-registering", self.service, self.id
-                )
+        if not self.reregister:
+            log.warning("instance %s/%s lost its lease; not re-registering", self.service, self.id)
+            return
+        log.warning("instance %s/%s lost its lease; re-registering", self.service, self.id)
+        retry = _RETRY_FIRST
+        while not self._stopped.is_set() and not self.store.closed:
+            try:
+                if self._register():
+                    log.info("instance %s/%s registered again", self.service, self.id)
                 return
-            log.warning("instance %s/%s lost its lease; re-registering", self.service, self.id)
-            retry = _RETRY_FIRST
-            while not self._stopped.is_set():
-                try:
-                    if not self._register():
-                        return
-                except StoreClosedError:
-                    return
-                except KVError as error:
-                    log.info("re-registering %s/%s failed: %s", self.service, self.id, error)
-                    self._stopped.wait(retry)
-                    retry = min(retry * 2, _RETRY_MAX)
-                    continue
-                self.lost.clear()
-                log.info("instance %s/%s registered again", self.service, self.id)
-                break
+            except StoreClosedError:
+                return
+            except KVError as error:
+                log.info("re-registering %s/%s failed: %s", self.service, self.id, error)
+            concurrency.wait(self._stopped, retry)
+            retry = min(retry * 2, _RETRY_MAX)
 
 
 class Membership(CacheView[list[ServiceInstance]]):
@@ -294,22 +255,26 @@ class ServiceRegistry:
 
         ``instance_id`` defaults to a new random id; registering an id again replaces
         the earlier registration. ``metadata`` must be JSON-serializable
-        (``InvalidValueError`` otherwise). Returns the :class:`Instance` handle.
+        (``InvalidValueError`` otherwise). Returns the :class:`Instance` handle (in
+        :mod:`libkv.aio.recipes`, awaitable, and an async context manager that
+        deregisters it on exit). Bad input raises at the call, before anything is written.
         """
-        _segment(service, "a service name")
-        instance_id = _segment(
+        segment(service, "a service name")
+        instance_id = segment(
             uuid.uuid4().hex if instance_id is None else instance_id, "an instance id"
         )
         if not isinstance(address, str) or not address:
             raise InvalidValueError(f"address must be a non-empty string, not {address!r}")
         record = ServiceInstance(service, instance_id, address, dict(metadata or {}))
         encode(service, instance_id, address, record.metadata)  # refuse bad metadata first
-        key = f"{self._prefix(service)}/{instance_id}"
-        return Instance(self.store, key, record, ttl, reregister=reregister)
+        instance = Instance(
+            self.store, f"{self._prefix(service)}/{instance_id}", record, ttl, reregister=reregister
+        )
+        return _registered(instance)
 
     def instances(self, service: str) -> list[ServiceInstance]:
         """The live instances of ``service``, sorted by id, from one consistent read."""
-        prefix = self._prefix(_segment(service, "a service name"))
+        prefix = self._prefix(segment(service, "a service name"))
         members = (decode(pair, self.root) for pair in self.store.list(prefix))
         return [member for member in members if member is not None]
 
@@ -324,4 +289,10 @@ class ServiceRegistry:
 
     def watch(self, service: str) -> Membership:
         """Yield the membership of ``service`` now and after every change."""
-        return Membership(self.store, self._prefix(_segment(service, "a service name")), self.root)
+        prefix = self._prefix(segment(service, "a service name"))
+        return Membership(self.store, prefix, self.root)
+
+
+def _registered(instance: Instance) -> Instance:
+    instance._register()
+    return instance

@@ -1,3 +1,5 @@
+# Generated from libkv/_async/recipes/election.py by scripts/unasync.py: edit that file, then run
+# `python scripts/unasync.py`. CI fails if this file is not current.
 """Leader election with fencing tokens, built on the lock (and so on a lease).
 
 ``Election(store, name, value, ttl=10.0)``: every candidate campaigns for the key
@@ -17,32 +19,29 @@ it is the raw value the candidate gave). Guarantees, from the lock's:
 - ``observe()`` yields each new leader (value and token) once per term; it is built on
   :class:`~libkv.recipes.Cache`, so it converges on every backend and re-lists by
   itself after history lost.
+- In :mod:`libkv.aio.recipes`, ``campaign``, ``resign`` and ``leader`` are awaited; a
+  cancelled campaign leaves nothing behind (the lock's lease is revoked, its key with it).
 
 An Election object is one candidate: call ``campaign`` and ``resign`` from one thread
-at a time.
+(or task) at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from libkv.api import Store
+from libkv import concurrency
 from libkv.errors import LockError
 from libkv.keys import normalize_key, to_bytes
-from libkv.lock import Lock
 from libkv.recipes.cache import CacheView
+from libkv.recipes.records import Leader
 
-__all__ = ["Election", "Leader", "LeaderWatch"]
+if TYPE_CHECKING:
+    from libkv.api import Store
+    from libkv.lock import Lock
 
-
-@dataclass(frozen=True, slots=True)
-class Leader:
-    """A term of leadership: the leader's value and the term's fencing token."""
-
-    value: bytes
-    token: int
+__all__ = ["Election", "LeaderWatch", "Leader"]
 
 
 class LeaderWatch(CacheView[Leader]):
@@ -72,7 +71,7 @@ class Election:
         self.value = to_bytes(value)
         self.ttl = ttl
         self._lock: Lock | None = None
-        self._lost = threading.Event()
+        self._lost = concurrency.Event()
 
     def __repr__(self) -> str:
         state = f"leader (token {self.token})" if self.is_leader else "not leader"
@@ -96,7 +95,7 @@ class Election:
         return lock.token if lock is not None and lock.locked() else None
 
     @property
-    def lost(self) -> threading.Event:
+    def lost(self) -> concurrency.Event:
         """Set if the current (or last) term's leadership was lost while held."""
         return self._lost
 

@@ -1,3 +1,5 @@
+# Generated from libkv/_async/recipes/typed.py by scripts/unasync.py: edit that file, then run
+# `python scripts/unasync.py`. CI fails if this file is not current.
 """Typed values: a view of a Store whose values are Python objects, through a codec.
 
 ``TypedStore(store, JSONCodec())`` offers every Store operation (reads, writes,
@@ -27,20 +29,31 @@ or one item of ``put_many``). A stored value the codec cannot decode raises
 with the codec's exception as ``__cause__``. A watch event is decoded whole before it
 is returned: an event with an undecodable value (an UPDATE, or any pair of an INIT
 snapshot) raises DecodeError instead, and the watch carries on with the next event.
+
+The codecs, ``TypedPair``, ``TypedEvent`` and ``DecodeError`` live in
+:mod:`libkv.recipes.codecs`, shared by both flavours.
 """
 
 from __future__ import annotations
 
 import builtins
-import dataclasses
-import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from libkv.errors import InvalidValueError, KVError
-from libkv.model import Action, Capabilities, Event, KVPair
+from libkv.model import Capabilities, Event, KVPair
 from libkv.ops import Op
+from libkv.recipes.codecs import (
+    Codec,
+    DecodeError,
+    JSONCodec,
+    TextCodec,
+    TypedEvent,
+    TypedPair,
+    decode_event,
+    decode_pair,
+    encode_ops,
+    encode_value,
+)
 
 if TYPE_CHECKING:
     from libkv.api import Store
@@ -49,85 +62,17 @@ if TYPE_CHECKING:
     from libkv.watching import Watch
 
 __all__ = [
+    "TypedStore",
+    "TypedWatch",
     "Codec",
     "DecodeError",
     "JSONCodec",
     "TextCodec",
     "TypedEvent",
     "TypedPair",
-    "TypedStore",
-    "TypedWatch",
 ]
 
 T = TypeVar("T")
-
-
-class Codec(Protocol[T]):
-    """Turns values into bytes (or ``str``, stored as UTF-8) and back."""
-
-    def encode(self, value: T, /) -> bytes | str: ...
-
-    def decode(self, data: bytes, /) -> T: ...
-
-
-class JSONCodec:
-    """JSON values (dicts, lists, strings, numbers, booleans, None) as compact UTF-8."""
-
-    def __repr__(self) -> str:
-        return "JSONCodec()"
-
-    def encode(self, value: Any) -> bytes:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-    def decode(self, data: bytes) -> Any:
-        return json.loads(data)
-
-
-class TextCodec:
-    """``str`` values in ``encoding`` (UTF-8 by default); anything else is refused."""
-
-    def __init__(self, encoding: str = "utf-8") -> None:
-        self.encoding = encoding
-
-    def __repr__(self) -> str:
-        return f"TextCodec({self.encoding!r})"
-
-    def encode(self, value: str) -> bytes:
-        if not isinstance(value, str):
-            raise TypeError(f"TextCodec encodes str, not {type(value).__name__}")
-        return value.encode(self.encoding)
-
-    def decode(self, data: bytes) -> str:
-        return data.decode(self.encoding)
-
-
-class DecodeError(KVError, ValueError):
-    """A stored value the codec could not decode; ``key`` and ``version`` name it."""
-
-    def __init__(self, message: str, key: str, version: int) -> None:
-        super().__init__(message)
-        self.key = key
-        self.version = version
-
-
-@dataclass(frozen=True, slots=True)
-class TypedPair(Generic[T]):
-    """A key, its decoded value, and the version of its last write."""
-
-    key: str
-    value: T
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class TypedEvent(Generic[T]):
-    """A watch :class:`~libkv.Event` with decoded pairs (same fields, same meaning)."""
-
-    action: Action
-    key: str
-    pair: TypedPair[T] | None
-    revision: int
-    snapshot: tuple[TypedPair[T], ...] = ()
 
 
 class TypedWatch(Generic[T]):
@@ -141,9 +86,10 @@ class TypedWatch(Generic[T]):
         return self
 
     def __next__(self) -> TypedEvent[T]:
-        return self._view._decode_event(next(self.watch))
+        return self._view._decode_event(self.watch.__next__())
 
     def __enter__(self) -> TypedWatch[T]:
+        self.watch.__enter__()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -162,6 +108,7 @@ class TypedWatch(Generic[T]):
         return None if event is None else self._view._decode_event(event)
 
     def close(self) -> None:
+        """End the watch (see :meth:`Watch.close <libkv.Watch.close>`)."""
         self.watch.close()
 
 
@@ -218,7 +165,8 @@ class TypedStore(Generic[T]):
     def put(
         self, key: str, value: T, *, ttl: float | None = None, lease: Lease | None = None
     ) -> TypedPair[T]:
-        return self._decode(self.store.put(key, self._encode(key, value), ttl=ttl, lease=lease))
+        encoded = self._encode(key, value)
+        return self._decode(self.store.put(key, encoded, ttl=ttl, lease=lease))
 
     def create(
         self, key: str, value: T, *, ttl: float | None = None, lease: Lease | None = None
@@ -254,20 +202,13 @@ class TypedStore(Generic[T]):
     ) -> builtins.list[TypedPair[T]]:
         pairs = items.items() if isinstance(items, Mapping) else items
         encoded = [(key, self._encode(key, value)) for key, value in pairs]
-        return [self._decode(pair) for pair in self.store.put_many(encoded, ttl=ttl, lease=lease)]
+        written = self.store.put_many(encoded, ttl=ttl, lease=lease)
+        return [self._decode(pair) for pair in written]
 
     def transaction(self, ops: Iterable[Op]) -> builtins.list[TypedPair[T] | None]:
         """``store.transaction`` with the values of ``libkv.ops`` writes encoded."""
-        operations = [
-            dataclasses.replace(op, value=self._encode(op.key, op.value))  # type: ignore[arg-type]
-            if isinstance(op, Op) and op.kind.writes
-            else op
-            for op in ops
-        ]
-        return [
-            None if pair is None else self._decode(pair)
-            for pair in self.store.transaction(operations)
-        ]
+        results = self.store.transaction(encode_ops(self.codec, ops))
+        return [None if pair is None else self._decode(pair) for pair in results]
 
     # -- waiting ----------------------------------------------------------------------
 
@@ -282,6 +223,7 @@ class TypedStore(Generic[T]):
         return self._decode(self.store.wait_for_change(key, version, timeout=timeout))
 
     def lease(self, ttl: float, *, keepalive: bool = True) -> Lease:
+        """``store.lease``: in :mod:`libkv.aio`, awaitable and an async context manager."""
         return self.store.lease(ttl, keepalive=keepalive)
 
     def lock(self, key: str, *, ttl: float = 15.0, value: T | None = None) -> Lock:
@@ -295,27 +237,10 @@ class TypedStore(Generic[T]):
     # -- the codec --------------------------------------------------------------------
 
     def _encode(self, key: str, value: T) -> bytes | str:
-        try:
-            return self.codec.encode(value)
-        except Exception as error:
-            raise InvalidValueError(
-                f"{self.codec!r} cannot encode the value for {key!r}: {error}"
-            ) from error
+        return encode_value(self.codec, key, value)
 
     def _decode(self, pair: KVPair) -> TypedPair[T]:
-        try:
-            value = self.codec.decode(pair.value)
-        except Exception as error:
-            raise DecodeError(
-                f"{self.codec!r} cannot decode the value of {pair.key!r} "
-                f"(version {pair.version}): {error}",
-                pair.key,
-                pair.version,
-            ) from error
-        return TypedPair(pair.key, value, pair.version)
+        return decode_pair(self.codec, pair)
 
     def _decode_event(self, event: Event) -> TypedEvent[T]:
-        # Everything is decoded before anything is returned: never half an event.
-        pair = None if event.pair is None else self._decode(event.pair)
-        snapshot = tuple(self._decode(item) for item in event.snapshot)
-        return TypedEvent(event.action, event.key, pair, event.revision, snapshot)
+        return decode_event(self.codec, event)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
-__all__ = ["assert_holds_until", "wait_until"]
+__all__ = ["assert_holds_until", "async_wait_until", "wait_until"]
 
 T = TypeVar("T")
 
@@ -27,20 +28,64 @@ def wait_until(
     is a function, so it can describe the state at the time of failure) when the
     predicate stayed falsy.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        time.sleep(min(interval, remaining))
-    result = predicate()
-    if result:
-        return result
-    detail = message() if callable(message) else message
-    raise error(f"condition still false after {timeout:.2f} s" + (f": {detail}" if detail else ""))
+    polling = _Polling(predicate, timeout, interval, message, error)
+    for pause in polling:
+        time.sleep(pause)
+    return polling.result
+
+
+async def async_wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.01,
+    *,
+    message: str | Callable[[], str] = "",
+    error: Callable[[str], Exception] = AssertionError,
+) -> T:
+    """:func:`wait_until` for asyncio: the loop runs other tasks between evaluations."""
+    polling = _Polling(predicate, timeout, interval, message, error)
+    for pause in polling:
+        await asyncio.sleep(pause)
+    return polling.result
+
+
+class _Polling(Generic[T]):
+    """The polling both flavours share: iterating yields how long to pause before the
+    next evaluation and ends once ``result`` holds the truthy value; raises ``error``
+    at the deadline."""
+
+    def __init__(
+        self,
+        predicate: Callable[[], T],
+        timeout: float,
+        interval: float,
+        message: str | Callable[[], str],
+        error: Callable[[str], Exception],
+    ) -> None:
+        self._predicate = predicate
+        self._timeout = timeout
+        self._interval = interval
+        self._message = message
+        self._error = error
+        self.result: T
+
+    def __iter__(self) -> Iterator[float]:
+        deadline = time.monotonic() + self._timeout
+        while not self._holds():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if self._holds():  # once more at the deadline
+                    return
+                detail = self._message() if callable(self._message) else self._message
+                raise self._error(
+                    f"condition still false after {self._timeout:.2f} s"
+                    + (f": {detail}" if detail else "")
+                )
+            yield min(self._interval, remaining)
+
+    def _holds(self) -> bool:
+        self.result = self._predicate()
+        return bool(self.result)
 
 
 def assert_holds_until(

@@ -1,0 +1,561 @@
+"""The recipes for asyncio (libkv.aio.recipes) on the memory and SQLite drivers.
+
+The same behaviours the sync recipe suite checks, awaited, plus what only the async
+flavour has: a task cancelled in a recipe call ends promptly and leaves no lease, and
+once the recipes and their store are closed no task of libkv is pending and no thread
+of libkv is alive. Each test is a coroutine run by ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import libkv
+import libkv.aio
+import libkv.recipes
+from libkv import Action, Event, KVPair, ops
+from libkv.aio import AsyncStore
+from libkv.aio.recipes import (
+    Cache,
+    DecodeError,
+    Election,
+    JSONCodec,
+    Leader,
+    ServiceInstance,
+    ServiceRegistry,
+    TextCodec,
+    TypedPair,
+    TypedStore,
+)
+from libkv.testing.conformance.base import (
+    CONVERGENCE_BOUND,
+    DELIVERY_MARGIN,
+    EVENT_TIMEOUT,
+    HANDOVER_BOUND,
+    LOST_MARGIN,
+)
+from libkv.testing.polling import async_wait_until, wait_until
+
+CANCEL_BOUND = 1.0
+"""A task cancelled in a recipe call ends within this (the issue's figure)."""
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return f"memory://aio-recipes-{uuid.uuid4().hex}"
+    return f"sqlite:///{tmp_path}/kv.db"
+
+
+def run(test: Callable[[AsyncStore, AsyncStore], Coroutine[Any, Any, None]], url: str) -> None:
+    """Run ``test(store, other_store)`` (two clients of ``url``) in a new loop; then check
+    that closing both left no task of libkv pending and no thread of libkv alive."""
+
+    async def main() -> None:
+        async with libkv.aio.open(url) as store, libkv.aio.open(url) as other_store:
+            await test(store, other_store)
+        assert libkv_tasks() == [], "a libkv task outlived the recipes and their store"
+
+    asyncio.run(main())
+    assert libkv_threads() == [], "a libkv thread outlived the store"
+
+
+def libkv_tasks() -> list[str]:
+    """The names of the tasks still pending besides the caller."""
+    return sorted(
+        task.get_name() for task in asyncio.all_tasks() if task is not asyncio.current_task()
+    )
+
+
+def lease_tasks() -> list[str]:
+    return [name for name in libkv_tasks() if name.startswith("libkv-lease-")]
+
+
+def libkv_threads() -> list[str]:
+    return sorted(
+        thread.name for thread in threading.enumerate() if thread.name.startswith("libkv")
+    )
+
+
+def ttl_for(store: AsyncStore) -> float:
+    return max(store.capabilities.ttl_min, 1.0)
+
+
+async def cancel_while_blocked(call: Awaitable[object]) -> None:
+    """Start ``call``, check that it blocks, cancel it: CancelledError within 1 s."""
+    task = asyncio.ensure_future(call)
+    done, _ = await asyncio.wait([task], timeout=0.2)
+    assert not done, f"the call did not block: {task}"
+    task.cancel()
+    cancelled = time.monotonic()
+    done, _ = await asyncio.wait([task], timeout=CANCEL_BOUND)
+    assert done, f"a cancelled call still ran {CANCEL_BOUND} s later"
+    assert time.monotonic() - cancelled <= CANCEL_BOUND
+    with pytest.raises(asyncio.CancelledError):
+        task.result()
+
+
+# -- Cache ------------------------------------------------------------------------------
+
+
+def test_cache_mirrors_its_prefix_and_follows_puts_and_deletes(url: str) -> None:
+    """The cache holds the store's pairs under its prefix (read plainly, without await),
+    follows another client's puts, deletes and transactions, and tells its listeners
+    (a plain function or a coroutine function) INIT, then each change once applied."""
+
+    async def test(store: AsyncStore, other_store: AsyncStore) -> None:
+        await store.put("app/b", b"2")
+        await store.put("app/a/deep", b"1")
+        await store.put("apple", b"not under app")
+        seen: list[tuple[Action, str, KVPair | None]] = []
+        awaited: list[Event] = []
+
+        async def slow_listener(event: Event) -> None:
+            await asyncio.sleep(0)  # a yield: the cache's task awaits a coroutine listener
+            awaited.append(event)
+
+        cache = Cache(
+            store,
+            "app",
+            listener=lambda event: seen.append((event.action, event.key, cache.get(event.key))),
+        )
+        async with cache:
+            cache.subscribe(slow_listener)
+            assert await cache.wait_synced(EVENT_TIMEOUT)
+            assert cache.list() == await store.list("app")
+            assert list(cache) == ["app/a/deep", "app/b"] and len(cache) == 2
+            assert cache["app/b"].value == b"2" and "apple" not in cache
+            assert cache.get("app/c") is None
+            with pytest.raises(libkv.InvalidKeyError):
+                cache.get("apple")
+            await other_store.put("app/c", b"3")
+            await other_store.delete("app/b")
+            await other_store.transaction([ops.put("app/x", b"x"), ops.put("app/y", b"y")])
+            expected = await store.list("app")
+            await async_wait_until(
+                lambda: cache.list() == expected,
+                CONVERGENCE_BOUND,
+                message=lambda: f"cache {cache.items()} != store {expected}",
+            )
+            assert cache.revision >= max(pair.version for pair in expected)
+            assert seen[0][:2] == (Action.INIT, "app")
+            assert seen[1:3] == [
+                (Action.UPDATE, "app/c", expected[1]),
+                (Action.DELETE, "app/b", None),
+            ]
+            await async_wait_until(
+                lambda: len(awaited) == 5, EVENT_TIMEOUT, message=lambda: str(awaited)
+            )
+            assert [(event.action, event.key) for event in awaited] == [
+                (Action.INIT, "app"),
+                (Action.UPDATE, "app/c"),
+                (Action.DELETE, "app/b"),
+                (Action.UPDATE, "app/x"),
+                (Action.UPDATE, "app/y"),
+            ]
+        assert cache.closed and not cache.synced
+        assert cache.get("app/c") is not None  # the last state is kept
+        assert await cache.wait_synced(EVENT_TIMEOUT) is False
+
+    run(test, url)
+
+
+def test_cache_stops_when_its_store_closes(url: str) -> None:
+    """A cache left open stops once its store is closed; its task ends."""
+
+    async def test(store: AsyncStore, other_store: AsyncStore) -> None:
+        client = libkv.aio.open(url)
+        cache = Cache(client, "app")
+        assert await cache.wait_synced(EVENT_TIMEOUT)
+        await client.close()
+        await async_wait_until(
+            lambda: cache.closed, CONVERGENCE_BOUND, message="the cache outlived its store"
+        )
+        await async_wait_until(
+            lambda: libkv_tasks() == [], CONVERGENCE_BOUND, message=lambda: str(libkv_tasks())
+        )
+        assert await cache.wait_synced(EVENT_TIMEOUT) is False
+
+    run(test, url)
+
+
+# -- ServiceRegistry ----------------------------------------------------------------------
+
+
+def test_registry_registers_lists_and_deregisters(url: str) -> None:
+    """register() is awaitable and an async context manager; instances and services
+    read the registry; deregister deletes the key at once; bad input raises at the call
+    and writes nothing."""
+
+    async def test(store: AsyncStore, other_store: AsyncStore) -> None:
+        registry = ServiceRegistry(store)
+        reader = ServiceRegistry(other_store)
+        ttl = ttl_for(store)
+        calls: list[tuple[Callable[[], object], type[Exception]]] = [
+            (lambda: registry.register("a/b", "x"), libkv.InvalidKeyError),
+            (lambda: registry.register("api", "x", instance_id=".."), libkv.InvalidKeyError),
+            (lambda: registry.register("api", ""), libkv.InvalidValueError),
+            (
+                lambda: registry.register("api", "x", metadata={"a": object()}),
+                libkv.InvalidValueError,
+            ),
+            (lambda: registry.watch("a/b"), libkv.InvalidKeyError),
+        ]
+        for call, error in calls:
+            with pytest.raises(error):
+                call()
+        with pytest.raises(libkv.InvalidKeyError):
+            await registry.instances("a/b")
+        assert await store.list() == [] and lease_tasks() == []
+        first = await registry.register(
+            "api", "10.0.0.1:80", instance_id="a", metadata={"zone": "eu"}, ttl=ttl
+        )
+        async with registry.register("web", "http://10.0.0.3", ttl=ttl) as web:
+            assert len(web.id) == 32 and web.registered and web.registrations == 1
+            assert await reader.services() == ["api", "web"]
+        assert "deregistered" in repr(web) and await reader.services() == ["api"]
+        members = await reader.instances("api")
+        assert members == [
+            ServiceInstance("api", "a", "10.0.0.1:80", {"zone": "eu"}, members[0].version)
+        ]
+        assert isinstance(members[0], libkv.recipes.ServiceInstance)  # one class, both flavours
+        assert json.loads((await other_store.get("services/api/a")).value) == {
+            "service": "api",
+            "id": "a",
+            "address": "10.0.0.1:80",
+            "metadata": {"zone": "eu"},
+        }
+        await first.deregister()
+        await first.deregister()  # harmless
+        assert await reader.instances("api") == [] and await other_store.list() == []
+        assert lease_tasks() == []
+
+    run(test, url)
+
+
+def test_registry_watch_yields_the_membership_on_every_change(url: str) -> None:
+    """watch(service) yields the membership now, then after each change; async for works."""
+
+    async def test(store: AsyncStore, other_store: AsyncStore) -> None:
+        ttl = ttl_for(store)
+        registry = ServiceRegistry(other_store)
+        bound = CONVERGENCE_BOUND + DELIVERY_MARGIN
+
+        async def next_ids(watch: libkv.aio.recipes.Membership) -> list[str]:
+            members = await watch.next(bound)
+            assert members is not None, "no new membership within the convergence bound"
+            return [member.id for member in members]
+
+        async with ServiceRegistry(store).watch("api") as watch:
+            assert await next_ids(watch) == []
+            first = await registry.register("api", "10.0.0.1:80", instance_id="a", ttl=ttl)
+            assert await next_ids(watch) == ["a"]
+            second = await registry.register("api", "10.0.0.2:80", instance_id="b", ttl=ttl)
+            assert await next_ids(watch) == ["a", "b"]
+            await first.deregister()
+            async for members in watch:
+                assert [member.id for member in members] == ["b"]
+                break
+            await second.deregister()
+            assert await next_ids(watch) == []
+            assert await watch.next(0.2) is None  # nothing changed: nothing yielded
+        assert await watch.next(EVENT_TIMEOUT) is None  # closed
+        assert [members async for members in watch] == []
+
+    run(test, url)
+
+
+@pytest.mark.parametrize("reregister", [True, False], ids=["reregister", "stay-out"])
+def test_lost_registration_is_told_by_its_lease_and_registers_again(
+    url: str, reregister: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loop paused past its lease's expiry (as a paused process) drops out of the
+    registry; resumed, the handle hears of the loss from its lease's listener and
+    registers again under a new lease (a new version), or stays out and lost."""
+
+    async def test(store: AsyncStore, other_store: AsyncStore) -> None:
+        ttl = ttl_for(store)
+        registry = ServiceRegistry(store)
+        instance = await registry.register(
+            "api", "10.0.0.1:80", instance_id="a", ttl=ttl, reregister=reregister
+        )
+        before = (await other_store.get("services/api/a")).version
+        with libkv.open(url) as observer:  # a sync client: it reads while the loop is paused
+            # The pause: the loop runs nothing until the backend expired the lease.
+            wait_until(
+                lambda: observer.list("services") == [],
+                store.capabilities.latest_expiry(ttl) + LOST_MARGIN,
+                message="a registration whose keep-alives stopped outlived latest_expiry(ttl)",
+            )
+        bound = ttl / 3 + LOST_MARGIN  # the lease's next keep-alive tells it
+        if reregister:
+            await async_wait_until(lambda: instance.registrations == 2, bound)
+            assert instance.registered and not instance.lost.is_set()
+            after = await other_store.get("services/api/a")
+            assert after.version > before
+            assert "lost its lease; re-registering" in caplog.text
+        else:
+            await async_wait_until(instance.lost.is_set, bound)
+            assert not instance.registered and instance.registrations == 1
+            assert await other_store.list("services") == []
+            assert "lost its lease; not re-registering" in caplog.text
+        assert not [name for name in libkv_threads() if "instance" in name]
+        await instance.deregister()
+        assert await other_store.list("services") == [] and lease_tasks() == []
+
+    caplog.set_level(logging.WARNING, logger="libkv.recipes.discovery")
+    run(test, url)
+
+
+def test_sync_registration_starts_no_thread_of_its_own(url: str) -> None:
+    """The sync handle adds no thread beyond its lease's keep-alive."""
+    with libkv.open(url) as store:
+        ttl = max(store.capabilities.ttl_min, 1.0)
+        with store.lease(ttl) as lease:  # a driver's own threads (a reaper) start first
+            store.put("warm-up", b"", lease=lease)
+        before = set(threading.enumerate())
+        with libkv.recipes.ServiceRegistry(store).register("api", "10.0.0.1:80", ttl=ttl):
+            added = [thread.name for thread in set(threading.enumerate()) - before]
+            assert len(added) == 1 and added[0].startswith("libkv-lease-"), added
+
+
+# -- Election -----------------------------------------------------------------------------
+
+
+def test_election_has_one_leader_hands_over_and_is_observed(url: str) -> None:
+    """One candidate leads; another waits until it resigns and is then elected within
+    1 s with a larger token; observers see each term once."""
+
+    async def test(store: AsyncStore, other_store: AsyncStore) -> None:
+        ttl = ttl_for(store)
+        first = Election(store, "elections/main", "first", ttl=ttl)
+        second = Election(other_store, "elections/main", b"second", ttl=ttl)
+        bound = CONVERGENCE_BOUND + DELIVERY_MARGIN
+        async with Election(store, "elections/main", "observer").observe() as leaders:
+            assert await first.leader() is None and await leaders.next(0.2) is None
+            assert await first.campaign(timeout=EVENT_TIMEOUT) and first.is_leader
+            assert await first.campaign(timeout=0)  # already leader: at once
+            term = first.token
+            assert term is not None and not first.lost.is_set()
+            assert await leaders.next(bound) == Leader(b"first", term)
+            assert await second.campaign(timeout=0) is False and await second.leader() == b"first"
+            waiting = asyncio.ensure_future(second.campaign(timeout=30))
+            done, _ = await asyncio.wait([waiting], timeout=0.3)
+            assert not done, "a second candidate was elected while the first leads"
+            await first.resign()
+            resigned = time.monotonic()
+            await first.resign()  # harmless
+            assert await asyncio.wait_for(waiting, HANDOVER_BOUND + EVENT_TIMEOUT)
+            assert time.monotonic() - resigned <= HANDOVER_BOUND + DELIVERY_MARGIN
+            assert first.token is None and second.token is not None and second.token > term
+            assert await leaders.next(bound) == Leader(b"second", second.token)
+            async with second:
+                assert second.is_leader
+        assert await store.list() == [] and lease_tasks() == []
+
+    run(test, url)
+
+
+def test_leader_whose_key_is_deleted_is_told_it_lost(url: str) -> None:
+    """A leader whose key another client deletes sets lost and stops leading."""
+
+    async def test(store: AsyncStore, other_store: AsyncStore) -> None:
+        ttl = ttl_for(store)
+        leader = Election(store, "elections/main", "leader", ttl=ttl)
+        assert await leader.campaign(timeout=EVENT_TIMEOUT)
+        await other_store.delete("elections/main")
+        await async_wait_until(
+            leader.lost.is_set,
+            ttl + store.capabilities.ttl_slack + LOST_MARGIN,
+            message="lost not set after the leader's key was deleted",
+        )
+        assert not leader.is_leader and leader.token is None
+        assert await leader.campaign(timeout=EVENT_TIMEOUT) and not leader.lost.is_set()
+        await leader.resign()
+        assert await other_store.list() == [] and lease_tasks() == []
+
+    run(test, url)
+
+
+# -- TypedStore ---------------------------------------------------------------------------
+
+
+def test_typed_store_round_trips_values(url: str) -> None:
+    """Values go in as objects and come back decoded from every read, write and watch;
+    an undecodable value is a DecodeError, the very class of libkv.recipes."""
+
+    async def test(store: AsyncStore, other_store: AsyncStore) -> None:
+        typed = TypedStore(store, JSONCodec())
+        first = await typed.put("config/limits", {"cpu": 2, "zones": ["eu-1"]})
+        assert first == TypedPair("config/limits", {"cpu": 2, "zones": ["eu-1"]}, first.version)
+        assert (await typed.get("config/limits")).value["zones"] == ["eu-1"]
+        assert await typed.exists("config/limits")
+        assert [key async for key in typed.keys("config/*")] == ["config/limits"]
+        await typed.transaction([ops.update("config/limits", {"cpu": 4}, first.version)])
+        written = await typed.put_many({"config/a": [1], "config/b": None})
+        assert [pair.value for pair in written] == [[1], None]
+        assert [pair.value for pair in await typed.list("config")] == [[1], None, {"cpu": 4}]
+        async with typed.watch("config", recursive=True) as watch:
+            init = await watch.next_event(EVENT_TIMEOUT)
+            assert init is not None and init.action is Action.INIT
+            assert [pair.value for pair in init.snapshot] == [[1], None, {"cpu": 4}]
+            await other_store.put("config/a", b'"changed"')
+            update = await anext(watch)
+            assert update.pair is not None and update.pair.value == "changed"
+        assert watch.closed
+        with pytest.raises(libkv.InvalidValueError):
+            await typed.put("config/bad", {1, 2})
+        await other_store.put("config/broken", b"{not json")
+        with pytest.raises(libkv.recipes.DecodeError) as raised:
+            await typed.get("config/broken")
+        assert raised.type is DecodeError and raised.value.key == "config/broken"
+        text = TypedStore(store, TextCodec())
+        async with text.lease(ttl_for(store)) as lease:
+            await text.put("leased", "é", lease=lease)
+            assert (await text.get("leased")).value == "é"
+        assert not await store.exists("leased")
+
+    run(test, url)
+
+
+# -- cancellation and closing -------------------------------------------------------------
+
+
+def test_cancelled_campaign_ends_promptly_and_leaves_no_lease(url: str) -> None:
+    """A campaign blocked behind a leader, cancelled, raises CancelledError within 1 s;
+    its lease is revoked and nothing it wrote remains."""
+
+    async def test(store: AsyncStore, other_store: AsyncStore) -> None:
+        ttl = ttl_for(store)
+        leader = Election(other_store, "elections/main", "leader", ttl=ttl)
+        assert await leader.campaign(timeout=EVENT_TIMEOUT)
+        assert len(lease_tasks()) == 1
+        candidate = Election(store, "elections/main", "candidate", ttl=ttl)
+        await cancel_while_blocked(candidate.campaign())
+        assert len(lease_tasks()) == 1, lease_tasks()  # the leader's alone
+        assert not candidate.is_leader and await store.get("elections/main") == (
+            await other_store.get("elections/main")
+        )
+        assert (await store.get("elections/main")).value == b"leader"
+        await leader.resign()
+        assert lease_tasks() == [] and await store.list() == []
+
+    run(test, url)
+
+
+@pytest.mark.parametrize("view", ["membership", "leaders"])
+def test_cancelled_view_wait_ends_promptly(url: str, view: str) -> None:
+    """A task blocked in a membership's or a leader watch's next(), cancelled, raises
+    CancelledError within 1 s; the view still works and closes cleanly."""
+
+    async def test(store: AsyncStore, other_store: AsyncStore) -> None:
+        watch = (
+            ServiceRegistry(store).watch("api")
+            if view == "membership"
+            else Election(store, "elections/main", "observer").observe()
+        )
+        async with watch:
+            if view == "membership":
+                assert await watch.next(EVENT_TIMEOUT) == []  # the empty membership first
+            await cancel_while_blocked(watch.next(None))
+            assert lease_tasks() == []
+            assert not watch.cache.closed and watch.cache.synced
+        assert watch.cache.closed
+
+    run(test, url)
+
+
+def test_cancelled_register_leaves_nothing_behind(url: str) -> None:
+    """register() cancelled at any point leaves neither a key nor a lease: it either
+    completed (and is deregistered here) or left no trace. Cancelled at successive
+    loop iterations, and once its lease is granted (while it writes the key)."""
+
+    async def test(store: AsyncStore, other_store: AsyncStore) -> None:
+        registry = ServiceRegistry(store)
+        outcomes: list[str] = []
+
+        async def cancel_when(ready: Callable[[], Awaitable[object]], attempt: str) -> None:
+            task = asyncio.ensure_future(
+                registry.register("api", "10.0.0.1:80", instance_id="a", ttl=ttl_for(store))
+            )
+            await ready()
+            task.cancel()
+            try:
+                instance = await task
+            except asyncio.CancelledError:
+                outcomes.append(attempt)
+            else:
+                await instance.deregister()
+            assert lease_tasks() == [], f"cancelled {attempt}: a lease is left"
+            assert await other_store.list() == [], f"cancelled {attempt}: the key is left"
+
+        async def iterations(count: int) -> None:
+            for _ in range(count):
+                await asyncio.sleep(0)  # one loop iteration: the next cancellation point
+
+        async def lease_granted() -> None:
+            await async_wait_until(lease_tasks, EVENT_TIMEOUT, interval=0)
+
+        for count in range(40):
+            await cancel_when(functools.partial(iterations, count), f"after {count} iterations")
+        for attempt in range(5):
+            await cancel_when(lease_granted, f"with its lease granted ({attempt})")
+        assert outcomes[0] == "after 0 iterations", outcomes
+        if not store.capabilities.native_async:  # its writes wait for a worker thread
+            assert any(attempt.startswith("with its lease") for attempt in outcomes), outcomes
+
+    run(test, url)
+
+
+def test_cancelled_deregister_still_deletes_the_key(url: str) -> None:
+    """deregister() cancelled while it revokes still finishes: the key is gone."""
+
+    async def test(store: AsyncStore, other_store: AsyncStore) -> None:
+        instance = await ServiceRegistry(store).register("api", "x", ttl=ttl_for(store))
+        task = asyncio.ensure_future(instance.deregister())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not instance.registered
+        assert await other_store.list() == [] and lease_tasks() == []
+
+    run(test, url)
+
+
+def test_closed_recipes_and_store_leave_no_task_and_no_thread(url: str) -> None:
+    """Every recipe in use at once; once each is closed and the store too, no libkv task
+    is pending and no libkv thread alive (``run`` checks both)."""
+
+    async def test(store: AsyncStore, other_store: AsyncStore) -> None:
+        ttl = ttl_for(store)
+        registry = ServiceRegistry(store)
+        cache = Cache(store, "")
+        membership = registry.watch("api")
+        election = Election(store, "elections/main", "me", ttl=ttl)
+        leaders = election.observe()
+        instance = await registry.register("api", "10.0.0.1:80", ttl=ttl)
+        assert await election.campaign(timeout=EVENT_TIMEOUT)
+        assert await membership.next(EVENT_TIMEOUT) is not None
+        assert await leaders.next(EVENT_TIMEOUT) is not None
+        assert await cache.wait_synced(EVENT_TIMEOUT)
+        assert len(lease_tasks()) == 2 and len(libkv_tasks()) == 5, libkv_tasks()
+        await instance.deregister()
+        await election.resign()
+        await leaders.close()
+        await membership.close()
+        await cache.close()
+        assert libkv_tasks() == []
+
+    run(test, url)
