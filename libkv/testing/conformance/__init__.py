@@ -25,8 +25,9 @@ driver whose test can kill, freeze and restart a real server also runs
 The suite is one mixin per topic, each readable on its own: `base` (bounds, parameter
 tables, fixtures, the expiry scenario), `keyvalue`, `transactions`, `watches`,
 `watch_properties` (resume points, zero timeouts, bounded memory), `expiry` (TTLs and
-leases), `locks`, `lifecycle` (closing, capabilities, errors) and `bounds` (arguments
-out of range). `StoreConformance` composes them.
+leases), `locks`, `lifecycle` (closing, capabilities, errors), `bounds` (arguments out of
+range) and `cancellation` (async only: cancelling, `asyncio.timeout()`, a loop that never
+blocks, nothing left after close). `StoreConformance` composes them.
 
 Expectations that differ between drivers are chosen from `store.capabilities`, never
 skipped: a driver declares its gaps, and the suite holds it to what it declared.
@@ -48,6 +49,7 @@ from libkv.testing.conformance.base import (
     ConformanceBase,
 )
 from libkv.testing.conformance.bounds import BoundsConformance
+from libkv.testing.conformance.cancellation import AsyncConformance
 from libkv.testing.conformance.expiry import ExpiryConformance
 from libkv.testing.conformance.keyvalue import KeyValueConformance
 from libkv.testing.conformance.lifecycle import LifecycleConformance
@@ -65,6 +67,7 @@ __all__ = [
     "HANDOVER_BOUND",
     "JOIN_MARGIN",
     "LOST_MARGIN",
+    "AsyncConformance",
     "BoundsConformance",
     "ConformanceBase",
     "ExpiryConformance",
@@ -87,5 +90,6 @@ class StoreConformance(
     LockConformance,
     LifecycleConformance,
     BoundsConformance,
+    AsyncConformance,
 ):
     """Every contract point as a test. Subclass it and provide a function-scoped `url`."""
