@@ -1,0 +1,225 @@
+"""libkv.aio as the issue writes it: every call of the async API on memory and SQLite.
+
+The contract itself is checked in both flavours by the conformance suite
+(tests/test_conformance_*.py); these tests pin the async API's shape: which calls are
+plain and which are awaited, the awaitable-or-context lease, ``lost`` as an
+``asyncio.Event``, async iteration, and the same errors as the sync flavour. Each
+test is a coroutine run by ``asyncio.run`` in debug mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import uuid
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import libkv
+import libkv.aio
+from libkv import Action, KVPair, ops
+from libkv.aio import AsyncStore
+from libkv.testing.conformance.base import EVENT_TIMEOUT
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return f"memory://aio-{uuid.uuid4().hex}/app"
+    return f"sqlite:///{tmp_path}/kv.db"
+
+
+def run(test: Callable[[AsyncStore], Coroutine[Any, Any, None]], url: str) -> None:
+    """Run ``test(store)`` in a new loop in debug mode, then close the store."""
+
+    async def main() -> None:
+        async with libkv.aio.open(url) as store:
+            await test(store)
+
+    asyncio.run(main(), debug=True)
+
+
+def test_open_is_a_plain_call_returning_an_async_store(url: str) -> None:
+    """open() needs no loop and does no I/O; the store's attributes are plain."""
+    store = libkv.aio.open(url)
+    assert isinstance(store, AsyncStore)
+    assert store.closed is False
+    assert isinstance(store.capabilities, libkv.Capabilities)
+    assert store.capabilities.native_async is True
+    assert store.url.scheme == url.split(":")[0]
+
+    async def close_twice() -> None:
+        await store.close()
+        await store.close()
+
+    asyncio.run(close_twice())
+    assert store.closed is True
+
+
+def test_every_public_method_has_its_twin() -> None:
+    """Store, Watch, Lease and Lock and their async twins have the same public names
+    and the same parameters (names, kinds and defaults)."""
+    from libkv._async.lease import AsyncLease
+    from libkv._async.lock import AsyncLock
+    from libkv._async.watching import AsyncWatch
+
+    pairs = [
+        (libkv.Store, AsyncStore),
+        (libkv.Watch, AsyncWatch),
+        (libkv.Lease, AsyncLease),
+        (libkv.Lock, AsyncLock),
+    ]
+    for sync_class, async_class in pairs:
+        sync_names = {name for name in dir(sync_class) if not name.startswith("_")}
+        async_names = {name for name in dir(async_class) if not name.startswith("_")}
+        assert sync_names == async_names, (sync_class, sync_names ^ async_names)
+        for name in sync_names:
+            sync_member = getattr(sync_class, name)
+            if not callable(sync_member) or isinstance(sync_member, type):
+                continue
+            sync_parameters = inspect.signature(sync_member).parameters
+            async_parameters = inspect.signature(getattr(async_class, name)).parameters
+            assert [(p.name, p.kind, p.default) for p in sync_parameters.values()] == [
+                (p.name, p.kind, p.default) for p in async_parameters.values()
+            ], f"{async_class.__name__}.{name}"
+
+
+def test_key_value_calls(url: str) -> None:
+    async def test(store: AsyncStore) -> None:
+        put = await store.put("config/color", "blue", ttl=None, lease=None)
+        assert isinstance(put, KVPair) and put.value == b"blue"
+        assert (await store.get("config/color")).version == put.version
+        created = await store.create("config/size", "1")
+        updated = await store.update("config/size", "2", version=created.version)
+        assert updated.value == b"2"
+        assert await store.exists("config/size") is True
+        assert [pair.key for pair in await store.list("config")] == [
+            "config/color",
+            "config/size",
+        ]
+        many = await store.get_many(["config/color", "config/missing"])
+        assert [pair.key for pair in many] == ["config/color"]  # missing keys skipped
+        assert [pair.key for pair in await store.put_many({"x/a": "1", "x/b": "2"})] == [
+            "x/a",
+            "x/b",
+        ]
+        results = await store.transaction(
+            [ops.put("x/c", "3"), ops.check("config/color", put.version)]
+        )
+        assert results[0] is not None and results[1] is None
+        keys = store.keys("x/*")
+        assert hasattr(keys, "__anext__")
+        assert sorted([key async for key in keys]) == ["x/a", "x/b", "x/c"]
+        with pytest.raises(libkv.KeyModifiedError):
+            await store.update("config/size", "3", version=created.version)
+        with pytest.raises(libkv.KeyNotFoundError):
+            await store.get("config/missing")
+        with pytest.raises(libkv.InvalidKeyError):
+            await store.put("a//b", "v")
+        assert await store.delete("config/size", version=None) is None
+        assert await store.delete_tree("x") == 3
+        async with store.watch("config") as watch:
+            await watch.next_event(EVENT_TIMEOUT)
+            await store.compact(watch.revision)
+
+    run(test, url)
+
+
+def test_watch_is_a_plain_call_and_an_async_iterator(url: str) -> None:
+    async def test(store: AsyncStore) -> None:
+        await store.put("config/color", "blue")
+        watch = store.watch("config", recursive=True, since=None)
+        async with watch:
+            first = await watch.next_event(EVENT_TIMEOUT)
+            assert first is not None and first.action is Action.INIT
+            assert isinstance(watch.revision, int)
+            assert await watch.next_event(0.2) is None
+            await store.put("config/color", "red")
+            async for event in watch:
+                assert event.action is Action.UPDATE and event.key == "config/color"
+                break
+            await store.delete("config/color")
+            deleted = await watch.next_event(EVENT_TIMEOUT)
+            assert deleted is not None and deleted.action is Action.DELETE
+        assert watch.closed
+
+    run(test, url)
+
+
+def test_lease_is_awaitable_and_a_context(url: str) -> None:
+    async def test(store: AsyncStore) -> None:
+        async with store.lease(10) as lease:
+            assert isinstance(lease.lost, asyncio.Event)
+            assert lease.id and lease.ttl == 10 and not lease.lost.is_set()
+            await store.put("eph", "x", lease=lease)
+        assert await store.exists("eph") is False
+        lease = await store.lease(10)
+        await store.put("eph", "y", lease=lease)
+        await lease.revoke()
+        assert await store.exists("eph") is False
+        with pytest.raises(libkv.InvalidArgumentError):
+            await store.lease(0)
+
+    run(test, url)
+
+
+def test_lock_is_a_plain_call_and_a_context(url: str) -> None:
+    async def test(store: AsyncStore) -> None:
+        async with store.lock("jobs/nightly", ttl=15) as lock:
+            assert lock.locked() and isinstance(lock.token, int)
+            assert isinstance(lock.lost, asyncio.Event) and not lock.lost.is_set()
+            other = store.lock("jobs/nightly")
+            assert await other.acquire(blocking=False) is False
+            assert await other.acquire(blocking=True, timeout=0.2) is False
+        assert not lock.locked()
+        lock = store.lock("jobs/x")
+        assert await lock.acquire(blocking=True, timeout=None) is True
+        await lock.release()
+        with pytest.raises(libkv.LockError):
+            await lock.release()
+
+    run(test, url)
+
+
+def test_wait_for_change_returns_the_change(url: str) -> None:
+    async def test(store: AsyncStore) -> None:
+        pair = await store.put("config/color", "blue")
+        waiter = asyncio.ensure_future(
+            store.wait_for_change("config/color", pair.version, timeout=5)
+        )
+        await asyncio.sleep(0.05)
+        await store.put("config/color", "green")
+        changed = await asyncio.wait_for(waiter, EVENT_TIMEOUT)
+        assert changed is not None and changed.value == b"green"
+
+    run(test, url)
+
+
+def test_a_closed_store_raises_store_closed(url: str) -> None:
+    async def test(store: AsyncStore) -> None:
+        await store.close()
+        with pytest.raises(libkv.StoreClosedError):
+            await store.get("a")
+        with pytest.raises(libkv.StoreClosedError):
+            store.watch("a")
+
+    run(test, url)
+
+
+def test_the_generated_sync_modules_are_current() -> None:
+    """scripts/unasync.py --check: the sync flavour is what the async source makes."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "scripts" / "unasync.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
