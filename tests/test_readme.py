@@ -70,6 +70,27 @@ def test_python_block_runs_as_written(line: int, code: str, tmp_path: Path) -> N
     )
 
 
+def test_async_quick_start_runs_against_sqlite_in_the_temporary_directory(
+    tmp_path: Path,
+) -> None:
+    """The async quick start (libkv.aio) ran every step on a SQLite file under TMPDIR."""
+    line, code = next((line, code) for line, code in python_blocks() if "libkv.aio.open(" in code)
+    result = run_block(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.rglob("*.db")), "the async quick start wrote no SQLite file in TMPDIR"
+    output = result.stdout
+    for expected in [
+        "value=b'green'",
+        "Action.INIT",
+        "Action.UPDATE config/size",
+        "fencing token",
+        "no change within 0.5 s",
+    ]:
+        assert expected in output, (
+            f"async quick start (line {line}) printed no {expected!r}:\n{output}"
+        )
+
+
 def test_quick_start_runs_against_sqlite_in_the_temporary_directory(tmp_path: Path) -> None:
     """The quick start's store is a SQLite file under the temporary directory, and every
     step (compare-and-swap, the refused transaction, watch, lease, lock) ran."""
