@@ -32,6 +32,7 @@ from libkv.errors import (
     WaitTimeoutError,
     _ConditionError,
 )
+from libkv.keepalive import Keepalive
 from libkv.model import MAX_REVISION, Capabilities, KVPair
 from libkv.ops import Op, OpKind
 
@@ -67,6 +68,7 @@ class Store:
         self._root = self.namespace + "/" if self.namespace else ""
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._leases: weakref.WeakSet[Lease] = weakref.WeakSet()
+        self._keepalive = Keepalive(f"libkv-keepalive-{self.url.scheme}")
         self._close_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -290,7 +292,7 @@ class Store:
             self._raise_closed()
         backend = self._backend
         lease_id = self._call(backend.grant_lease, ttl)
-        lease = Lease(self, lease_id, ttl, keepalive=keepalive)
+        lease = Lease(self, lease_id, ttl, keepalive=keepalive, scheduler=self._keepalive)
         self._leases.add(lease)
         return lease
 
@@ -348,6 +350,7 @@ class Store:
             watch.close()
         for lease in list(self._leases):
             lease._stop()
+        self._keepalive.close()
         try:
             self._backend.close()
         except Exception:

@@ -64,7 +64,11 @@ def run(test: Callable[[AsyncStore, AsyncStore], Coroutine[Any, Any, None]], url
 
     async def main() -> None:
         async with libkv.aio.open(url) as store, libkv.aio.open(url) as other_store:
-            await test(store, other_store)
+            _stores[:] = [store, other_store]
+            try:
+                await test(store, other_store)
+            finally:
+                _stores.clear()
         assert libkv_tasks() == [], "a libkv task outlived the recipes and their store"
 
     asyncio.run(main())
@@ -78,8 +82,18 @@ def libkv_tasks() -> list[str]:
     )
 
 
-def lease_tasks() -> list[str]:
-    return [name for name in libkv_tasks() if name.startswith("libkv-lease-")]
+_stores: list[AsyncStore] = []
+"""The stores of the running test (set by run())."""
+
+
+def held_leases() -> list[int]:
+    """The leases the test's stores still keep alive: granted, neither stopped nor lost."""
+    return sorted(
+        lease.id
+        for store in _stores
+        for lease in store._leases
+        if not lease._stopped.is_set() and not lease.lost.is_set()
+    )
 
 
 def libkv_threads() -> list[str]:
@@ -217,7 +231,7 @@ def test_registry_registers_lists_and_deregisters(url: str) -> None:
                 call()
         with pytest.raises(libkv.InvalidKeyError):
             await registry.instances("a/b")
-        assert await store.list() == [] and lease_tasks() == []
+        assert await store.list() == [] and held_leases() == []
         first = await registry.register(
             "api", "10.0.0.1:80", instance_id="a", metadata={"zone": "eu"}, ttl=ttl
         )
@@ -239,7 +253,7 @@ def test_registry_registers_lists_and_deregisters(url: str) -> None:
         await first.deregister()
         await first.deregister()  # harmless
         assert await reader.instances("api") == [] and await other_store.list() == []
-        assert lease_tasks() == []
+        assert held_leases() == []
 
     run(test, url)
 
@@ -312,22 +326,24 @@ def test_lost_registration_is_told_by_its_lease_and_registers_again(
             assert "lost its lease; not re-registering" in caplog.text
         assert not [name for name in libkv_threads() if "instance" in name]
         await instance.deregister()
-        assert await other_store.list("services") == [] and lease_tasks() == []
+        assert await other_store.list("services") == [] and held_leases() == []
 
     caplog.set_level(logging.WARNING, logger="libkv.recipes.discovery")
     run(test, url)
 
 
 def test_sync_registration_starts_no_thread_of_its_own(url: str) -> None:
-    """The sync handle adds no thread beyond its lease's keep-alive."""
+    """The sync handle adds no thread: its lease is kept alive by the store's one
+    keep-alive worker, which serves another lease already."""
     with libkv.open(url) as store:
         ttl = max(store.capabilities.ttl_min, 1.0)
-        with store.lease(ttl) as lease:  # a driver's own threads (a reaper) start first
+        with store.lease(ttl) as lease:  # the store's threads (keep-alive, reaper) start
             store.put("warm-up", b"", lease=lease)
-        before = set(threading.enumerate())
-        with libkv.recipes.ServiceRegistry(store).register("api", "10.0.0.1:80", ttl=ttl):
-            added = [thread.name for thread in set(threading.enumerate()) - before]
-            assert len(added) == 1 and added[0].startswith("libkv-lease-"), added
+            before = set(threading.enumerate())
+            assert any(thread.name.startswith("libkv-keepalive") for thread in before)
+            with libkv.recipes.ServiceRegistry(store).register("api", "10.0.0.1:80", ttl=ttl):
+                added = [thread.name for thread in set(threading.enumerate()) - before]
+                assert added == [], added
 
 
 # -- Election -----------------------------------------------------------------------------
@@ -362,7 +378,7 @@ def test_election_has_one_leader_hands_over_and_is_observed(url: str) -> None:
             assert await leaders.next(bound) == Leader(b"second", second.token)
             async with second:
                 assert second.is_leader
-        assert await store.list() == [] and lease_tasks() == []
+        assert await store.list() == [] and held_leases() == []
 
     run(test, url)
 
@@ -383,7 +399,7 @@ def test_leader_whose_key_is_deleted_is_told_it_lost(url: str) -> None:
         assert not leader.is_leader and leader.token is None
         assert await leader.campaign(timeout=EVENT_TIMEOUT) and not leader.lost.is_set()
         await leader.resign()
-        assert await other_store.list() == [] and lease_tasks() == []
+        assert await other_store.list() == [] and held_leases() == []
 
     run(test, url)
 
@@ -440,16 +456,16 @@ def test_cancelled_campaign_ends_promptly_and_leaves_no_lease(url: str) -> None:
         ttl = ttl_for(store)
         leader = Election(other_store, "elections/main", "leader", ttl=ttl)
         assert await leader.campaign(timeout=EVENT_TIMEOUT)
-        assert len(lease_tasks()) == 1
+        assert len(held_leases()) == 1
         candidate = Election(store, "elections/main", "candidate", ttl=ttl)
         await cancel_while_blocked(candidate.campaign())
-        assert len(lease_tasks()) == 1, lease_tasks()  # the leader's alone
+        assert len(held_leases()) == 1, held_leases()  # the leader's alone
         assert not candidate.is_leader and await store.get("elections/main") == (
             await other_store.get("elections/main")
         )
         assert (await store.get("elections/main")).value == b"leader"
         await leader.resign()
-        assert lease_tasks() == [] and await store.list() == []
+        assert held_leases() == [] and await store.list() == []
 
     run(test, url)
 
@@ -469,7 +485,7 @@ def test_cancelled_view_wait_ends_promptly(url: str, view: str) -> None:
             if view == "membership":
                 assert await watch.next(EVENT_TIMEOUT) == []  # the empty membership first
             await cancel_while_blocked(watch.next(None))
-            assert lease_tasks() == []
+            assert held_leases() == []
             assert not watch.cache.closed and watch.cache.synced
         assert watch.cache.closed
 
@@ -497,7 +513,7 @@ def test_cancelled_register_leaves_nothing_behind(url: str) -> None:
                 outcomes.append(attempt)
             else:
                 await instance.deregister()
-            assert lease_tasks() == [], f"cancelled {attempt}: a lease is left"
+            assert held_leases() == [], f"cancelled {attempt}: a lease is left"
             assert await other_store.list() == [], f"cancelled {attempt}: the key is left"
 
         async def iterations(count: int) -> None:
@@ -505,7 +521,7 @@ def test_cancelled_register_leaves_nothing_behind(url: str) -> None:
                 await asyncio.sleep(0)  # one loop iteration: the next cancellation point
 
         async def lease_granted() -> None:
-            await async_wait_until(lease_tasks, EVENT_TIMEOUT, interval=0)
+            await async_wait_until(held_leases, EVENT_TIMEOUT, interval=0)
 
         for count in range(40):
             await cancel_when(functools.partial(iterations, count), f"after {count} iterations")
@@ -529,7 +545,7 @@ def test_cancelled_deregister_still_deletes_the_key(url: str) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert not instance.registered
-        assert await other_store.list() == [] and lease_tasks() == []
+        assert await other_store.list() == [] and held_leases() == []
 
     run(test, url)
 
@@ -550,7 +566,8 @@ def test_closed_recipes_and_store_leave_no_task_and_no_thread(url: str) -> None:
         assert await membership.next(EVENT_TIMEOUT) is not None
         assert await leaders.next(EVENT_TIMEOUT) is not None
         assert await cache.wait_synced(EVENT_TIMEOUT)
-        assert len(lease_tasks()) == 2 and len(libkv_tasks()) == 5, libkv_tasks()
+        # three caches and the store's one keep-alive worker
+        assert len(held_leases()) == 2 and len(libkv_tasks()) == 4, libkv_tasks()
         await instance.deregister()
         await election.resign()
         await leaders.close()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from libkv import concurrency
 from libkv import keys as keyspace
+from libkv._async.keepalive import AsyncKeepalive
 from libkv.errors import (
     InvalidArgumentError,
     KeyNotFoundError,
@@ -71,6 +72,7 @@ class AsyncStore:
         self._root = self.namespace + "/" if self.namespace else ""
         self._watches: weakref.WeakSet[AsyncWatch] = weakref.WeakSet()
         self._leases: weakref.WeakSet[AsyncLease] = weakref.WeakSet()
+        self._keepalive = AsyncKeepalive(f"libkv-keepalive-{self.url.scheme}")
         self._close_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -312,7 +314,7 @@ class AsyncStore:
             self._raise_closed()
         backend = self._backend
         lease_id = await self._call(backend.grant_lease, ttl)
-        lease = AsyncLease(self, lease_id, ttl, keepalive=keepalive)
+        lease = AsyncLease(self, lease_id, ttl, keepalive=keepalive, scheduler=self._keepalive)
         self._leases.add(lease)
         return lease
 
@@ -370,6 +372,7 @@ class AsyncStore:
             watch.close()
         for lease in list(self._leases):
             await lease._stop()
+        await self._keepalive.close()
         try:
             await self._backend.close()
         except Exception:

@@ -7,6 +7,7 @@ refreshing it, for instance because its process died.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from libkv.errors import KVError, NotReachableError, StoreClosedError
 
 if TYPE_CHECKING:
     from libkv._async.api import AsyncStore
+    from libkv._async.keepalive import AsyncKeepalive
 
 __all__ = ["AsyncLease"]
 
@@ -29,13 +31,22 @@ class AsyncLease:
     ``lost`` is set when the lease expired while held (keep-alives failed for a whole
     ttl, the backend dropped it, or ``keepalive=False`` and the ttl ran out). Keep-alives
     run every ttl/3 (through :meth:`Store.keepalive_lease`) until :meth:`revoke` or
-    ``store.close()``. As a context manager the lease is revoked on exit.
+    ``store.close()``, by the store's one keep-alive worker, which serves all its
+    leases (``libkv._async.keepalive``). As a context manager the lease is revoked on exit.
 
     ``lost`` is a ``threading.Event`` in the sync flavour and an ``asyncio.Event`` in
     the async one; both answer ``is_set()``.
     """
 
-    def __init__(self, store: AsyncStore, lease_id: int, ttl: float, *, keepalive: bool) -> None:
+    def __init__(
+        self,
+        store: AsyncStore,
+        lease_id: int,
+        ttl: float,
+        *,
+        keepalive: bool,
+        scheduler: AsyncKeepalive,
+    ) -> None:
         self.store = store
         self.id = lease_id
         self.ttl = ttl
@@ -43,10 +54,13 @@ class AsyncLease:
         self.lost = concurrency.AsyncEvent()
         self._revoked = False
         self._stopped = concurrency.AsyncEvent()
+        self._alive_until = time.monotonic() + ttl
         self._listeners: list[concurrency.AsyncListener] = []
         self._listeners_lock = threading.Lock()  # a listener hears of the loss exactly once
-        self._worker = concurrency.async_spawn(self._run, name=f"libkv-lease-{lease_id}")
         self._late: object = None  # async-only
+        self._refreshing: asyncio.Task[None] | None = None  # async-only
+        self._scheduler = scheduler
+        scheduler.schedule(self, self._next_due())
 
     def __repr__(self) -> str:
         state = "revoked" if self._revoked else "lost" if self.lost.is_set() else "held"
@@ -86,10 +100,11 @@ class AsyncLease:
         ``keepalive=False``, every check that the lease still lives), and
         ``listener(False)`` once when the lease is lost.
 
-        Listeners run on the lease's background thread (async: its task; a listener
-        may then be a coroutine function), in the order added; they should return
-        quickly, and an exception in one is logged and does not stop the keep-alive.
-        A listener added once the lease is lost is called with False at once.
+        Listeners run on the store's keep-alive worker (sync: its thread; async: a
+        task of it, and a listener may be a coroutine function), in the order added;
+        they should return quickly (they delay the store's other keep-alives), and an
+        exception in one is logged and does not stop the keep-alive. A listener added
+        once the lease is lost is called with False at once.
         :class:`~libkv.lock.Lock` uses this to check, after every keep-alive, that its
         key is still its own.
         """
@@ -110,7 +125,8 @@ class AsyncLease:
     async def _stop(self) -> None:
         """Stop the keep-alive without revoking (the store is closing)."""
         self._stopped.set()
-        await concurrency.async_finish(self._worker)
+        self._scheduler.cancel(self)
+        await concurrency.async_finish(self._refreshing)  # async-only
 
     async def _notify(self, alive: bool) -> None:
         with self._listeners_lock:
@@ -132,40 +148,51 @@ class AsyncLease:
     async def _set_lost(self) -> None:
         await self._notify(False)
 
-    async def _run(self) -> None:
-        store = self.store
-        interval = self.ttl / 3
-        alive_until = time.monotonic() + self.ttl
-        while not await concurrency.async_wait(
-            self._stopped,
-            interval if self.keepalive else max(alive_until - time.monotonic(), 0.05),
-        ):
+    def _next_due(self) -> float:
+        """When the next keep-alive (or, without keep-alive, the next check) is due."""
+        now = time.monotonic()
+        if self.keepalive:
+            return now + self.ttl / 3
+        return now + max(self._alive_until - now, 0.05)
+
+    async def _refresh(self, reachable: bool) -> tuple[float | None, bool]:
+        """One keep-alive (or check), run by the store's keep-alive scheduler.
+
+        Returns when the next is due (None: the lease is done with: stopped, lost,
+        or the store closed) and whether the backend answered; with ``reachable``
+        False (another lease of this round found the backend unreachable) it only
+        checks the deadline, and declares the lease lost once a whole ttl passed
+        without an answer.
+        """
+        if self._stopped.is_set():
+            return None, reachable
+        alive, remaining = False, 0.0
+        if reachable:
             try:
                 if self.keepalive:
-                    alive = await store.keepalive_lease(self.id)
-                    remaining = self.ttl
+                    alive, remaining = await self.store.keepalive_lease(self.id), self.ttl
                 else:
-                    remaining_or_none = await store.lease_ttl(self.id)
-                    alive = remaining_or_none is not None
-                    remaining = remaining_or_none or 0.0
+                    left = await self.store.lease_ttl(self.id)
+                    alive, remaining = left is not None, left or 0.0
             except StoreClosedError:
-                return
-            except NotReachableError as error:
-                if time.monotonic() >= alive_until:
-                    log.warning(
-                        "lease %s lost: backend unreachable for its ttl (%s)", self.id, error
-                    )
-                    await self._set_lost()
-                    return
-                continue
+                return None, reachable
+            except NotReachableError:
+                reachable = False
             except KVError:
                 log.exception("lease %s: keep-alive failed", self.id)
-                continue
-            if self._stopped.is_set():
-                return
-            if not alive:
-                log.warning("lease %s expired", self.id)
-                await self._set_lost()
-                return
-            alive_until = time.monotonic() + remaining
-            await self._notify(True)
+                return self._next_due(), reachable
+        if self._stopped.is_set():
+            return None, reachable
+        if not reachable:
+            if time.monotonic() < self._alive_until:
+                return self._next_due(), reachable
+            log.warning("lease %s lost: backend unreachable for its ttl", self.id)
+            await self._set_lost()
+            return None, reachable
+        if not alive:
+            log.warning("lease %s expired", self.id)
+            await self._set_lost()
+            return None, reachable
+        self._alive_until = time.monotonic() + remaining
+        await self._notify(True)
+        return self._next_due(), reachable

@@ -23,7 +23,7 @@ import libkv.aio
 from libkv import Action
 from libkv.aio import AsyncStore
 from libkv.testing.conformance.base import EVENT_TIMEOUT, ConformanceBase
-from libkv.testing.flavours import SLOW_CALLBACK
+from libkv.testing.flavours import SLOW_CALLBACK, SlowCallbacks
 from libkv.testing.polling import wait_until
 
 __all__ = ["CANCEL_BOUND", "AsyncConformance"]
@@ -40,16 +40,6 @@ def _libkv_threads() -> set[threading.Thread]:
     return {thread for thread in threading.enumerate() if thread.name.startswith("libkv")}
 
 
-class _SlowCallbacks(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith("Executing "):
-            self.messages.append(record.getMessage())
-
-
 class AsyncConformance(ConformanceBase):
     """The async-only tests; a driver provides the `url` fixture."""
 
@@ -58,7 +48,7 @@ class AsyncConformance(ConformanceBase):
         opens is closed after it. Fails on a slow callback, on a libkv task still
         pending after the stores are closed, and on a libkv thread left alive."""
         threads_before = _libkv_threads()
-        slow = _SlowCallbacks()
+        slow = SlowCallbacks()
         asyncio_logger = logging.getLogger("asyncio")
         asyncio_logger.addHandler(slow)
 
@@ -88,6 +78,7 @@ class AsyncConformance(ConformanceBase):
             asyncio.run(main(), debug=True)
         finally:
             asyncio_logger.removeHandler(slow)
+            slow.close()
         assert not slow.messages, f"the event loop was blocked: {slow.messages[:3]}"
         wait_until(
             lambda: _libkv_threads() <= threads_before,

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
+import pytest
+
+import libkv
 from libkv.recipes import Election
 from libkv.testing.conformance import StoreConformance
+from libkv.testing.conformance.base import close_quietly
 
 __all__ = ["RecipeConformanceBase"]
 
@@ -22,9 +27,21 @@ class RecipeConformanceBase:
     ttl_for = staticmethod(StoreConformance.ttl_for)
     expiry_bound = staticmethod(StoreConformance.expiry_bound)
 
-    # The conformance suite's clients of the test's store, closed after the test.
-    store = StoreConformance.store
-    other_store = StoreConformance.other_store
+    # The recipes' suite runs in the sync flavour; libkv.aio.recipes are held to the
+    # same behaviours by tests/test_aio_recipes.py.
+    @pytest.fixture
+    def store(self, url: str) -> Iterator[libkv.Store]:
+        """The client most tests act through, closed after the test."""
+        client = libkv.open(url)
+        yield client
+        close_quietly(client)
+
+    @pytest.fixture
+    def other_store(self, url: str) -> Iterator[libkv.Store]:
+        """A second client of the same data, closed after the test."""
+        client = libkv.open(url)
+        yield client
+        close_quietly(client)
 
     @staticmethod
     def campaign_in_thread(election: Election) -> tuple[threading.Thread, list[float]]:
