@@ -1,0 +1,219 @@
+"""libkv.aio against libkv, on memory and SQLite, side by side in one run.
+
+Run: ``python -m bench.bench_aio [--operations N] [--fanout N]``. Prints figures;
+asserts nothing.
+
+For each backend and flavour:
+
+* get and put: microseconds per call, one call at a time (async: awaited in a loop),
+  and the async/sync ratio;
+* watch latency: ``put`` to the event of a recursive watch (sync: consumed by a
+  thread; async: by a task), p50 and p99;
+* fan-out: ``--fanout`` watches on one prefix and as many leases on one store: the
+  threads the store added, memory per watch and per lease (tracemalloc), and the time
+  for one put to reach every watch (p50, p99 over 20 puts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import tempfile
+import threading
+import time
+import tracemalloc
+import uuid
+from collections.abc import Awaitable, Callable
+
+import libkv
+import libkv.aio
+
+
+def url_for(backend: str, directory: str) -> str:
+    if backend == "memory":
+        return f"memory://bench-{uuid.uuid4().hex}"
+    return f"sqlite://{directory}/{uuid.uuid4().hex}.db"
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+# -- get and put ---------------------------------------------------------------------
+
+
+def sync_calls(url: str, count: int) -> dict[str, float]:
+    with libkv.open(url) as store:
+        store.put("bench/key", b"x" * 100)
+        return {
+            "get": per_call(lambda: store.get("bench/key"), count),
+            "put": per_call(lambda: store.put("bench/key", b"x" * 100), count),
+        }
+
+
+def per_call(call: Callable[[], object], count: int) -> float:
+    for _ in range(min(count // 10, 200)):
+        call()
+    started = time.perf_counter()
+    for _ in range(count):
+        call()
+    return (time.perf_counter() - started) / count * 1e6
+
+
+async def async_per_call(call: Callable[[], Awaitable[object]], count: int) -> float:
+    for _ in range(min(count // 10, 200)):
+        await call()
+    started = time.perf_counter()
+    for _ in range(count):
+        await call()
+    return (time.perf_counter() - started) / count * 1e6
+
+
+async def async_calls(url: str, count: int) -> dict[str, float]:
+    async with libkv.aio.open(url) as store:
+        await store.put("bench/key", b"x" * 100)
+        return {
+            "get": await async_per_call(lambda: store.get("bench/key"), count),
+            "put": await async_per_call(lambda: store.put("bench/key", b"x" * 100), count),
+        }
+
+
+# -- one watch's latency ---------------------------------------------------------------
+
+
+def sync_watch_latency(url: str, count: int) -> list[float]:
+    with libkv.open(url) as store, store.watch("latency", recursive=True) as watch:
+        assert watch.next_event(5) is not None
+        samples = []
+        for index in range(count):
+            sent = time.perf_counter()
+            store.put(f"latency/{index % 10}", str(index))
+            event = watch.next_event(5)
+            assert event is not None
+            samples.append(time.perf_counter() - sent)
+        return samples
+
+
+async def async_watch_latency(url: str, count: int) -> list[float]:
+    async with libkv.aio.open(url) as store, store.watch("latency", recursive=True) as watch:
+        assert await watch.next_event(5) is not None
+        samples = []
+        for index in range(count):
+            sent = time.perf_counter()
+            await store.put(f"latency/{index % 10}", str(index))
+            event = await watch.next_event(5)
+            assert event is not None
+            samples.append(time.perf_counter() - sent)
+        return samples
+
+
+# -- fan-out: many watches and leases on one store ------------------------------------------
+
+
+def report_fanout(
+    label: str, threads: int, watch_bytes: float, lease_bytes: float, samples: list[float]
+) -> None:
+    print(
+        f"  {label:<16} threads added {threads:>4}   KiB/watch {watch_bytes / 1024:6.2f}   "
+        f"KiB/lease {lease_bytes / 1024:6.2f}   one put to all: "
+        f"p50 {statistics.median(samples) * 1e3:7.2f} ms  p99 {percentile(samples, 0.99) * 1e3:7.2f} ms"
+    )
+
+
+def sync_fanout(url: str, watches: int, puts: int) -> None:
+    with libkv.open(url) as store:
+        store.put("warm/up", b"")
+        threads_before = threading.active_count()
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        opened = [store.watch("fan", recursive=True) for _ in range(watches)]
+        for watch in opened:
+            assert watch.next_event(5) is not None
+        watch_bytes = (tracemalloc.get_traced_memory()[0] - base) / watches
+        base = tracemalloc.get_traced_memory()[0]
+        leases = [store.lease(60) for _ in range(watches)]
+        lease_bytes = (tracemalloc.get_traced_memory()[0] - base) / watches
+        tracemalloc.stop()
+        threads = threading.active_count() - threads_before
+        samples = []
+        for index in range(puts):
+            sent = time.perf_counter()
+            store.put("fan/key", str(index))
+            for watch in opened:  # one consumer drains them all, in turn
+                assert watch.next_event(5) is not None
+            samples.append(time.perf_counter() - sent)
+        report_fanout("sync", threads, watch_bytes, lease_bytes, samples)
+        for lease in leases:
+            lease.revoke()
+        for watch in opened:
+            watch.close()
+
+
+async def async_fanout(url: str, watches: int, puts: int) -> None:
+    async with libkv.aio.open(url) as store:
+        await store.put("warm/up", b"")
+        threads_before = threading.active_count()
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        opened = [store.watch("fan", recursive=True) for _ in range(watches)]
+        for watch in opened:
+            assert await watch.next_event(5) is not None
+        watch_bytes = (tracemalloc.get_traced_memory()[0] - base) / watches
+        base = tracemalloc.get_traced_memory()[0]
+        leases = [await store.lease(60) for _ in range(watches)]
+        lease_bytes = (tracemalloc.get_traced_memory()[0] - base) / watches
+        tracemalloc.stop()
+        threads = threading.active_count() - threads_before
+        samples = []
+        for index in range(puts):
+            sent = time.perf_counter()
+            await store.put("fan/key", str(index))
+            await asyncio.gather(*(watch.next_event(5) for watch in opened))
+            samples.append(time.perf_counter() - sent)
+        report_fanout("async", threads, watch_bytes, lease_bytes, samples)
+        for lease in leases:
+            await lease.revoke()
+        for watch in opened:
+            await watch.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--operations", type=int, default=5000)
+    parser.add_argument("--fanout", type=int, default=1000)
+    parser.add_argument("--backends", nargs="+", default=["memory", "sqlite"])
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        for backend in arguments.backends:
+            print(f"{backend}")
+            sync = sync_calls(url_for(backend, directory), arguments.operations)
+            aio = asyncio.run(async_calls(url_for(backend, directory), arguments.operations))
+            for name in ("get", "put"):
+                print(
+                    f"  {name:<6} sync {sync[name]:8.2f} us   async {aio[name]:8.2f} us   "
+                    f"async/sync {aio[name] / sync[name]:5.2f}x"
+                )
+            count = max(arguments.operations // 10, 50)
+            for label, samples in (
+                ("sync", sync_watch_latency(url_for(backend, directory), count)),
+                (
+                    "async",
+                    asyncio.run(async_watch_latency(url_for(backend, directory), count)),
+                ),
+            ):
+                print(
+                    f"  watch put->event {label:<5} p50 {statistics.median(samples) * 1e6:8.1f} us"
+                    f"   p99 {percentile(samples, 0.99) * 1e6:8.1f} us"
+                )
+            print(f"  {arguments.fanout} watches and {arguments.fanout} leases on one store:")
+            sync_fanout(url_for(backend, directory), arguments.fanout, 20)
+            asyncio.run(async_fanout(url_for(backend, directory), arguments.fanout, 20))
+
+
+if __name__ == "__main__":
+    main()
