@@ -116,10 +116,11 @@ async def async_watch_latency(url: str, count: int) -> list[float]:
 def report_fanout(
     label: str, threads: int, watch_bytes: float, lease_bytes: float, samples: list[float]
 ) -> None:
+    p50, p99 = statistics.median(samples) * 1e3, percentile(samples, 0.99) * 1e3
     print(
         f"  {label:<16} threads added {threads:>4}   KiB/watch {watch_bytes / 1024:6.2f}   "
         f"KiB/lease {lease_bytes / 1024:6.2f}   one put to all: "
-        f"p50 {statistics.median(samples) * 1e3:7.2f} ms  p99 {percentile(samples, 0.99) * 1e3:7.2f} ms"
+        f"p50 {p50:7.2f} ms  p99 {p99:7.2f} ms"
     )
 
 
