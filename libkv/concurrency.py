@@ -28,11 +28,13 @@ __all__ = [
     "Done",
     "async_checkpoint",
     "async_finish",
+    "async_running",
     "async_shielded",
     "async_spawn",
     "async_wait",
     "checkpoint",
     "finish",
+    "running",
     "shielded",
     "spawn",
     "wait",
@@ -94,6 +96,17 @@ def spawn(function: Callable[[], None], name: str) -> threading.Thread:
     thread = threading.Thread(target=function, name=name, daemon=True)
     thread.start()
     return thread
+
+
+def async_running(worker: asyncio.Task[Any] | None) -> bool:
+    """Whether a background task was started and has not ended (nor been cancelled,
+    as when the loop that ran it closed)."""
+    return worker is not None and not worker.done()
+
+
+def running(worker: threading.Thread | None) -> bool:
+    """Whether a background thread was started and has not ended."""
+    return worker is not None and worker.is_alive()
 
 
 async def async_finish(worker: asyncio.Task[Any] | None) -> None:

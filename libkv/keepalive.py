@@ -46,7 +46,10 @@ class Keepalive:
             if self._stopped:
                 return
             heapq.heappush(self._due, (due, next(self._order), lease))
-            if self._worker is None:
+            if not concurrency.running(self._worker):
+                # A new worker (the last one ended idle, or with the loop that ran it)
+                # gets a new event: an asyncio.Event belongs to one loop.
+                self._wake = concurrency.Event()
                 self._worker = concurrency.spawn(self._run, name=self._name)
         self._wake.set()
 

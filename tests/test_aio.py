@@ -223,3 +223,26 @@ def test_the_generated_sync_modules_are_current() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_store_serves_one_loop_after_another(url: str) -> None:
+    """Opened outside any loop, a store serves asyncio.run() after asyncio.run(): its
+    background work (the keep-alive worker) starts again in the loop that needs it."""
+    store = libkv.aio.open(url)
+
+    async def use(round_number: int) -> None:
+        await store.put("rounds/current", str(round_number))
+        async with store.watch("rounds", recursive=True) as watch:
+            first = await watch.next_event(EVENT_TIMEOUT)
+            assert first is not None and first.action is Action.INIT
+        async with store.lease(5) as lease:
+            await store.put("rounds/leased", "x", lease=lease)
+            await asyncio.sleep(5 / 3 + 0.2)  # one keep-alive runs in this loop
+            assert not lease.lost.is_set()
+        async with store.lock("rounds/lock", ttl=5) as lock:
+            assert lock.locked()
+
+    asyncio.run(use(1), debug=True)
+    asyncio.run(use(2), debug=True)
+    asyncio.run(store.close())
+    assert store.closed
