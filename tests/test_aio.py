@@ -246,3 +246,26 @@ def test_a_store_serves_one_loop_after_another(url: str) -> None:
     asyncio.run(use(2), debug=True)
     asyncio.run(store.close())
     assert store.closed
+
+
+def test_open_touches_no_file_and_the_first_call_reports_a_bad_path(tmp_path: Path) -> None:
+    """open() of SQLite does no I/O (the file is opened on the store's worker thread at
+    the first call); a path that cannot be opened fails each call with
+    NotReachableError, not open()."""
+    path = tmp_path / "later" / "kv.db"
+    store = libkv.aio.open(f"sqlite://{path}")
+    assert not path.exists() and not path.parent.exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a directory")
+    broken = libkv.aio.open(f"sqlite://{blocker}/kv.db")
+
+    async def use() -> None:
+        await store.put("a", "1")
+        assert path.exists()
+        for _ in range(2):
+            with pytest.raises(libkv.NotReachableError):
+                await broken.get("a")
+        await store.close()
+        await broken.close()
+
+    asyncio.run(use(), debug=True)

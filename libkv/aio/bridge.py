@@ -121,13 +121,28 @@ class WorkerPool:
 class ThreadedBackend(AsyncBackend):
     """A sync backend's primitives, each run on the store's worker threads."""
 
-    def __init__(self, backend: Backend, *, workers: int = 16, native: bool = False) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        workers: int = 16,
+        native: bool = False,
+        setup: Callable[[], None] | None = None,
+    ) -> None:
+        """Drive ``backend`` on up to ``workers`` threads (0: on the loop itself).
+
+        ``setup``, if given, runs on a worker before the first primitive (a backend
+        that opens a file or a connection there leaves ``open()`` free of I/O); until
+        it succeeds, each call runs it again and fails with its error.
+        """
         super().__init__(backend.url, namespace=backend.namespace, timeout=backend.timeout)
         self.sync_backend = backend
         self.capabilities = dataclasses.replace(backend.capabilities, native_async=native)
         self._pool: WorkerPool | None = (
             WorkerPool(workers, f"libkv-worker-{backend.url.scheme}") if workers else None
         )
+        self._setup = setup
+        self._setup_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
@@ -138,10 +153,25 @@ class ThreadedBackend(AsyncBackend):
             raise AttributeError(name)
         return getattr(self.sync_backend, name)
 
+    def _job(self, function: Callable[..., T], *args: object) -> Callable[[], T]:
+        """``function(*args)`` as a worker's job, preceded by the setup until it succeeds."""
+        call = functools.partial(function, *args)
+        if self._setup is None:
+            return call
+
+        def job() -> T:
+            with self._setup_lock:
+                if self._setup is not None:
+                    self._setup()
+                    self._setup = None
+            return call()
+
+        return job
+
     async def _run(self, function: Callable[..., T], *args: object) -> T:
         if self._pool is None:
-            return function(*args)
-        return await self._pool.run(functools.partial(function, *args))
+            return self._job(function, *args)()
+        return await self._pool.run(self._job(function, *args))
 
     async def get(self, key: str) -> KVPair | None:
         return await self._run(self.sync_backend.get, key)
@@ -160,8 +190,8 @@ class ThreadedBackend(AsyncBackend):
 
     async def grant_lease(self, ttl: float) -> int:
         if self._pool is None:
-            return self.sync_backend.grant_lease(ttl)
-        future = self._pool.submit(functools.partial(self.sync_backend.grant_lease, ttl))
+            return self._job(self.sync_backend.grant_lease, ttl)()
+        future = self._pool.submit(self._job(self.sync_backend.grant_lease, ttl))
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -297,8 +327,15 @@ class LocalBackend(ThreadedBackend):
     store, and its watches wait on the loop, woken by this process's writes
     (``wakers``) and re-polled every ``interval`` seconds for other processes'."""
 
-    def __init__(self, backend: Backend, wakers: Wakers, interval: float) -> None:
-        super().__init__(backend, workers=1, native=True)
+    def __init__(
+        self,
+        backend: Backend,
+        wakers: Wakers,
+        interval: float,
+        *,
+        setup: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(backend, workers=1, native=True, setup=setup)
         self._wakers = wakers
         self._interval = interval
 

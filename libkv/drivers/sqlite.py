@@ -200,22 +200,44 @@ class SQLiteBackend(Backend):
         super().__init__(url, namespace=namespace, timeout=timeout)
         self.path = path
         self._history = history
+        self._synchronous = synchronous
         self._trim_every = max(1, min(1000, history // 4))
         self._lock = threading.RLock()
         self._signal = _signal_for(path)
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+
+    _connection: sqlite3.Connection  # set by connect()
+
+    def connect(self) -> None:
+        """Open the file (creating its directory and schema) and start the reaper.
+
+        Called once, before any primitive: by :func:`open_sqlite`, and in
+        :mod:`libkv.aio` on the store's worker thread, so that ``open()`` does no I/O.
+        """
+        if self._reaper is not None:
+            return
+        path = self.path
+        if path != ":memory:":
+            directory = os.path.dirname(os.path.abspath(path))
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as error:
+                raise NotReachableError(
+                    f"cannot create directory {directory!r}: {error}"
+                ) from error
         try:
             self._connection = sqlite3.connect(
-                path, timeout=timeout, isolation_level=None, check_same_thread=False
+                path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
             self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute(f"PRAGMA synchronous={synchronous}")
+            self._connection.execute(f"PRAGMA synchronous={self._synchronous}")
             with self._transaction(write=True) as cursor:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         cursor.execute(statement)
         except sqlite3.Error as error:
             raise NotReachableError(f"cannot open SQLite database {path!r}: {error}") from error
-        self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="libkv-sqlite-reaper", daemon=True)
         self._reaper.start()
 
@@ -356,6 +378,8 @@ class SQLiteBackend(Backend):
         self._stop.set()
         with self._signal:
             self._signal.notify_all()
+        if self._reaper is None:
+            return  # never connected
         self._reaper.join(timeout=2)
         with self._lock:
             self._connection.close()
@@ -491,6 +515,12 @@ def open_sqlite(url: StoreURL) -> SQLiteBackend:
 
     ``sqlite:///abs/path.db`` names the file; ``sqlite://`` is :func:`default_path`.
     """
+    backend = _unconnected(url)
+    backend.connect()
+    return backend
+
+
+def _unconnected(url: StoreURL) -> SQLiteBackend:
     options = url.read_options(
         {"timeout": parse_seconds, "history": parse_positive_int, "synchronous": _synchronous}
     )
@@ -498,16 +528,9 @@ def open_sqlite(url: StoreURL) -> SQLiteBackend:
         raise InvalidURLError(
             f"sqlite URLs name a file, not a host: use sqlite:///absolute/path.db ({url})"
         )
-    path = url.path or default_path()
-    if path != ":memory:":
-        directory = os.path.dirname(os.path.abspath(path))
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as error:
-            raise NotReachableError(f"cannot create directory {directory!r}: {error}") from error
     return SQLiteBackend(
         url,
-        path,
+        url.path or default_path(),
         namespace=options.get("prefix", ""),
         timeout=options.get("timeout", 10.0),
         history=options.get("history", 100_000),
@@ -522,8 +545,10 @@ def open_sqlite_async(url: StoreURL) -> LocalBackend:
     wait on the loop, woken by this process's writes and re-reading the file every
     tenth of a second for other processes' writes.
     """
-    backend = open_sqlite(url)
-    return LocalBackend(backend, backend._signal.wakers, _ASYNC_CROSS_PROCESS_POLL)
+    backend = _unconnected(url)
+    return LocalBackend(
+        backend, backend._signal.wakers, _ASYNC_CROSS_PROCESS_POLL, setup=backend.connect
+    )
 
 
 def _synchronous(value: object) -> str:
