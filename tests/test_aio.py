@@ -269,3 +269,10 @@ def test_open_touches_no_file_and_the_first_call_reports_a_bad_path(tmp_path: Pa
         await broken.close()
 
     asyncio.run(use(), debug=True)
+
+
+def test_load_imports_a_driver_ahead_and_names_an_unknown_scheme() -> None:
+    libkv.aio.load("sqlite")
+    libkv.aio.load("MEMORY")
+    with pytest.raises(libkv.UnknownSchemeError):
+        libkv.aio.load("no-such-scheme")

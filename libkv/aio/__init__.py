@@ -22,7 +22,7 @@ from libkv._async.backend import AsyncBackend
 from libkv._async.lease import AsyncLease
 from libkv._async.lock import AsyncLock
 from libkv._async.watching import AsyncFeed, AsyncWatch
-from libkv.aio.registry import open, register  # noqa: A004
+from libkv.aio.registry import load, open, register  # noqa: A004
 
 __all__ = [
     "AsyncBackend",
@@ -31,6 +31,7 @@ __all__ = [
     "AsyncLock",
     "AsyncStore",
     "AsyncWatch",
+    "load",
     "open",
     "register",
 ]

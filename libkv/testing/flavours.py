@@ -32,6 +32,7 @@ from libkv._async.lease import AsyncLease
 from libkv._async.lock import AsyncLock
 from libkv._async.watching import AsyncWatch
 from libkv.ops import Op
+from libkv.url import StoreURL
 
 __all__ = [
     "SLOW_CALLBACK",
@@ -161,7 +162,12 @@ class Portal:
 
 
 def open_blocking(url: str, portal: Portal) -> BlockingStore:
-    """``libkv.aio.open(url)`` behind the blocking facade."""
+    """``libkv.aio.open(url)`` behind the blocking facade.
+
+    The driver is imported first, off the loop (:func:`libkv.aio.load`): the import
+    is the process's once, while open() itself must not hold the loop.
+    """
+    libkv.aio.load(StoreURL.parse(url).scheme)
     return BlockingStore(portal.call_plain(lambda: libkv.aio.open(url)), portal)
 
 

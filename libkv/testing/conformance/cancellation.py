@@ -25,6 +25,7 @@ from libkv.aio import AsyncStore
 from libkv.testing.conformance.base import EVENT_TIMEOUT, ConformanceBase
 from libkv.testing.flavours import SLOW_CALLBACK, SlowCallbacks
 from libkv.testing.polling import wait_until
+from libkv.url import StoreURL
 
 __all__ = ["CANCEL_BOUND", "AsyncConformance"]
 
@@ -47,6 +48,7 @@ class AsyncConformance(ConformanceBase):
         """Run ``scenario(open_store)`` on a fresh loop in debug mode; every store it
         opens is closed after it. Fails on a slow callback, on a libkv task still
         pending after the stores are closed, and on a libkv thread left alive."""
+        libkv.aio.load(StoreURL.parse(url).scheme)  # the import, once, off the loop
         threads_before = _libkv_threads()
         slow = SlowCallbacks()
         asyncio_logger = logging.getLogger("asyncio")

@@ -141,8 +141,10 @@ class RedisBackend(Backend):
     ) -> None:
         super().__init__(url, namespace=namespace, timeout=timeout)
         self._client = client
-        self._cluster = isinstance(client, RedisCluster)
-        pool = getattr(client, "connection_pool", None)
+        self._cluster = isinstance(client, (RedisCluster, _ClusterClient))
+        # A cluster client has no connection_pool (and _ClusterClient makes no client
+        # before its first command): read neither.
+        pool = None if self._cluster else getattr(client, "connection_pool", None)
         self._database = pool.connection_kwargs.get("db", 0) if pool is not None else 0
         self._execute: Callable[..., Any] = client.execute_command
         self._physical = "{" + hashtag + "}:"
@@ -160,7 +162,6 @@ class RedisBackend(Backend):
         self._keepalive_script = _Script(scripts.KEEPALIVE_LEASE)
         self._lease_ttl_script = _Script(scripts.LEASE_TTL)
         self._revoke_script = _Script(scripts.REVOKE_LEASE)
-        pool = getattr(client, "connection_pool", None)
         self._sentinel_pool = pool if isinstance(pool, SentinelConnectionPool) else None
         self._stopping = threading.Event()
         self._reaper = threading.Thread(
@@ -651,6 +652,47 @@ def _decode_changes(payload: bytes, revision: int, prefix: str) -> list[Event]:
 # -- opening ------------------------------------------------------------------------
 
 
+class _ClusterClient:
+    """A RedisCluster made at its first command: its constructor connects (to discover
+    the nodes), and an initializer does no I/O (``libkv.aio.open`` runs it on the
+    event loop). Until the cluster answers, each command raises NotReachableError."""
+
+    def __init__(self, url: StoreURL, make: Callable[[], RedisCluster]) -> None:
+        self._url = url
+        self._make = make
+        self._client: RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def _connected(self) -> RedisCluster:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    try:
+                        self._client = self._make()
+                    except (
+                        redis.exceptions.RedisError,
+                        redis.exceptions.RedisClusterException,
+                    ) as error:
+                        raise NotReachableError(
+                            f"cannot reach the Redis Cluster at {self._url}: {error}"
+                        ) from error
+                client = self._client
+        return client
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        return cast(Any, self._connected()).execute_command(*args, **options)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._connected(), name)
+
+
 def open_redis(url: StoreURL) -> RedisBackend:
     """The initializer of the ``redis`` and ``rediss`` schemes."""
     tls = url.scheme == "rediss"
@@ -695,15 +737,18 @@ def open_redis(url: StoreURL) -> RedisBackend:
         if sentinel is not None or database:
             raise InvalidURLError(f"cluster=true takes neither sentinel= nor a database: {url}")
         del connection["db"]
-        try:
-            nodes = [(host, port or 6379) for host, port in url.hosts] or [("localhost", 6379)]
-            client = RedisCluster(
-                # Through Any: redis-py types ClusterNode from 8.2 on, not before.
-                startup_nodes=[cast(Any, ClusterNode)(host, port) for host, port in nodes],
-                **connection,
-            )
-        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as error:
-            raise NotReachableError(f"cannot reach the Redis Cluster at {url}: {error}") from error
+        nodes = [(host, port or 6379) for host, port in url.hosts] or [("localhost", 6379)]
+        client = cast(
+            RedisCluster,
+            _ClusterClient(
+                url,
+                lambda: RedisCluster(
+                    # Through Any: redis-py types ClusterNode from 8.2 on, not before.
+                    startup_nodes=[cast(Any, ClusterNode)(host, port) for host, port in nodes],
+                    **connection,
+                ),
+            ),
+        )
     elif sentinel is not None:
         if not url.hosts:
             raise InvalidURLError(f"sentinel= needs the Sentinel hosts in the URL: {url}")
