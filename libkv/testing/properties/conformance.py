@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import ClassVar, TypeVar
 from urllib.parse import quote
 
+import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
@@ -76,12 +77,19 @@ class PropertyConformance(ConformanceBase):
             test = example(value)(test)
         configured(test)()
 
+    @pytest.fixture(autouse=True)
+    def _flavoured(self, open_url: Callable[[str], Store]) -> None:
+        # Every property runs in both flavours (the `flavour` fixture), through the
+        # clients this opener makes.
+        self._open_url = open_url
+
     @contextlib.contextmanager
     def clients(self, url: str) -> Iterator[tuple[Store, Store]]:
-        """A writer and a watcher of the test's store, closed afterwards."""
-        store = libkv.open(url)
+        """A writer and a watcher of the test's store (of the test's flavour), closed
+        afterwards."""
+        store = self._open_url(url)
         try:
-            watcher = libkv.open(url)
+            watcher = self._open_url(url)
             try:
                 yield store, watcher
             finally:
