@@ -4,6 +4,7 @@ Sentinel and out-of-range input are in test_redis_faults.py."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 import uuid
@@ -14,6 +15,7 @@ import pytest
 import redis
 
 import libkv
+import libkv.aio
 from integration.servers import (
     RedisSentinelGroup,
     RedisServer,
@@ -91,6 +93,22 @@ def test_unreachable_cluster_raises_not_reachable_at_open() -> None:
     """A Cluster client reads the slot map when it is created, so open() fails early."""
     with pytest.raises(NotReachableError):
         libkv.open("redis://127.0.0.1:1?cluster=true&timeout=1")
+
+
+def test_async_open_of_a_cluster_contacts_nothing_and_the_first_call_fails() -> None:
+    """libkv.aio.open() does no I/O, a Cluster's slot map included: the first call
+    raises NotReachableError instead, within the timeout."""
+    store = libkv.aio.open("redis://127.0.0.1:1?cluster=true&timeout=1")
+    assert store.capabilities.native_async is False
+
+    async def first_call() -> None:
+        try:
+            with pytest.raises(NotReachableError):
+                await asyncio.wait_for(store.get("a"), 5)
+        finally:
+            await store.close()
+
+    asyncio.run(first_call())
 
 
 def test_db_number_and_hashtag_separate_stores(redis_server: RedisServer) -> None:

@@ -42,6 +42,7 @@ from libkv.testing.conformance.base import (
     CLOSE_BOUND,
     EVENT_TIMEOUT,
     JOIN_MARGIN,
+    ConformanceBase,
     call_within,
     close_quietly,
     keys_of,
@@ -181,20 +182,28 @@ class FaultConformance:
 
     # -- fixtures and helpers -------------------------------------------------------
 
+    # Every fault test runs in both flavours, as the conformance suite does.
+    flavour = ConformanceBase.flavour
+    open_url = ConformanceBase.open_url
+
     @pytest.fixture
-    def fault_client(self, fault_server: FaultServer) -> Iterator[Callable[[], Store]]:
-        """Open clients of the fault server with the fault timeout; closed after the test."""
+    def fault_client(
+        self, fault_server: FaultServer, open_url: Callable[..., Store]
+    ) -> Iterator[Callable[[], Store]]:
+        """Open clients of the fault server with the fault timeout, in the test's
+        flavour; closed after the test."""
         assert isinstance(fault_server, FaultServer), f"{fault_server!r} is not a FaultServer"
+
         opened: list[Store] = []
 
         def open_one() -> Store:
-            client = libkv.open(fault_server.url, timeout=self.fault_timeout)
+            client = open_url(fault_server.url, timeout=self.fault_timeout)
             opened.append(client)
             return client
 
         threads_before = set(threading.enumerate())
         yield open_one
-        for client in opened:
+        for client in opened:  # here, so the wait below sees their threads end
             close_quietly(client)
         # Let the clients' own threads (keep-alives, feeds) end inside this test, so an
         # exception one of them dies with is reported here rather than in a later test.

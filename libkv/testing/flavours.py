@@ -161,14 +161,14 @@ class Portal:
             self.loop.close()
 
 
-def open_blocking(url: str, portal: Portal) -> BlockingStore:
+def open_blocking(url: str, portal: Portal, **options: object) -> BlockingStore:
     """``libkv.aio.open(url)`` behind the blocking facade.
 
     The driver is imported first, off the loop (:func:`libkv.aio.load`): the import
     is the process's once, while open() itself must not hold the loop.
     """
     libkv.aio.load(StoreURL.parse(url).scheme)
-    return BlockingStore(portal.call_plain(lambda: libkv.aio.open(url)), portal)
+    return BlockingStore(portal.call_plain(lambda: libkv.aio.open(url, **options)), portal)
 
 
 class _Facade:

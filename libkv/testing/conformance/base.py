@@ -308,14 +308,19 @@ class ConformanceBase:
         return str(request.param)
 
     @pytest.fixture
-    def open_url(self, flavour: str) -> Iterator[Callable[[str], Store]]:
-        """Open a client of the test's flavour; all are closed after the test."""
+    def open_url(self, flavour: str) -> Iterator[Callable[..., Store]]:
+        """Open a client of the test's flavour (``open_url(url, **options)``, as
+        :func:`libkv.open`); all are closed after the test."""
         opened: list[Store] = []
         portal = Portal() if flavour == "async" else None
 
-        def open_one(url: str) -> Store:
+        def open_one(url: str, **options: object) -> Store:
             # The facade answers every call of Store's, in the async flavour.
-            client = libkv.open(url) if portal is None else cast(Store, open_blocking(url, portal))
+            client = (
+                libkv.open(url, **options)
+                if portal is None
+                else cast(Store, open_blocking(url, portal, **options))
+            )
             opened.append(client)
             return client
 
@@ -335,17 +340,17 @@ class ConformanceBase:
                 portal.close()
 
     @pytest.fixture
-    def open_client(self, url: str, open_url: Callable[[str], Store]) -> Callable[[], Store]:
+    def open_client(self, url: str, open_url: Callable[..., Store]) -> Callable[[], Store]:
         """Open more clients of the test's store; all are closed after the test."""
         return lambda: open_url(url)
 
     @pytest.fixture
-    def store(self, url: str, open_url: Callable[[str], Store]) -> Store:
+    def store(self, url: str, open_url: Callable[..., Store]) -> Store:
         """The client most tests act through."""
         return open_url(url)
 
     @pytest.fixture
-    def other_store(self, url: str, open_url: Callable[[str], Store]) -> Store:
+    def other_store(self, url: str, open_url: Callable[..., Store]) -> Store:
         """A second client of the same data."""
         return open_url(url)
 

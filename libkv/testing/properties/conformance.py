@@ -78,7 +78,7 @@ class PropertyConformance(ConformanceBase):
         configured(test)()
 
     @pytest.fixture(autouse=True)
-    def _flavoured(self, open_url: Callable[[str], Store]) -> None:
+    def _flavoured(self, open_url: Callable[..., Store]) -> None:
         # Every property runs in both flavours (the `flavour` fixture), through the
         # clients this opener makes.
         self._open_url = open_url

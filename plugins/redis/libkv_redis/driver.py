@@ -50,6 +50,7 @@ from libkv.driver import (
     Op,
     OpKind,
     StoreURL,
+    ThreadedBackend,
     UnknownOutcomeError,
     first_failure,
     in_prefix,
@@ -694,7 +695,25 @@ class _ClusterClient:
 
 
 def open_redis(url: StoreURL) -> RedisBackend:
-    """The initializer of the ``redis`` and ``rediss`` schemes."""
+    """The initializer of the ``redis`` and ``rediss`` schemes.
+
+    With ``cluster=true`` it reads the Cluster's slot map at once (NotReachableError if
+    it cannot); otherwise it contacts no server.
+    """
+    backend = _backend(url)
+    if isinstance(backend._client, _ClusterClient):
+        backend._client._connected()
+    return backend
+
+
+def open_redis_async(url: StoreURL) -> ThreadedBackend:
+    """The initializer of the ``redis`` and ``rediss`` schemes in :mod:`libkv.aio`: the
+    sync backend on the store's worker threads, contacting no server before the first
+    call (a Cluster's slot map included), as ``libkv.aio.open`` promises."""
+    return ThreadedBackend(_backend(url))
+
+
+def _backend(url: StoreURL) -> RedisBackend:
     tls = url.scheme == "rediss"
     spec: dict[str, Any] = {
         "timeout": parse_seconds,
