@@ -199,6 +199,10 @@ class _Facade:
             result = method(*args, **kwargs)
             if isinstance(result, concurrency.Done):
                 return None
+            if isinstance(result, AsyncWatch):
+                # The sync flavour starts a watch in watch() (its INIT is the state
+                # then); the async one at its first await: await it here, as sync.
+                return await result.__aenter__()
             if isinstance(result, concurrency.AwaitableContext) or asyncio.iscoroutine(result):
                 return await result
             if hasattr(result, "__anext__") and not isinstance(result, AsyncWatch):
