@@ -276,3 +276,25 @@ def test_load_imports_a_driver_ahead_and_names_an_unknown_scheme() -> None:
     libkv.aio.load("MEMORY")
     with pytest.raises(libkv.UnknownSchemeError):
         libkv.aio.load("no-such-scheme")
+
+
+def test_worker_pool_runs_waiting_calls_side_by_side() -> None:
+    """A sync-only driver's calls made at once each get a worker thread (up to the
+    pool's size): none queues behind another that may block for a whole timeout. Here
+    eight calls meet at a barrier, which only eight threads side by side can pass."""
+    import threading
+
+    from libkv.aio.bridge import WorkerPool
+
+    barrier = threading.Barrier(8, timeout=EVENT_TIMEOUT)
+
+    async def run() -> None:
+        pool = WorkerPool(16, "libkv-test")
+        try:
+            await pool.run(lambda: None)  # one idle thread when the eight arrive
+            await asyncio.gather(*(pool.run(barrier.wait) for _ in range(8)))
+        finally:
+            pool.close()
+            await pool.join()
+
+    asyncio.run(run())

@@ -60,7 +60,8 @@ class WorkerPool:
             tuple[concurrent.futures.Future[Any], Callable[[], Any]] | None
         ] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._idle = 0
+        self._idle = 0  # threads waiting for a call
+        self._waiting = 0  # calls no thread has taken yet
         self._lock = threading.Lock()
         self._closed = False
 
@@ -70,7 +71,10 @@ class WorkerPool:
             if self._closed:
                 raise RuntimeError("worker pool is closed")
             self._queue.put((future, function))
-            if self._idle == 0 and len(self._threads) < self._size:
+            self._waiting += 1
+            # Each call waiting gets a thread of its own (up to size): a call must not
+            # queue behind one that may block for the whole timeout on a dead server.
+            if self._waiting > self._idle and len(self._threads) < self._size:
                 thread = threading.Thread(
                     target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
                 )
@@ -106,6 +110,8 @@ class WorkerPool:
             item = self._queue.get()
             with self._lock:
                 self._idle -= 1
+                if item is not None:
+                    self._waiting -= 1
             if item is None:
                 return
             future, function = item
