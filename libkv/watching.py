@@ -133,7 +133,7 @@ class Watch:
                 feed = store._call(store._backend.open_feed, self._prefix, self._since)
                 self._bookkeeping = ChangeDedup(self._since)
                 self._feed_revision = self._since
-                self._feed = feed
+                self._adopt(feed)
         except (HistoryLostError, NotReachableError) as error:
             # Reported from iteration, where the consumer handles watch failures.
             self._failure = error
@@ -232,7 +232,16 @@ class Watch:
         snapshot = tuple(store._relative_pair(pair) for pair in pairs)
         single = snapshot[0] if snapshot and not self._recursive else None
         self._pending.append((Event(Action.INIT, self._key, single, revision, snapshot), revision))
-        self._feed = feed
+        if feed is not None:
+            self._adopt(feed)
+
+    def _adopt(self, feed: Feed) -> None:
+        """Keep ``feed``, or close it if the watch was closed while it was opened."""
+        with self._lock:
+            if not self._closed.is_set():
+                self._feed = feed
+                return
+        _close_feed(feed)
 
     def _step(self, timeout: float) -> None:
         """One poll of the feed (or one attempt to reopen it), for up to ``timeout``."""

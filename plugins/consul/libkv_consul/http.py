@@ -287,6 +287,10 @@ class BlockingConnection:
             if connection.sock is not None:
                 connection.sock.settimeout(timeout)
             connection.request("GET", client.url_of(path, query), headers=client._headers)
+            if self._aborted:
+                # abort() ran while request() was connecting, before the socket
+                # existed to be shut down: the query would wait out its whole timeout.
+                raise ConnectionAbortedError("watch closed")
             reply = _reply(connection.getresponse())
             if reply.status in ANSWERED:
                 client.last_contact = time.monotonic()
