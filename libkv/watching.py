@@ -25,7 +25,6 @@ import collections
 import logging
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING, Protocol
 
 from libkv import concurrency
@@ -241,9 +240,6 @@ class Watch:
         with self._lock:
             if not self._closed.is_set():
                 self._feed = feed
-                # A watch dropped without close() (and so gone from its store's weak
-                # set of watches) still closes its feed, and the feed's thread ends.
-                weakref.finalize(self, _close_feed, feed)
                 return
         _close_feed(feed)
 
@@ -337,7 +333,6 @@ class Watch:
                 _close_feed(feed)
                 return
             self._feed = feed
-            weakref.finalize(self, _close_feed, feed)
             self._feed_answered = False
         if reread:
             self._unreachable_since = None

@@ -23,7 +23,6 @@ import collections
 import logging
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING, Protocol
 
 from libkv import concurrency
@@ -249,9 +248,6 @@ class AsyncWatch:
         with self._lock:
             if not self._closed.is_set():
                 self._feed = feed
-                # A watch dropped without close() (and so gone from its store's weak
-                # set of watches) still closes its feed, and the feed's thread ends.
-                weakref.finalize(self, _close_feed, feed)
                 return
         _close_feed(feed)
 
@@ -349,7 +345,6 @@ class AsyncWatch:
                 _close_feed(feed)
                 return
             self._feed = feed
-            weakref.finalize(self, _close_feed, feed)
             self._feed_answered = False
         if reread:
             self._unreachable_since = None
