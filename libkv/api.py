@@ -66,7 +66,9 @@ class Store:
         self.capabilities: Capabilities = backend.capabilities
         self._closed = False
         self._root = self.namespace + "/" if self.namespace else ""
-        self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
+        # Held strongly: a watch dropped unclosed keeps its feed (a thread, a socket)
+        # until the store closes, never past it. Watch.close() removes it.
+        self._watches: set[Watch] = set()
         self._leases: weakref.WeakSet[Lease] = weakref.WeakSet()
         self._keepalive = Keepalive(f"libkv-keepalive-{self.url.scheme}")
         self._close_lock = threading.Lock()

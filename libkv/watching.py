@@ -84,7 +84,8 @@ class Watch:
     Without ``since`` the first event is INIT, a consistent snapshot at revision R;
     then UPDATE and DELETE events with revisions > R follow, with no gap, per key in
     strictly increasing revision and never twice. ``close()`` (from any thread) ends
-    iteration within a second.
+    iteration within a second. A watch left unclosed stays open, with what its
+    driver holds for it, until the store closes.
 
     ``revision`` is a safe resume point: every change under the watch up to it has
     been returned to the consumer (by INIT, or as an event), so
@@ -207,6 +208,7 @@ class Watch:
         Completes at once; in the async flavour it may also be awaited.
         """
         self._closed.set()
+        self._store._watches.discard(self)
         with self._lock:
             feed, self._feed = self._feed, None
         if feed is not None:

@@ -70,7 +70,9 @@ class AsyncStore:
         self.capabilities: Capabilities = backend.capabilities
         self._closed = False
         self._root = self.namespace + "/" if self.namespace else ""
-        self._watches: weakref.WeakSet[AsyncWatch] = weakref.WeakSet()
+        # Held strongly: a watch dropped unclosed keeps its feed (a thread, a socket)
+        # until the store closes, never past it. AsyncWatch.close() removes it.
+        self._watches: set[AsyncWatch] = set()
         self._leases: weakref.WeakSet[AsyncLease] = weakref.WeakSet()
         self._keepalive = AsyncKeepalive(f"libkv-keepalive-{self.url.scheme}")
         self._close_lock = threading.Lock()

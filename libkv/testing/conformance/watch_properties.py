@@ -26,6 +26,7 @@ import types
 from collections.abc import Callable, Iterable
 
 from libkv import Action, Event, Store, Watch, ops
+from libkv.aio import AsyncWatch
 from libkv.testing.conformance.base import EVENT_TIMEOUT, ConformanceBase
 from libkv.testing.history import describe, replay
 
@@ -79,9 +80,10 @@ def watch_footprint(watch: Watch, store: Store) -> int:
     """Bytes held for `watch` alone: everything reachable from it but not from `store`.
 
     What the store reaches (its connections, its data, a memory store's history) is
-    the store's, shared by all its watches; other watches are not walked into.
+    the store's, shared by all its watches; no watch, of either flavour, is walked
+    into from the store (the store holds its open watches).
     """
-    shared = _reachable([store], lambda item: isinstance(item, Watch))
+    shared = _reachable([store], lambda item: isinstance(item, (Watch, AsyncWatch)))
     own = _reachable([watch], lambda item: id(item) in shared)
     return sum(sys.getsizeof(item) for item in own.values())
 
