@@ -264,11 +264,16 @@ class ThreadedFeed:
         if inflight is None:
             poll = functools.partial(self._feed.poll, min(timeout, _POLL_SLICE))
             inflight = self._inflight = asyncio.wrap_future(self._pool.submit(poll))
-        # Not cancelled with the waiter: the next poll collects its batch.
-        if timeout > 0:
-            await asyncio.wait([inflight], timeout=timeout)
+            # Not cancelled with the waiter: the next poll collects its batch.
+            if timeout > 0:
+                await asyncio.wait([inflight], timeout=timeout)
+            else:
+                await asyncio.sleep(0)
         else:
-            await asyncio.sleep(0)
+            # The sync poll outlived its slice: it is in a backend call. None now would
+            # tell the engine the backend answered, and restart its unreachable clock,
+            # so wait for the call's outcome: its own timeout bounds it, close() ends it.
+            await asyncio.wait([inflight])
         if not inflight.done():
             return None
         self._inflight = None

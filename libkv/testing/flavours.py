@@ -22,7 +22,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import libkv.aio
@@ -48,15 +48,24 @@ T = TypeVar("T")
 
 SLOW_CALLBACK = 0.05
 """The longest a callback may hold the event loop (seconds): the issue's 50 ms."""
+CANARY_PERIOD = 0.005
+"""How often the stall canary wakes (seconds)."""
+CANARY_LATE = 0.02
+"""How late past its period the canary may wake before the delay counts as a stall:
+four GIL switch intervals, so a callback computing on the loop (which must yield the
+GIL every interval) never passes for a stall."""
 
 
 class SlowCallbacks(logging.Handler):
     """Collects asyncio's debug-mode warnings about callbacks that held the loop.
 
-    A callback during which the garbage collector ran is judged on its time less the
-    collections' (a collection stops every thread of the test process, whose heap is
-    the whole test session's, not libkv's): it is reported only if what is left still
-    exceeds SLOW_CALLBACK.
+    A callback is judged on its time less the time the whole process could not run:
+    garbage collections (one stops every thread of the test process, whose heap is the
+    whole session's, not libkv's) and stalls seen by a canary thread that wakes every
+    CANARY_PERIOD (the machine's two cores lent to the servers, or the GIL held
+    elsewhere, which delays the loop and the canary alike). A callback that blocks
+    in a system call or computes holds neither back from the canary, so it is
+    reported once what is left exceeds SLOW_CALLBACK.
     """
 
     def __init__(self, loop_thread: threading.Thread | None = None) -> None:
@@ -64,20 +73,35 @@ class SlowCallbacks(logging.Handler):
         super().__init__(logging.WARNING)
         self.loop_thread = loop_thread
         self.messages: list[str] = []
-        self._collections: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
+        self._stalls: collections.deque[tuple[float, float]] = collections.deque(maxlen=1024)
         self._collecting_since = 0.0
+        self._stopped = threading.Event()
         gc.callbacks.append(self._on_collection)
+        self._canary = threading.Thread(target=self._watch_stalls, name="portal-canary")
+        self._canary.daemon = True
+        self._canary.start()
 
     def _on_collection(self, phase: str, info: dict[str, int]) -> None:
         now = time.time()  # the clock of LogRecord.created
         if phase == "start":
             self._collecting_since = now
         else:
-            self._collections.append((self._collecting_since, now))
+            self._stalls.append((self._collecting_since, now))
+
+    def _watch_stalls(self) -> None:
+        while True:
+            before = time.time()
+            if self._stopped.wait(CANARY_PERIOD):
+                return
+            woke = time.time()
+            if woke - before > CANARY_PERIOD + CANARY_LATE:
+                self._stalls.append((before + CANARY_PERIOD, woke))
 
     def close(self) -> None:
         with contextlib.suppress(ValueError):
             gc.callbacks.remove(self._on_collection)
+        self._stopped.set()
+        self._canary.join()
         super().close()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -89,14 +113,22 @@ class SlowCallbacks(logging.Handler):
         took = _TOOK.search(message)
         if took is not None:
             duration = float(took.group(1))
-            start, end = record.created - duration, record.created
-            collecting = sum(
-                max(0.0, min(end, stop) - max(start, begin))
-                for begin, stop in list(self._collections)
-            )
-            if duration - collecting < SLOW_CALLBACK:
+            if duration - _covered(
+                record.created - duration, record.created, list(self._stalls)
+            ) < (SLOW_CALLBACK):
                 return
         self.messages.append(message)
+
+
+def _covered(start: float, end: float, intervals: Iterable[tuple[float, float]]) -> float:
+    """How much of [start, end] the union of ``intervals`` covers."""
+    covered, reached = 0.0, start
+    for begin, stop in sorted(intervals):
+        begin, stop = max(begin, reached), min(stop, end)
+        if stop > begin:
+            covered += stop - begin
+            reached = stop
+    return covered
 
 
 _TOOK = re.compile(r"took (\d+(?:\.\d+)?) seconds$")

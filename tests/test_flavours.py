@@ -1,0 +1,71 @@
+"""The async flavour's instrument: the portal's slow-callback check must see a held loop.
+
+Every async conformance test relies on `Portal`'s check that no callback held the loop
+over SLOW_CALLBACK; these tests prove it reports a loop held by a blocking call or by
+computation, and that what it discounts (time the whole process could not run) is not
+blamed on the loop.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from libkv.testing.flavours import SLOW_CALLBACK, Portal
+
+
+def _hold_loop(portal: Portal, hold: Callable[[], None]) -> list[str]:
+    before = len(portal.slow.messages)
+    portal.call_plain(hold)
+    return portal.slow.messages[before:]
+
+
+@pytest.fixture
+def portal() -> Iterator[Portal]:
+    portal = Portal()
+    yield portal
+    portal.close()
+
+
+def test_a_blocking_call_on_the_loop_is_reported(portal: Portal) -> None:
+    """time.sleep (a blocking system call, GIL released) on the loop is caught."""
+    slow = _hold_loop(portal, lambda: time.sleep(SLOW_CALLBACK * 2))
+    assert len(slow) == 1, slow
+
+
+def test_computing_on_the_loop_is_reported(portal: Portal) -> None:
+    """Pure-Python work on the loop is caught: it hands the GIL over every switch
+    interval, so the canary keeps running and sees no stall to discount."""
+
+    def compute() -> None:
+        deadline = time.monotonic() + SLOW_CALLBACK * 2
+        while time.monotonic() < deadline:
+            pass
+
+    slow = _hold_loop(portal, compute)
+    assert len(slow) == 1, slow
+
+
+def test_a_quick_callback_is_not_reported(portal: Portal) -> None:
+    assert _hold_loop(portal, lambda: None) == []
+
+
+def test_a_garbage_collection_during_a_callback_is_discounted(portal: Portal) -> None:
+    """A collection stops every thread: its time is not the loop's. The callback's own
+    work stays well under the bound; the collection (made slow by finalizers that
+    sleep) takes it over."""
+
+    class Slow:
+        def __del__(self) -> None:
+            time.sleep(SLOW_CALLBACK / 4)
+
+    def collect() -> None:
+        for _ in range(4):
+            cycle = [Slow()]
+            cycle.append(cycle)  # type: ignore[arg-type]
+        gc.collect()
+
+    assert _hold_loop(portal, collect) == []
