@@ -9,6 +9,9 @@ blamed on the loop.
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -40,9 +43,9 @@ def test_computing_on_the_loop_is_reported(portal: Portal) -> None:
     """Pure-Python work on the loop is caught: it hands the GIL over every switch
     interval, so the canary keeps running and sees no stall to discount."""
 
-    def compute() -> None:
-        deadline = time.monotonic() + SLOW_CALLBACK * 2
-        while time.monotonic() < deadline:
+    def compute() -> None:  # on the CPU for twice the bound, however loaded the machine
+        spent = time.thread_time() + SLOW_CALLBACK * 2
+        while time.thread_time() < spent:
             pass
 
     slow = _hold_loop(portal, compute)
@@ -69,3 +72,33 @@ def test_a_garbage_collection_during_a_callback_is_discounted(portal: Portal) ->
         gc.collect()
 
     assert _hold_loop(portal, collect) == []
+
+
+def test_waiting_for_a_cpu_is_discounted(portal: Portal) -> None:
+    """The loop's thread shares its CPU with a busy process: a callback computing for
+    less than the bound takes longer than it on the clock, and is not reported."""
+    cpu = min(os.sched_getaffinity(0))
+    spin = f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nprint(flush=True)\nwhile True: pass"
+    busy = subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE)
+    assert busy.stdout is not None
+    busy.stdout.readline()  # spinning on that CPU from now on
+    loop_thread = portal.thread.native_id
+    assert loop_thread is not None
+    everywhere = os.sched_getaffinity(0)
+    took: list[float] = []
+
+    def compute() -> None:
+        started, spent = time.monotonic(), time.thread_time() + SLOW_CALLBACK * 0.6
+        while time.thread_time() < spent:
+            pass
+        took.append(time.monotonic() - started)
+
+    try:
+        os.sched_setaffinity(loop_thread, {cpu})
+        slow = _hold_loop(portal, compute)
+    finally:
+        os.sched_setaffinity(loop_thread, everywhere)
+        busy.kill()
+        busy.wait()
+    assert took[0] > SLOW_CALLBACK, f"the callback took {took[0]:.3f} s: the CPU was not shared"
+    assert slow == [], slow

@@ -22,7 +22,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import libkv.aio
@@ -59,12 +59,17 @@ GIL every interval) never passes for a stall."""
 class SlowCallbacks(logging.Handler):
     """Collects asyncio's debug-mode warnings about callbacks that held the loop.
 
-    A callback is judged on its time less the time the whole process could not run:
-    garbage collections (one stops every thread of the test process, whose heap is the
-    whole session's, not libkv's) and stalls seen by a canary thread that wakes every
-    CANARY_PERIOD (the machine's two cores lent to the servers, or the GIL held
-    elsewhere, which delays the loop and the canary alike). A callback that blocks
-    in a system call or computes holds neither back from the canary, so it is
+    A callback is judged on its time less the time the loop could not run through no
+    fault of its own, whichever measure sees more of it:
+
+    * the time its thread waited for a CPU (Linux's per-thread run-queue delay, read
+      by a canary thread every CANARY_PERIOD): the machine's two cores lent to the
+      servers;
+    * garbage collections (one stops every thread of the test process, whose heap is
+      the whole session's, not libkv's) and the canary's own stalls (the process
+      starved, or the GIL held elsewhere).
+
+    A callback that blocks in a system call or computes adds to neither, so it is
     reported once what is left exceeds SLOW_CALLBACK.
     """
 
@@ -74,6 +79,8 @@ class SlowCallbacks(logging.Handler):
         self.loop_thread = loop_thread
         self.messages: list[str] = []
         self._stalls: collections.deque[tuple[float, float]] = collections.deque(maxlen=1024)
+        # (time.time(), the loop thread's run-queue delay so far, in seconds)
+        self._waits: collections.deque[tuple[float, float]] = collections.deque(maxlen=4096)
         self._collecting_since = 0.0
         self._stopped = threading.Event()
         gc.callbacks.append(self._on_collection)
@@ -89,8 +96,13 @@ class SlowCallbacks(logging.Handler):
             self._stalls.append((self._collecting_since, now))
 
     def _watch_stalls(self) -> None:
+        native_id = self.loop_thread.native_id if self.loop_thread is not None else None
         while True:
             before = time.time()
+            if native_id is not None:
+                waited = _run_queue_delay(native_id)
+                if waited is not None:
+                    self._waits.append((before, waited))
             if self._stopped.wait(CANARY_PERIOD):
                 return
             woke = time.time()
@@ -113,11 +125,30 @@ class SlowCallbacks(logging.Handler):
         took = _TOOK.search(message)
         if took is not None:
             duration = float(took.group(1))
-            if duration - _covered(
-                record.created - duration, record.created, list(self._stalls)
-            ) < (SLOW_CALLBACK):
+            start, end = record.created - duration, record.created
+            excused = max(
+                _covered(start, end, list(self._stalls)),
+                _waited(start, end, list(self._waits)),
+            )
+            if duration - excused < SLOW_CALLBACK:
                 return
         self.messages.append(message)
+
+
+def _run_queue_delay(native_id: int) -> float | None:
+    """Seconds thread ``native_id`` of this process has waited for a CPU (Linux)."""
+    try:
+        with open(f"/proc/self/task/{native_id}/schedstat") as schedstat:
+            return int(schedstat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _waited(start: float, end: float, samples: Sequence[tuple[float, float]]) -> float:
+    """Run-queue delay between the first sample at or after ``start`` and the last at or
+    before ``end``: never more than the thread waited within [start, end]."""
+    inside = [waited for taken, waited in samples if start <= taken <= end]
+    return inside[-1] - inside[0] if len(inside) >= 2 else 0.0
 
 
 def _covered(start: float, end: float, intervals: Iterable[tuple[float, float]]) -> float:
