@@ -1,33 +1,31 @@
-"""Every Python block of the README runs as written against the embedded default.
+"""Every Python block of every page of the documentation site runs as written.
 
-Each block runs in a fresh interpreter whose temporary directory, data directory
-(where ``sqlite://`` keeps its default file) and home are one pytest temporary
-directory, so the blocks write nothing outside it.
+The pages are the site's sources (``scripts/docs_site.py``: docs/ and the READMEs it
+carries, the project's README among them). Each block runs in a fresh interpreter whose
+temporary directory, data directory (where ``sqlite://`` keeps its default file) and
+home are one pytest temporary directory, so the blocks write nothing outside it. A block
+that cannot run standalone says so on its first line, visibly, with the reason
+(``# not run by the tests: needs a running Redis server``).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+from scripts.docs_site import NOT_RUN, ROOT, page_sources, python_blocks
+
+README = ROOT / "README.md"
 BLOCK_TIMEOUT = 120.0
 """Seconds one block may run: the quick start takes well under one, even on a busy machine."""
 
-_FENCE = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
 
-
-def python_blocks() -> list[tuple[int, str]]:
-    """(line number, code) of every fenced ```python block of the README."""
-    text = README.read_text()
-    return [
-        (text.count("\n", 0, match.start()) + 1, match.group(1)) for match in _FENCE.finditer(text)
-    ]
+def every_block() -> list[tuple[Path, int, str]]:
+    return [(page, line, code) for page in page_sources() for line, code in python_blocks(page)]
 
 
 def run_block(code: str, directory: Path) -> subprocess.CompletedProcess[str]:
@@ -52,29 +50,44 @@ def run_block(code: str, directory: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def readme_blocks() -> list[tuple[int, str]]:
+    return python_blocks(README)
+
+
 def test_the_readme_has_a_quick_start_in_python() -> None:
-    blocks = python_blocks()
+    blocks = readme_blocks()
     headings = README.read_text().splitlines()
     quick_start = headings.index("## Quick start") + 1
     assert blocks, "no ```python block in README.md"
     assert any(line > quick_start and "libkv.open(" in code for line, code in blocks)
 
 
+def test_the_pages_include_the_readmes_and_docs() -> None:
+    pages = {page.relative_to(ROOT).as_posix() for page in page_sources()}
+    assert {"README.md", "plugins/redis/README.md", "docs/contract.md", "docs/cli.md"} <= pages
+
+
 @pytest.mark.parametrize(
-    ("line", "code"), python_blocks(), ids=[f"line-{line}" for line, _ in python_blocks()]
+    ("page", "line", "code"),
+    every_block(),
+    ids=[f"{page.relative_to(ROOT).as_posix()}:{line}" for page, line, _ in every_block()],
 )
-def test_python_block_runs_as_written(line: int, code: str, tmp_path: Path) -> None:
+def test_python_block_runs_as_written(page: Path, line: int, code: str, tmp_path: Path) -> None:
+    where = f"{page.relative_to(ROOT)} block at line {line}"
+    first_line = code.partition("\n")[0]
+    if first_line.startswith(NOT_RUN):
+        assert first_line.removeprefix(NOT_RUN).strip(), f"{where}: {NOT_RUN!r} gives no reason"
+        compile(code, where, "exec")  # not run, but still Python
+        return
     result = run_block(code, tmp_path)
-    assert result.returncode == 0, (
-        f"README.md block at line {line} failed:\n{result.stdout}\n{result.stderr}"
-    )
+    assert result.returncode == 0, f"{where} failed:\n{result.stdout}\n{result.stderr}"
 
 
 def test_async_quick_start_runs_against_sqlite_in_the_temporary_directory(
     tmp_path: Path,
 ) -> None:
     """The async quick start (libkv.aio) ran every step on a SQLite file under TMPDIR."""
-    line, code = next((line, code) for line, code in python_blocks() if "libkv.aio.open(" in code)
+    line, code = next((line, code) for line, code in readme_blocks() if "libkv.aio.open(" in code)
     result = run_block(code, tmp_path)
     assert result.returncode == 0, result.stderr
     assert list(tmp_path.rglob("*.db")), "the async quick start wrote no SQLite file in TMPDIR"
@@ -94,7 +107,7 @@ def test_async_quick_start_runs_against_sqlite_in_the_temporary_directory(
 def test_quick_start_runs_against_sqlite_in_the_temporary_directory(tmp_path: Path) -> None:
     """The quick start's store is a SQLite file under the temporary directory, and every
     step (compare-and-swap, the refused transaction, watch, lease, lock) ran."""
-    line, code = next((line, code) for line, code in python_blocks() if "libkv.open(" in code)
+    line, code = next((line, code) for line, code in readme_blocks() if "libkv.open(" in code)
     result = run_block(code, tmp_path)
     assert result.returncode == 0, result.stderr
     assert list(tmp_path.rglob("*.db")), "the quick start wrote no SQLite file in TMPDIR"
