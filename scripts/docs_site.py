@@ -8,6 +8,9 @@ files are written for the repository (they work on a forge and in an editor), so
 ``on_page_markdown`` rewrites each relative link to where its target lands on the site;
 a link to a file the site does not carry is left as it is, and the strict build fails
 on it. The CLI page's reference is generated from ``libkv.cli.build_parser()``.
+The docstrings use Sphinx's cross-reference roles (``:class:`~libkv.Watch` ``), which
+Markdown would print as written: ``SphinxRoles``, a griffe extension that mkdocs.yml
+gives mkdocstrings, turns each into inline code.
 
 ``mkdocs.yml`` names this file as a hook; ``tests/test_doc_pages.py`` imports it for
 the list of pages whose Python blocks it runs.
@@ -19,7 +22,9 @@ import argparse
 import posixpath
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import griffe
 
 if TYPE_CHECKING:
     from mkdocs.config.defaults import MkDocsConfig
@@ -52,6 +57,7 @@ NOT_RUN = "# not run by the tests:"
 """The first line of a Python block that cannot run standalone, followed by the reason."""
 
 _FENCE = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
+_ROLE = re.compile(r":(?:func|class|meth|attr|mod|exc|data|obj):`(~?)([^`<]*?)\s*(?:<[^`>]*>)?`")
 _LINK = re.compile(r"(\]\()([^)\s#]+)(#[^)\s]*)?(\))")
 
 
@@ -114,6 +120,25 @@ def _help_section(title: str, parser: argparse.ArgumentParser) -> str:
 def _fixed_width_formatter(prog: str) -> argparse.HelpFormatter:
     # argparse wraps to the terminal's width by default: the page must not depend on it.
     return argparse.HelpFormatter(prog, width=CLI_WIDTH)
+
+
+def plain_roles(docstring: str) -> str:
+    """Sphinx's cross-reference roles as inline code: ``:class:`~libkv.Watch` `` ->
+    `` `Watch` ``, ``:meth:`close <libkv.Watch.close>` `` -> `` `close` ``."""
+
+    def code(match: re.Match[str]) -> str:
+        short, text = match.groups()  # "~" shows the last component only
+        return f"`{text.rpartition('.')[2] if short else text}`"
+
+    return _ROLE.sub(code, docstring)
+
+
+class SphinxRoles(griffe.Extension):
+    """A griffe extension: every docstring's Sphinx roles rendered as inline code."""
+
+    def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = plain_roles(obj.docstring.value)
 
 
 # -- MkDocs hooks ------------------------------------------------------------------------
