@@ -27,6 +27,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
+from libkv.cli import build_parser
 from libkv.testing.polling import wait_until
 from scripts.docs_site import ROOT
 
@@ -132,6 +133,21 @@ def save(browser: webdriver.Chrome, directory: Path, name: str) -> None:
     path = directory / f"{name}.png"
     assert browser.save_screenshot(str(path)), f"no screenshot saved at {path}"
     print(f"  {path}")
+
+
+def test_cli_page_is_the_parsers_help(site: Path) -> None:
+    """The command line page holds the help of every subcommand the parser has."""
+    page = (site / "cli" / "index.html").read_text()
+    assert "<!-- libkv --help" not in page, "the CLI reference was not filled in"
+    parser = build_parser()
+    commands = next(
+        action.choices for action in parser._actions if isinstance(action.choices, dict)
+    )
+    assert {"get", "watch", "lock", "services"} <= set(commands)
+    for name, subparser in commands.items():
+        assert f"<code>libkv {name}</code>" in page, f"no section for `libkv {name}`"
+        assert subparser.description in page
+    assert "--since REVISION" in page
 
 
 def test_home_page_renders_with_its_navigation(
