@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.docs_site import NOT_RUN, ROOT, page_sources, python_blocks
+from scripts.docs_site import NOT_RUN, ROOT, page_sources, python_blocks, rewrite_links
 
 README = ROOT / "README.md"
 BLOCK_TIMEOUT = 120.0
@@ -65,6 +65,24 @@ def test_the_readme_has_a_quick_start_in_python() -> None:
 def test_the_pages_include_the_readmes_and_docs() -> None:
     pages = {page.relative_to(ROOT).as_posix() for page in page_sources()}
     assert {"README.md", "plugins/redis/README.md", "docs/contract.md", "docs/cli.md"} <= pages
+
+
+@pytest.mark.parametrize(
+    ("markdown", "expected"),
+    [
+        ("[c](../../docs/contract.md#locks)", "[c](../contract.md#locks)"),
+        ("[libkv](../../README.md)", "[libkv](../index.md)"),
+        ("![chart](compare.png)", "![chart](assets/compare.png)"),
+        ("[etcd](https://etcd.io) [up](#url)", "[etcd](https://etcd.io) [up](#url)"),
+        ("[tests](../../tests/test_docs.py)", "[tests](../../tests/test_docs.py)"),
+    ],
+)
+def test_repository_links_point_at_the_site(markdown: str, expected: str) -> None:
+    """A link written for the repository leads to its target's page; a URL, an anchor and a
+    file the site does not carry are left for the strict build to judge."""
+    origin = "bench/README.md" if "compare.png" in markdown else "plugins/redis/README.md"
+    destination = "benchmarks.md" if origin == "bench/README.md" else "backends/redis.md"
+    assert rewrite_links(markdown, origin, destination) == expected
 
 
 @pytest.mark.parametrize(
