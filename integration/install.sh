@@ -4,6 +4,8 @@
 # Idempotent: installs only what is missing, so a second run is a fast no-op.
 #   - Debian packages redis-server, etcd-server, etcd-client, zookeeper (+ JRE),
 #     installed without starting their system services.
+#   - Debian packages chromium and chromium-driver: the headless browser the documentation
+#     site's test (tests/test_docs_site.py) opens the built site in, through Selenium.
 #   - Consul, built from source with Go via the Go module proxy (integration/consul/)
 #     into ${LIBKV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/libkv}/consul-<version>/consul.
 # Prints the versions found at the end. Exits non-zero with a message on failure.
@@ -15,7 +17,8 @@ CACHE_DIR="${LIBKV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/libkv}"
 # Go toolchain used only when no usable `go` (>= 1.21, which can fetch newer toolchains) exists.
 BOOTSTRAP_GO_VERSION="1.25.9"
 GO_PROXY_URL="${GOPROXY_URL:-https://proxy.golang.org}"
-APT_PACKAGES=(redis-server redis-tools etcd-server etcd-client zookeeper default-jre-headless openssl)
+APT_PACKAGES=(redis-server redis-tools etcd-server etcd-client zookeeper default-jre-headless openssl
+    chromium chromium-driver)
 
 log() { printf 'install.sh: %s\n' "$*" >&2; }
 fail() { log "ERROR: $*"; exit 1; }
@@ -203,6 +206,9 @@ print_versions() {
     echo "zookeeper:    $zookeeper_version (/usr/share/java/zookeeper.jar)"
     echo "java:         $(first_line java -version)"
     echo "consul:       $(first_line "$CACHE_DIR/consul-$(consul_version)/consul" version)"
+    # Debian's launcher script prints a shell warning on stderr before the version.
+    echo "chromium:     $(first_line sh -c 'chromium --version 2>/dev/null')"
+    echo "chromedriver: $(first_line chromedriver --version)"
 }
 
 main() {
@@ -213,7 +219,7 @@ main() {
         flock 9
     fi
     install_apt_packages
-    for command in redis-server redis-cli etcd etcdctl java; do
+    for command in redis-server redis-cli etcd etcdctl java chromium chromedriver; do
         command -v "$command" >/dev/null 2>&1 || fail "$command not found after installation"
     done
     [ -f /usr/share/java/zookeeper.jar ] || fail "/usr/share/java/zookeeper.jar not found"

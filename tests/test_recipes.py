@@ -4,12 +4,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_readme import _FENCE, run_block  # tests/ is on sys.path under pytest
+from test_doc_pages import run_block  # tests/ is on sys.path under pytest
 
 import libkv
 from libkv import Action, Store, cli
 from libkv.recipes import ServiceRegistry
 from libkv.testing.recipes import CrossProcessRecipeConformance, RecipeConformance
+from scripts.docs_site import python_blocks
 
 
 class LogWatchRecipes(RecipeConformance):
@@ -66,17 +67,15 @@ RECIPES_DOC = Path(__file__).resolve().parent.parent / "docs" / "recipes.md"
 
 
 def _recipe_blocks() -> list[tuple[int, str]]:
-    text = RECIPES_DOC.read_text()
-    return [
-        (text.count("\n", 0, match.start()) + 1, match.group(1)) for match in _FENCE.finditer(text)
-    ]
+    return python_blocks(RECIPES_DOC)
 
 
 @pytest.mark.parametrize(
     ("line", "code"), _recipe_blocks(), ids=[f"line-{line}" for line, _ in _recipe_blocks()]
 )
 def test_recipes_doc_block_runs_as_written(line: int, code: str, tmp_path: Path) -> None:
-    """Every Python block of docs/recipes.md runs as written, as the README's do."""
+    """Every Python block of docs/recipes.md keeps its SQLite file in the temporary
+    directory (tests/test_doc_pages.py runs every page's blocks)."""
     result = run_block(code, tmp_path)
     assert result.returncode == 0, f"docs/recipes.md block at line {line} failed:\n{result.stderr}"
     assert list(tmp_path.rglob("*.db")), "the block wrote no SQLite file in TMPDIR"
