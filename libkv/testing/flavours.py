@@ -22,7 +22,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import libkv.aio
@@ -48,29 +48,20 @@ T = TypeVar("T")
 
 SLOW_CALLBACK = 0.05
 """The longest a callback may hold the event loop (seconds): the issue's 50 ms."""
-CANARY_PERIOD = 0.005
-"""How often the stall canary wakes (seconds)."""
-CANARY_LATE = 0.02
-"""How late past its period the canary may wake before the delay counts as a stall:
-four GIL switch intervals, so a callback computing on the loop (which must yield the
-GIL every interval) never passes for a stall."""
+WAIT_SAMPLING = 0.005
+"""How often the loop thread's run-queue delay is read (seconds)."""
 
 
 class SlowCallbacks(logging.Handler):
     """Collects asyncio's debug-mode warnings about callbacks that held the loop.
 
     A callback is judged on its time less the time the loop could not run through no
-    fault of its own, whichever measure sees more of it:
-
-    * the time its thread waited for a CPU (Linux's per-thread run-queue delay, read
-      by a canary thread every CANARY_PERIOD): the machine's two cores lent to the
-      servers;
-    * garbage collections (one stops every thread of the test process, whose heap is
-      the whole session's, not libkv's) and the canary's own stalls (the process
-      starved, or the GIL held elsewhere).
-
-    A callback that blocks in a system call or computes adds to neither, so it is
-    reported once what is left exceeds SLOW_CALLBACK.
+    fault of its own, whichever measure sees more of it: the garbage collections during
+    it (one stops every thread of the test process, whose heap is the whole session's,
+    not libkv's), or the time its thread waited for a CPU (Linux's per-thread run-queue
+    delay: the machine's two cores lent to the servers). A callback that blocks in a
+    system call or computes adds to neither, so it is reported once what is left
+    exceeds SLOW_CALLBACK.
     """
 
     def __init__(self, loop_thread: threading.Thread | None = None) -> None:
@@ -78,42 +69,60 @@ class SlowCallbacks(logging.Handler):
         super().__init__(logging.WARNING)
         self.loop_thread = loop_thread
         self.messages: list[str] = []
-        self._stalls: collections.deque[tuple[float, float]] = collections.deque(maxlen=1024)
+        self._collections: collections.deque[tuple[float, float]] = collections.deque(maxlen=1024)
         # (time.time(), the loop thread's run-queue delay so far, in seconds)
-        self._waits: collections.deque[tuple[float, float]] = collections.deque(maxlen=4096)
+        self._waits: collections.deque[tuple[float, float]] = collections.deque(maxlen=64)
         self._collecting_since = 0.0
         self._stopped = threading.Event()
         gc.callbacks.append(self._on_collection)
-        self._canary = threading.Thread(target=self._watch_stalls, name="portal-canary")
-        self._canary.daemon = True
-        self._canary.start()
+        self._sampler: threading.Thread | None = None
+        if loop_thread is not None and loop_thread.native_id is not None:
+            self._sampler = threading.Thread(
+                target=self._sample_waits, args=(loop_thread.native_id,), name="portal-sampler"
+            )
+            self._sampler.daemon = True
+            self._sampler.start()
 
     def _on_collection(self, phase: str, info: dict[str, int]) -> None:
         now = time.time()  # the clock of LogRecord.created
         if phase == "start":
             self._collecting_since = now
         else:
-            self._stalls.append((self._collecting_since, now))
+            self._collections.append((self._collecting_since, now))
 
-    def _watch_stalls(self) -> None:
-        native_id = self.loop_thread.native_id if self.loop_thread is not None else None
+    def _sample_waits(self, native_id: int) -> None:
         while True:
-            before = time.time()
-            if native_id is not None:
-                waited = _run_queue_delay(native_id)
-                if waited is not None:
-                    self._waits.append((before, waited))
-            if self._stopped.wait(CANARY_PERIOD):
+            sampled, waited = time.time(), _run_queue_delay(native_id)
+            if waited is not None:
+                self._waits.append((sampled, waited))
+            if self._stopped.wait(WAIT_SAMPLING):
                 return
-            woke = time.time()
-            if woke - before > CANARY_PERIOD + CANARY_LATE:
-                self._stalls.append((before + CANARY_PERIOD, woke))
+
+    def _waited(self, start: float, end: float) -> float:
+        """How long the loop thread surely waited for a CPU within [start, end].
+
+        Read now (in the loop thread, just after the callback) against the sampler's
+        last reading before ``start``; what it may have waited outside the window
+        (from that reading to ``start``, from ``end`` to now) is taken off, so the
+        figure never exceeds the wait inside it. The sampler cannot read while the
+        loop thread holds the GIL, hence no reading inside the window.
+        """
+        if self.loop_thread is None or self.loop_thread.native_id is None:
+            return 0.0
+        now = time.time()
+        waited = _run_queue_delay(self.loop_thread.native_id)
+        before = [sample for sample in list(self._waits) if sample[0] <= start]
+        if waited is None or not before:
+            return 0.0
+        sampled, waited_then = before[-1]
+        return max(0.0, waited - waited_then - (start - sampled) - (now - end))
 
     def close(self) -> None:
         with contextlib.suppress(ValueError):
             gc.callbacks.remove(self._on_collection)
         self._stopped.set()
-        self._canary.join()
+        if self._sampler is not None:
+            self._sampler.join()
         super().close()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -126,10 +135,7 @@ class SlowCallbacks(logging.Handler):
         if took is not None:
             duration = float(took.group(1))
             start, end = record.created - duration, record.created
-            excused = max(
-                _covered(start, end, list(self._stalls)),
-                _waited(start, end, list(self._waits)),
-            )
+            excused = max(_covered(start, end, list(self._collections)), self._waited(start, end))
             if duration - excused < SLOW_CALLBACK:
                 return
         self.messages.append(message)
@@ -142,13 +148,6 @@ def _run_queue_delay(native_id: int) -> float | None:
             return int(schedstat.read().split()[1]) / 1e9
     except (OSError, IndexError, ValueError):
         return None
-
-
-def _waited(start: float, end: float, samples: Sequence[tuple[float, float]]) -> float:
-    """Run-queue delay between the first sample at or after ``start`` and the last at or
-    before ``end``: never more than the thread waited within [start, end]."""
-    inside = [waited for taken, waited in samples if start <= taken <= end]
-    return inside[-1] - inside[0] if len(inside) >= 2 else 0.0
 
 
 def _covered(start: float, end: float, intervals: Iterable[tuple[float, float]]) -> float:
