@@ -8,13 +8,17 @@ blamed on the loop.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import pytest
 
-from libkv.testing.flavours import SLOW_CALLBACK, Portal
+from libkv import Store
+from libkv.testing.flavours import BLOCKING_RECIPES, SLOW_CALLBACK, Portal, open_blocking
 
 
 def _hold_loop(portal: Portal, hold: Callable[[], None]) -> list[str]:
@@ -69,3 +73,22 @@ def test_a_garbage_collection_during_a_callback_is_discounted(portal: Portal) ->
         gc.collect()
 
     assert _hold_loop(portal, collect) == []
+
+
+def test_a_callback_on_the_loop_makes_plain_calls_and_refuses_to_wait(portal: Portal) -> None:
+    """A facade called back on the loop's own thread (a cache's listener reading its
+    cache) runs a plain call at once, and refuses a call it would have to await
+    (waiting for the loop on its own thread would hang) with an error."""
+    store = open_blocking(f"memory://flavours-{uuid.uuid4().hex}", portal)
+    try:
+        store.put("app/a", b"1")
+        cache = BLOCKING_RECIPES.Cache(cast(Store, store), "app")
+        assert cache.wait_synced(5)
+        assert portal.call_plain(lambda: cache.get("app/a")) == store.get("app/a")
+        with pytest.raises(RuntimeError, match="must be awaited"):
+            portal.call_plain(lambda: store.get("app/a"))
+        with pytest.raises(RuntimeError, match="its own thread"):
+            portal.call_plain(lambda: portal.call(lambda: asyncio.sleep(0)))
+        cache.close()
+    finally:
+        store.close()
