@@ -230,14 +230,15 @@ class CacheRecipeConformance(RecipeConformanceBase):
                 blocked.set()
                 await asyncio.to_thread(release.wait, EVENT_TIMEOUT)
 
-        # The async Cache calls its listeners on the event loop, where a blocking wait
-        # would hold up the loop and with it the writes below (their store runs on the
-        # same loop). It awaits a coroutine listener before it applies the next event, so
-        # one that waits off the loop holds the cache back as the blocked sync listener
-        # holds back the sync cache's thread.
         store.put("app/a", b"1")
         listener: Callable[[Event], None] = blocking_listener
-        if recipes.flavour == "async":  # the facade passes it to the async Cache as is
+        if recipes.flavour == "async":
+            # The async Cache calls its listeners on the event loop, where a blocking
+            # wait would hold up the loop and with it the writes below (their store
+            # runs on the same loop). It awaits a coroutine listener before it applies
+            # the next event, so one that waits off the loop holds the cache back as
+            # the blocked listener holds back the sync cache's thread. (The facade
+            # passes it to the async Cache as is.)
             listener = cast("Callable[[Event], None]", async_listener)
         cache = recipes.Cache(store, "app", listener=listener)
         try:
