@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -298,3 +299,48 @@ def test_worker_pool_runs_waiting_calls_side_by_side() -> None:
             await pool.join()
 
     asyncio.run(run())
+
+
+def test_bridged_next_event_zero_waits_for_a_change_the_feed_must_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through the bridge (a sync-only driver), next_event(0) returns a change the feed
+    has ready even when the feed must read it first (ZooKeeper's reads the nodes its
+    watch named), as the sync flavour's does; it used to return None meanwhile, so an
+    async Cache, which applies together what next_event(0) drains, showed part of a
+    put_many on ZooKeeper."""
+    from libkv.aio.bridge import ThreadedBackend
+    from libkv.drivers.memory import open_memory
+    from libkv.url import StoreURL
+
+    backend = open_memory(StoreURL.parse(f"memory://aio-bridge-{uuid.uuid4().hex}"))
+    open_feed = backend.open_feed
+
+    class ReadingFeed:
+        """A feed that takes a network round trip to read a change it was told of."""
+
+        def __init__(self, prefix: str, after: int | None) -> None:
+            self._feed = open_feed(prefix, after)
+
+        def poll(self, timeout: float) -> object:
+            batch = self._feed.poll(timeout)
+            if batch is not None:
+                time.sleep(0.02)
+            return batch
+
+        def close(self) -> None:
+            self._feed.close()
+
+    monkeypatch.setattr(backend, "open_feed", ReadingFeed)
+
+    async def main() -> None:
+        store = AsyncStore(ThreadedBackend(backend))
+        async with store, store.watch("app", recursive=True) as watch:
+            init = await watch.next_event(EVENT_TIMEOUT)
+            assert init is not None and init.action is Action.INIT
+            written = await store.put("app/a", b"1")
+            event = await watch.next_event(0)
+            assert event is not None, "next_event(0) did not wait for the feed's read"
+            assert (event.action, event.pair) == (Action.UPDATE, written)
+
+    asyncio.run(main(), debug=True)

@@ -8,16 +8,20 @@ for a CPU) is not blamed on the loop.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import pytest
 
-from libkv.testing.flavours import SLOW_CALLBACK, Portal
+from libkv import Store
+from libkv.testing.flavours import BLOCKING_RECIPES, SLOW_CALLBACK, Portal, open_blocking
 
 
 def _hold_loop(portal: Portal, hold: Callable[[], None]) -> list[str]:
@@ -102,3 +106,22 @@ def test_waiting_for_a_cpu_is_discounted(portal: Portal) -> None:
         busy.wait()
     assert took[0] > SLOW_CALLBACK, f"the callback took {took[0]:.3f} s: the CPU was not shared"
     assert slow == [], slow
+
+
+def test_a_callback_on_the_loop_makes_plain_calls_and_refuses_to_wait(portal: Portal) -> None:
+    """A facade called back on the loop's own thread (a cache's listener reading its
+    cache) runs a plain call at once, and refuses a call it would have to await
+    (waiting for the loop on its own thread would hang) with an error."""
+    store = open_blocking(f"memory://flavours-{uuid.uuid4().hex}", portal)
+    try:
+        store.put("app/a", b"1")
+        cache = BLOCKING_RECIPES.Cache(cast(Store, store), "app")
+        assert cache.wait_synced(5)
+        assert portal.call_plain(lambda: cache.get("app/a")) == store.get("app/a")
+        with pytest.raises(RuntimeError, match="must be awaited"):
+            portal.call_plain(lambda: store.get("app/a"))
+        with pytest.raises(RuntimeError, match="its own thread"):
+            portal.call_plain(lambda: portal.call(lambda: asyncio.sleep(0)))
+        cache.close()
+    finally:
+        store.close()

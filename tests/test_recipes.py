@@ -9,6 +9,7 @@ from test_doc_pages import run_block  # tests/ is on sys.path under pytest
 import libkv
 from libkv import Action, Store, cli
 from libkv.recipes import ServiceRegistry
+from libkv.testing.flavours import Recipes
 from libkv.testing.recipes import CrossProcessRecipeConformance, RecipeConformance
 from scripts.docs_site import python_blocks
 
@@ -18,9 +19,9 @@ class LogWatchRecipes(RecipeConformance):
     under a blocked cache loses the watch's history, and the cache must resync."""
 
     def test_cache_resyncs_when_its_watch_history_is_lost(
-        self, store: Store, other_store: Store
+        self, recipes: Recipes, store: Store, other_store: Store
     ) -> None:
-        events = self.fall_behind_compaction(store, other_store)
+        events = self.fall_behind_compaction(recipes, store, other_store)
         inits = [event for event in events if event.action is Action.INIT]
         assert len(inits) == 2, f"no resync reported to the listener: {events}"
         assert inits[1].snapshot == tuple(store.list("app"))

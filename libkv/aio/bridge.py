@@ -268,7 +268,12 @@ class ThreadedFeed:
             if timeout > 0:
                 await asyncio.wait([inflight], timeout=timeout)
             else:
-                await asyncio.sleep(0)
+                # poll(0) waits for no change, but reads one the feed has ready (a
+                # ZooKeeper feed reads the nodes its watch named): wait for that, as the
+                # sync flavour does. Else next_event(0) returns None while the rest of a
+                # transaction is being read, and a Cache, which applies together what
+                # next_event(0) drains, shows part of it.
+                await asyncio.wait([inflight])
         else:
             # The sync poll outlived its slice: it is in a backend call. None now would
             # tell the engine the backend answered, and restart its unreachable clock,

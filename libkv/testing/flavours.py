@@ -1,8 +1,10 @@
 """Run the sync conformance suite against the async flavour: a blocking facade.
 
 :class:`Portal` runs an event loop (in debug mode) on a thread of its own; the
-facade's objects (:class:`BlockingStore` and what it returns) look like the sync
-API, and each call runs the async flavour's coroutine on that loop and waits for it.
+facade's objects (:class:`BlockingStore`, the recipes of :data:`BLOCKING_RECIPES`,
+and what they return) look like the sync API, and each call runs the async flavour's
+coroutine on that loop and waits for it (``with`` runs ``__aenter__``/``__aexit__``,
+iteration ``__anext__``, an ``asyncio.Event`` reads like a ``threading.Event``).
 Every test of the suite thereby drives the async implementation (``libkv.aio``) with
 the sync suite's expectations, and the portal records every callback that held the
 loop longer than :data:`SLOW_CALLBACK` (asyncio's debug-mode warning), which the
@@ -18,33 +20,41 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import inspect
 import logging
 import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Protocol, Self, TypeVar, cast
 
 import libkv.aio
+import libkv.aio.recipes
+import libkv.recipes
 from libkv import concurrency
 from libkv._async.api import AsyncStore
 from libkv._async.lease import AsyncLease
 from libkv._async.lock import AsyncLock
+from libkv._async.recipes.cache import AsyncCache
 from libkv._async.watching import AsyncWatch
 from libkv.ops import Op
 from libkv.url import StoreURL
 
 __all__ = [
     "SLOW_CALLBACK",
+    "BLOCKING_RECIPES",
+    "SYNC_RECIPES",
     "BlockingStore",
-    "SlowCallbacks",
     "Portal",
+    "Recipes",
+    "SlowCallbacks",
     "open_blocking",
     "raising",
     "underlying",
 ]
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 SLOW_CALLBACK = 0.05
 """The longest a callback may hold the event loop (seconds): the issue's 50 ms."""
@@ -184,8 +194,14 @@ class Portal:
         self.slow = SlowCallbacks(self.thread)
         logging.getLogger("asyncio").addHandler(self.slow)
 
+    def on_loop(self) -> bool:
+        """Whether the caller runs on the loop's own thread (a callback of the loop)."""
+        return threading.current_thread() is self.thread
+
     def call(self, make: Callable[[], Awaitable[T]]) -> T:
         """Run ``make()`` on the loop and wait for its result (or exception)."""
+        if self.on_loop():
+            raise RuntimeError("waiting for the portal's loop on its own thread would hang")
 
         async def run() -> T:
             return await make()
@@ -256,19 +272,30 @@ class _Facade:
         args = tuple(_unwrap(argument) for argument in args)
         kwargs = {name: _unwrap(value) for name, value in kwargs.items()}
         portal = self._portal
+        if portal.on_loop():
+            # A callback of the loop (a cache's listener reading the cache) calls it as
+            # an async caller would: a plain call runs at once; one to await cannot.
+            result = method(*args, **kwargs)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise RuntimeError(f"{method.__qualname__} must be awaited: not on the loop")
+            return _wrap(result, portal)
 
         async def run() -> Any:
             result = method(*args, **kwargs)
             if isinstance(result, concurrency.Done):
                 return None
-            if isinstance(result, AsyncWatch):
-                # The sync flavour starts a watch in watch() (its INIT is the state
-                # then); the async one at its first await: await it here, as sync.
-                return await result.__aenter__()
             if isinstance(result, concurrency.AwaitableContext) or asyncio.iscoroutine(result):
                 return await result
-            if hasattr(result, "__anext__") and not isinstance(result, AsyncWatch):
-                return iter([item async for item in result])
+            if hasattr(result, "__anext__"):
+                if not hasattr(result, "__aenter__"):  # keys(): a plain iterator in sync
+                    return iter([item async for item in result])
+                # A watch (of a store or a typed view, a membership, an election's
+                # leaders): the sync flavour starts it in the call that makes it (a
+                # store watch's INIT is the state then); the async one on entry, which
+                # is idempotent: enter it here, as sync.
+                return await result.__aenter__()
             return result
 
         return _wrap(portal.call(run), portal)
@@ -284,33 +311,45 @@ class BlockingStore(_Facade):
         self.close()
 
 
-class _BlockingWatch(_Facade):
+class _BlockingContext(_Facade):
+    """An async context manager (a lease, a lock, a recipe): ``with`` enters and exits
+    it on the loop."""
+
+    def __enter__(self) -> Self:
+        self._portal.call(self._target.__aenter__)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._portal.call(lambda: self._target.__aexit__(*exc_info))
+
+
+class _BlockingIterator(_BlockingContext):
+    """A watch (or a recipe's view): iterated, each item awaited on the loop."""
+
     def __iter__(self) -> Iterator[Any]:
         return self
 
     def __next__(self) -> Any:
         try:
-            return self._portal.call(self._target.__anext__)
+            return _wrap(self._portal.call(self._target.__anext__), self._portal)
         except StopAsyncIteration:
             raise StopIteration from None
 
-    def __enter__(self) -> _BlockingWatch:
-        self._portal.call(self._target.__aenter__)
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._portal.call(lambda: self._target.__aexit__(*exc_info))
+class _BlockingCache(_BlockingContext):
+    """A cache, read like a mapping (its reads are plain calls in both flavours)."""
 
+    def __len__(self) -> int:
+        return int(self._invoke(self._target.__len__))
 
-class _BlockingContext(_Facade):
-    """A lease or a lock: ``with`` enters and exits it on the loop."""
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._invoke(self._target.__iter__))
 
-    def __enter__(self) -> _BlockingContext:
-        self._portal.call(self._target.__aenter__)
-        return self
+    def __contains__(self, key: object) -> bool:
+        return bool(self._invoke(self._target.__contains__, key))
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._portal.call(lambda: self._target.__aexit__(*exc_info))
+    def __getitem__(self, key: str) -> Any:
+        return self._invoke(self._target.__getitem__, key)
 
 
 class _BlockingEvent:
@@ -336,12 +375,14 @@ class _BlockingEvent:
 def _wrap(value: Any, portal: Portal) -> Any:
     if isinstance(value, AsyncStore):
         return BlockingStore(value, portal)
-    if isinstance(value, AsyncWatch):
-        return _BlockingWatch(value, portal)
-    if isinstance(value, (AsyncLease, AsyncLock)):
-        return _BlockingContext(value, portal)
     if isinstance(value, asyncio.Event):
         return _BlockingEvent(value, portal)
+    if isinstance(value, AsyncCache):
+        return _BlockingCache(value, portal)
+    if hasattr(type(value), "__anext__") and hasattr(type(value), "__aenter__"):
+        return _BlockingIterator(value, portal)
+    if hasattr(type(value), "__aenter__"):  # a lease, a lock, a recipe
+        return _BlockingContext(value, portal)
     return value
 
 
@@ -379,6 +420,62 @@ def raising(target: Any, error: BaseException) -> Callable[..., Any]:
         raise error
 
     return fail
+
+
+class _TypedStoreClass(Protocol):
+    """``TypedStore``'s constructor, generic in the codec's type as the class is."""
+
+    def __call__(
+        self, store: libkv.Store, codec: libkv.recipes.Codec[V]
+    ) -> libkv.recipes.TypedStore[V]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipes:
+    """The recipe classes of one flavour, each called as :mod:`libkv.recipes`' is.
+
+    In the async flavour (:data:`BLOCKING_RECIPES`) each takes a :class:`BlockingStore`
+    where the sync class takes a Store, builds the :mod:`libkv.aio.recipes` class on
+    the store's loop from the AsyncStore behind it, and returns it behind the facade;
+    the values (codecs, ``Leader``, ``ServiceInstance``...) are one class in both.
+    """
+
+    flavour: str
+    Cache: type[libkv.recipes.Cache]
+    ServiceRegistry: type[libkv.recipes.ServiceRegistry]
+    Election: type[libkv.recipes.Election]
+    TypedStore: _TypedStoreClass
+
+
+class _Recipe:
+    """An async recipe class called with a blocking store, as its sync twin is."""
+
+    def __init__(self, recipe: Callable[..., Any]) -> None:
+        self._recipe = recipe
+
+    def __call__(self, store: BlockingStore, *args: Any, **kwargs: Any) -> Any:
+        target, portal = store._target, store._portal
+        # On the loop: a cache (and a view's) starts its task there.
+        recipe = portal.call_plain(lambda: self._recipe(target, *args, **kwargs))
+        wrapped = _wrap(recipe, portal)
+        return _Facade(recipe, portal) if wrapped is recipe else wrapped  # a registry
+
+
+SYNC_RECIPES = Recipes(
+    "sync",
+    libkv.recipes.Cache,
+    libkv.recipes.ServiceRegistry,
+    libkv.recipes.Election,
+    libkv.recipes.TypedStore,
+)
+BLOCKING_RECIPES = Recipes(
+    "async",
+    # The facade answers every call of the sync class's, in the async flavour.
+    cast("type[libkv.recipes.Cache]", _Recipe(libkv.aio.recipes.Cache)),
+    cast("type[libkv.recipes.ServiceRegistry]", _Recipe(libkv.aio.recipes.ServiceRegistry)),
+    cast("type[libkv.recipes.Election]", _Recipe(libkv.aio.recipes.Election)),
+    cast("_TypedStoreClass", _Recipe(libkv.aio.recipes.TypedStore)),
+)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
-"""What every recipe mixin shares: the conformance suite's `store` and `other_store`
-fixtures and TTL helpers, and campaigning in a thread.
+"""What every recipe mixin shares: the conformance suite's fixtures (`flavour`,
+`store`, `other_store`, `open_url`) and TTL helpers, the `recipes` of the test's
+flavour, and campaigning in a thread.
 
 `RecipeConformanceBase` is the root of every recipe mixin; a driver never subclasses it
 directly (it subclasses `RecipeConformance` or `CrossProcessRecipeConformance`).
@@ -9,39 +10,32 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
-import libkv
 from libkv.recipes import Election
-from libkv.testing.conformance import StoreConformance
-from libkv.testing.conformance.base import close_quietly
+from libkv.testing import flavours
+from libkv.testing.conformance.base import ConformanceBase
 
 __all__ = ["RecipeConformanceBase"]
 
 
-class RecipeConformanceBase:
-    """Fixtures and helpers every recipe mixin uses; a driver provides the `url` fixture."""
+class RecipeConformanceBase(ConformanceBase):
+    """Fixtures and helpers every recipe mixin uses; a driver provides the `url` fixture.
 
-    ttl_for = staticmethod(StoreConformance.ttl_for)
-    expiry_bound = staticmethod(StoreConformance.expiry_bound)
-
-    # The recipes' suite runs in the sync flavour; libkv.aio.recipes are held to the
-    # same behaviours by tests/test_aio_recipes.py.
-    @pytest.fixture
-    def store(self, url: str) -> Iterator[libkv.Store]:
-        """The client most tests act through, closed after the test."""
-        client = libkv.open(url)
-        yield client
-        close_quietly(client)
+    Every test runs in both flavours, as the store conformance does (the `flavour`
+    fixture of :class:`~libkv.testing.conformance.base.ConformanceBase`): "sync" on
+    :mod:`libkv.recipes` over :func:`libkv.open`, "async" on :mod:`libkv.aio.recipes`
+    over :func:`libkv.aio.open` behind the blocking facade, where the test also fails
+    if a callback held the loop over 50 ms or a libkv task is left after close. Tests
+    build recipes through the `recipes` fixture (``recipes.Cache(store, prefix)``...),
+    never by importing a flavour's classes.
+    """
 
     @pytest.fixture
-    def other_store(self, url: str) -> Iterator[libkv.Store]:
-        """A second client of the same data, closed after the test."""
-        client = libkv.open(url)
-        yield client
-        close_quietly(client)
+    def recipes(self, flavour: str) -> flavours.Recipes:
+        """The recipe classes of the test's flavour, called as libkv.recipes' are."""
+        return flavours.SYNC_RECIPES if flavour == "sync" else flavours.BLOCKING_RECIPES
 
     @staticmethod
     def campaign_in_thread(election: Election) -> tuple[threading.Thread, list[float]]:

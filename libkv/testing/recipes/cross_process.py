@@ -9,9 +9,10 @@ import signal
 import time
 
 from libkv import Store
-from libkv.recipes import Election, Leader, ServiceRegistry
+from libkv.recipes import Leader
 from libkv.testing.conformance.base import CONVERGENCE_BOUND, DELIVERY_MARGIN, EVENT_TIMEOUT
 from libkv.testing.cross_process import CHILD_TIMEOUT, read_line, spawn_child
+from libkv.testing.flavours import Recipes
 from libkv.testing.polling import wait_until
 from libkv.testing.recipes.base import RecipeConformanceBase
 
@@ -22,12 +23,12 @@ class ChildProcessRecipeConformance(RecipeConformanceBase):
     """The cases that need the store reachable from another process."""
 
     def test_killed_registrant_disappears_within_latest_expiry(
-        self, url: str, store: Store
+        self, recipes: Recipes, url: str, store: Store
     ) -> None:
         """A process killed (SIGKILL) while registered leaves the registry within
         latest_expiry(ttl) of its death, and watchers are told."""
         ttl = self.ttl_for(store)
-        registry = ServiceRegistry(store)
+        registry = recipes.ServiceRegistry(store)
         with registry.watch("api") as watch:
             assert watch.next(EVENT_TIMEOUT) == []
             child = spawn_child(REGISTERING_CHILD, url, str(ttl), "dying", "yes")
@@ -51,13 +52,13 @@ class ChildProcessRecipeConformance(RecipeConformanceBase):
             assert watch.next(deadline + DELIVERY_MARGIN - time.monotonic()) == []
 
     def test_paused_registrant_is_told_it_was_lost_and_registers_again(
-        self, url: str, store: Store
+        self, recipes: Recipes, url: str, store: Store
     ) -> None:
         """A process paused (SIGSTOP) past its lease's expiry drops out of the registry;
         resumed, its handle reports the loss and, unless told not to, registers again by
         itself (a new version); with reregister=False it stays out."""
         ttl = self.ttl_for(store)
-        registry = ServiceRegistry(store)
+        registry = recipes.ServiceRegistry(store)
         children = {
             name: spawn_child(REGISTERING_CHILD, url, str(ttl), name, again)
             for name, again in (("comeback", "yes"), ("quitter", "no"))
@@ -89,12 +90,14 @@ class ChildProcessRecipeConformance(RecipeConformanceBase):
                 child.kill()
                 child.communicate(timeout=CHILD_TIMEOUT)
 
-    def test_killed_leader_is_replaced_within_latest_expiry(self, url: str, store: Store) -> None:
+    def test_killed_leader_is_replaced_within_latest_expiry(
+        self, recipes: Recipes, url: str, store: Store
+    ) -> None:
         """A leader in another process killed by SIGKILL is replaced by a waiting
         candidate within latest_expiry(ttl), with a larger fencing token, and observers
         see the new term."""
         ttl = self.ttl_for(store)
-        candidate = Election(store, "elections/main", "survivor", ttl=ttl)
+        candidate = recipes.Election(store, "elections/main", "survivor", ttl=ttl)
         child = spawn_child(LEADING_CHILD, url, str(ttl))
         try:
             child_token = int(read_line(child, CHILD_TIMEOUT))

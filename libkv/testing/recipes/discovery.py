@@ -12,8 +12,9 @@ import pytest
 
 import libkv
 from libkv import Store
-from libkv.recipes import ServiceInstance, ServiceRegistry
+from libkv.recipes import Membership, ServiceInstance, ServiceRegistry
 from libkv.testing.conformance.base import CONVERGENCE_BOUND, DELIVERY_MARGIN, EVENT_TIMEOUT
+from libkv.testing.flavours import Recipes
 from libkv.testing.polling import assert_holds_until, wait_until
 from libkv.testing.recipes.base import RecipeConformanceBase
 
@@ -28,13 +29,13 @@ class DiscoveryRecipeConformance(RecipeConformanceBase):
         return [(member.id, member.address) for member in registry.instances(service)]
 
     def test_registry_registers_lists_and_deregisters(
-        self, store: Store, other_store: Store
+        self, recipes: Recipes, store: Store, other_store: Store
     ) -> None:
         """Registered instances are listed (sorted by id) by any client, with their
         address and metadata; their values are the documented JSON; deregister() and
         leaving the with block delete them at once."""
-        registry = ServiceRegistry(store)
-        reader = ServiceRegistry(other_store)
+        registry = recipes.ServiceRegistry(store)
+        reader = recipes.ServiceRegistry(other_store)
         ttl = self.ttl_for(store)
         second = registry.register("api", "10.0.0.2:80", instance_id="b", ttl=ttl)
         first = registry.register(
@@ -69,11 +70,13 @@ class DiscoveryRecipeConformance(RecipeConformanceBase):
         assert reader.instances("api") == [] and reader.services() == []
         assert other_store.list() == []
 
-    def test_registry_refuses_bad_names_and_values_and_writes_nothing(self, store: Store) -> None:
+    def test_registry_refuses_bad_names_and_values_and_writes_nothing(
+        self, recipes: Recipes, store: Store
+    ) -> None:
         """A service name or instance id that is not one key segment is an
         InvalidKeyError; metadata that is not JSON or an empty address an
         InvalidValueError; nothing is written."""
-        registry = ServiceRegistry(store)
+        registry = recipes.ServiceRegistry(store)
         calls: list[tuple[Callable[[], object], type[Exception]]] = [
             (lambda: registry.register("a/b", "x"), libkv.InvalidKeyError),
             (lambda: registry.register("", "x"), libkv.InvalidKeyError),
@@ -92,10 +95,12 @@ class DiscoveryRecipeConformance(RecipeConformanceBase):
                 call()
         assert store.list() == []
 
-    def test_registry_skips_keys_that_are_not_instances(self, store: Store) -> None:
+    def test_registry_skips_keys_that_are_not_instances(
+        self, recipes: Recipes, store: Store
+    ) -> None:
         """A key under the root that is not <service>/<id> holding the JSON object is
         skipped by readers, never fatal."""
-        registry = ServiceRegistry(store, root="reg")
+        registry = recipes.ServiceRegistry(store, root="reg")
         with registry.register("api", "10.0.0.1:80", instance_id="good", ttl=self.ttl_for(store)):
             store.put("reg/api/not-json", b"\xff{")
             store.put("reg/api/no-address", b'{"metadata": {}}')
@@ -107,14 +112,16 @@ class DiscoveryRecipeConformance(RecipeConformanceBase):
                 assert [member.id for member in watch.next(EVENT_TIMEOUT) or []] == ["good"]
 
     def test_registered_instance_outlives_its_ttl_and_dies_with_its_store(
-        self, store: Store, other_store: Store
+        self, recipes: Recipes, store: Store, other_store: Store
     ) -> None:
         """A held registration is kept alive past its ttl; when its store is closed
         without deregistering (as a dying process would), it is gone within
         latest_expiry(ttl)."""
         ttl = self.ttl_for(store)
-        reader = ServiceRegistry(other_store)
-        instance = ServiceRegistry(store).register("api", "10.0.0.1:80", instance_id="a", ttl=ttl)
+        reader = recipes.ServiceRegistry(other_store)
+        instance = recipes.ServiceRegistry(store).register(
+            "api", "10.0.0.1:80", instance_id="a", ttl=ttl
+        )
         assert_holds_until(
             lambda: self.membership(reader, "api") == [("a", "10.0.0.1:80")],
             time.monotonic() + self.expiry_bound(store, ttl),
@@ -130,21 +137,20 @@ class DiscoveryRecipeConformance(RecipeConformanceBase):
         )
 
     def test_registry_watch_yields_the_membership_on_every_change(
-        self, store: Store, other_store: Store
+        self, recipes: Recipes, store: Store, other_store: Store
     ) -> None:
         """watch(service) yields the current membership, then the whole new membership
         after each registration, re-registration and deregistration, promptly."""
         ttl = self.ttl_for(store)
-        registry = ServiceRegistry(other_store)
+        registry = recipes.ServiceRegistry(other_store)
         other = registry.register("other", "x", ttl=ttl)
 
-        def next_ids(watch: object) -> list[str]:
-            assert isinstance(watch, libkv.recipes.Membership)
+        def next_ids(watch: Membership) -> list[str]:
             members = watch.next(CONVERGENCE_BOUND + DELIVERY_MARGIN)
             assert members is not None, "no new membership within the convergence bound"
             return [member.id for member in members]
 
-        with ServiceRegistry(store).watch("api") as watch:
+        with recipes.ServiceRegistry(store).watch("api") as watch:
             assert next_ids(watch) == []
             first = registry.register("api", "10.0.0.1:80", instance_id="a", ttl=ttl)
             assert next_ids(watch) == ["a"]

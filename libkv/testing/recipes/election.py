@@ -15,6 +15,7 @@ from libkv.testing.conformance.base import (
     HANDOVER_BOUND,
     LOST_MARGIN,
 )
+from libkv.testing.flavours import Recipes
 from libkv.testing.polling import assert_holds_until, wait_until
 from libkv.testing.recipes.base import RecipeConformanceBase
 
@@ -30,13 +31,13 @@ class ElectionRecipeConformance(RecipeConformanceBase):
     """Election."""
 
     def test_election_has_one_leader_at_a_time_and_hands_over_on_resign(
-        self, store: Store, other_store: Store
+        self, recipes: Recipes, store: Store, other_store: Store
     ) -> None:
         """One candidate leads; another cannot campaign its way in until the leader
         resigns, then it is elected within 1 s with a larger fencing token."""
         ttl = self.ttl_for(store)
-        first = Election(store, "elections/main", "first", ttl=ttl)
-        second = Election(other_store, "elections/main", b"second", ttl=ttl)
+        first = recipes.Election(store, "elections/main", "first", ttl=ttl)
+        second = recipes.Election(other_store, "elections/main", b"second", ttl=ttl)
         assert first.leader() is None and _term(first) == (False, None)
         assert first.campaign(timeout=EVENT_TIMEOUT)
         assert first.campaign(timeout=0)  # already leader: at once
@@ -59,14 +60,16 @@ class ElectionRecipeConformance(RecipeConformanceBase):
             assert _term(second)[0]  # still leading inside the block
         assert first.leader() is None and store.list() == []
 
-    def test_election_observers_see_each_new_leader(self, store: Store, other_store: Store) -> None:
+    def test_election_observers_see_each_new_leader(
+        self, recipes: Recipes, store: Store, other_store: Store
+    ) -> None:
         """observe() yields the current leader, then each new term (value and token),
         once each; a vacancy is not yielded."""
         ttl = self.ttl_for(store)
-        first = Election(other_store, "elections/main", "first", ttl=ttl)
-        second = Election(other_store, "elections/main", "second", ttl=ttl)
+        first = recipes.Election(other_store, "elections/main", "first", ttl=ttl)
+        second = recipes.Election(other_store, "elections/main", "second", ttl=ttl)
         bound = CONVERGENCE_BOUND + DELIVERY_MARGIN
-        with Election(store, "elections/main", "observer").observe() as leaders:
+        with recipes.Election(store, "elections/main", "observer").observe() as leaders:
             assert leaders.next(0.2) is None  # no leader yet
             assert first.campaign(timeout=EVENT_TIMEOUT) and first.token is not None
             assert leaders.next(bound) == Leader(b"first", first.token)
@@ -81,12 +84,12 @@ class ElectionRecipeConformance(RecipeConformanceBase):
         assert list(leaders) == []
 
     def test_leader_whose_key_is_taken_is_told_it_lost(
-        self, store: Store, other_store: Store
+        self, recipes: Recipes, store: Store, other_store: Store
     ) -> None:
         """A leader whose key another client deletes sets lost and stops leading; it may
         campaign again, and its old term never deletes what others wrote."""
         ttl = self.ttl_for(store)
-        leader = Election(store, "elections/main", "leader", ttl=ttl)
+        leader = recipes.Election(store, "elections/main", "leader", ttl=ttl)
         assert leader.campaign(timeout=EVENT_TIMEOUT)
         lost = leader.lost
         other_store.delete("elections/main")
@@ -96,7 +99,7 @@ class ElectionRecipeConformance(RecipeConformanceBase):
             message="lost not set after the leader's key was deleted",
         )
         assert not leader.is_leader and leader.token is None
-        usurper = Election(other_store, "elections/main", "usurper", ttl=ttl)
+        usurper = recipes.Election(other_store, "elections/main", "usurper", ttl=ttl)
         assert usurper.campaign(timeout=self.expiry_bound(store, ttl) + LOST_MARGIN)
         assert leader.campaign(timeout=0) is False
         assert leader.leader() == b"usurper"

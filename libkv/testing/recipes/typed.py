@@ -11,8 +11,9 @@ import pytest
 
 import libkv
 from libkv import Action, Store, ops
-from libkv.recipes import DecodeError, JSONCodec, TextCodec, TypedPair, TypedStore
+from libkv.recipes import DecodeError, JSONCodec, TextCodec, TypedPair
 from libkv.testing.conformance.base import EVENT_TIMEOUT
+from libkv.testing.flavours import Recipes
 from libkv.testing.recipes.base import RecipeConformanceBase
 
 __all__ = ["TypedRecipeConformance"]
@@ -22,11 +23,11 @@ class TypedRecipeConformance(RecipeConformanceBase):
     """Typed values."""
 
     def test_typed_values_go_through_every_operation(
-        self, store: Store, other_store: Store
+        self, recipes: Recipes, store: Store, other_store: Store
     ) -> None:
         """Through a JSON view, every Store operation takes and returns Python values,
         stored as the documented bytes any raw client reads."""
-        typed = TypedStore(store, JSONCodec())
+        typed = recipes.TypedStore(store, JSONCodec())
         config = {"color": "blue", "sizes": [1, 2], "on": True, "name": "é"}
         pair = typed.put("app/config", config)
         assert pair == TypedPair("app/config", config, pair.version)
@@ -62,7 +63,7 @@ class TypedRecipeConformance(RecipeConformanceBase):
             init = watch.next_event(EVENT_TIMEOUT)
             assert init is not None and init.action is Action.INIT
             assert init.snapshot == tuple(typed.list("app"))
-            TypedStore(other_store, JSONCodec()).put("app/b", {"now": 1})
+            recipes.TypedStore(other_store, JSONCodec()).put("app/b", {"now": 1})
             event = watch.next_event(EVENT_TIMEOUT)
             assert event is not None and event.pair is not None
             assert (event.action, event.key, event.pair.value) == (
@@ -87,7 +88,7 @@ class TypedRecipeConformance(RecipeConformanceBase):
         assert typed.delete_tree("app") == 4 and store.list() == []
         assert typed.capabilities == store.capabilities
 
-    def test_text_and_custom_codecs(self, store: Store) -> None:
+    def test_text_and_custom_codecs(self, recipes: Recipes, store: Store) -> None:
         """TextCodec stores str in its encoding; any object with encode/decode is a codec."""
 
         class Reversed:
@@ -97,22 +98,22 @@ class TypedRecipeConformance(RecipeConformanceBase):
             def decode(self, data: bytes) -> str:
                 return data.decode()[::-1]
 
-        latin = TypedStore(store, TextCodec("latin-1"))
+        latin = recipes.TypedStore(store, TextCodec("latin-1"))
         assert latin.put("t", "café").value == "café"
         assert store.get("t").value == "café".encode("latin-1")
-        reversed_view = TypedStore(store, Reversed())
+        reversed_view = recipes.TypedStore(store, Reversed())
         assert reversed_view.put("r", "abc").value == "abc"
         assert store.get("r").value == b"cba"
         with pytest.raises(libkv.InvalidValueError):
             latin.put("t", 1)  # type: ignore[arg-type]
 
     def test_undecodable_values_raise_decode_error_naming_the_key(
-        self, store: Store, other_store: Store
+        self, recipes: Recipes, store: Store, other_store: Store
     ) -> None:
         """A stored value the codec cannot decode raises DecodeError (a KVError and a
         ValueError) naming key and version, from reads and watches, never half an event;
         the watch carries on. A value it cannot encode is refused and nothing written."""
-        typed = TypedStore(store, JSONCodec())
+        typed = recipes.TypedStore(store, JSONCodec())
         typed.put("app/good", 1)
         bad = other_store.put("app/bad", b"{not json")
         for call in (lambda: typed.get("app/bad"), lambda: typed.list("app")):
