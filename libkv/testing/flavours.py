@@ -63,6 +63,10 @@ SLOW_CALLBACK = 0.05
 """The longest a callback may hold the event loop (seconds): the issue's 50 ms."""
 WAIT_SAMPLING = 0.005
 """How often the loop thread's run-queue delay is read (seconds)."""
+SAMPLER_LATE = 0.02
+"""How late the sampler may wake before it counts as kept from the GIL: four switch
+intervals, so a loop thread computing in Python (which yields the GIL every interval)
+never passes for one."""
 
 
 class SlowCallbacks(logging.Handler):
@@ -85,6 +89,9 @@ class SlowCallbacks(logging.Handler):
         self._collections: collections.deque[tuple[float, float]] = collections.deque(maxlen=1024)
         # (time.time(), the loop thread's time on a CPU and waiting for one, seconds)
         self._waits: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=64)
+        # (from, to, the sampler's own CPU wait meanwhile): when it could not sample
+        self._gaps: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=256)
+        self._last_sample: tuple[float, float] | None = None  # (time, own CPU wait)
         # (time.time(), where the loop thread was): named in a report
         self._places: collections.deque[tuple[float, str]] = collections.deque(maxlen=512)
         self._collecting_since = 0.0
@@ -108,10 +115,19 @@ class SlowCallbacks(logging.Handler):
             self._collections.append((self._collecting_since, now))
 
     def _sample_waits(self, native_id: int, ident: int | None) -> None:
+        own = threading.get_native_id()
+        previous: tuple[float, float] | None = None  # (time, own CPU wait) last round
         while True:
             sampled, readings = time.time(), _schedstat(native_id)
             if readings is not None:
                 self._waits.append((sampled, *readings))
+            own_readings = _schedstat(own)
+            if own_readings is not None:
+                if previous is not None and sampled - previous[0] > WAIT_SAMPLING + SAMPLER_LATE:
+                    # The sampler could not run: the GIL was held elsewhere, or no CPU
+                    # was free for it (its own CPU wait, counted apart).
+                    self._gaps.append((previous[0], sampled, own_readings[1] - previous[1]))
+                previous = self._last_sample = (sampled, own_readings[1])
             frame = sys._current_frames().get(ident) if ident is not None else None
             if frame is not None:
                 self._places.append((sampled, _place(frame)))
@@ -162,13 +178,29 @@ class SlowCallbacks(logging.Handler):
             start, end = record.created - duration, record.created
             collecting = _covered(start, end, list(self._collections))
             waited, on_cpu = self._accounted(start, end)
-            if duration - max(collecting, waited) < SLOW_CALLBACK:
+            # While the sampler could not get the GIL, another thread held it, unless
+            # the loop thread did: never more than the loop thread spent off a CPU.
+            gaps = list(self._gaps)
+            last, sampler = self._last_sample, self._sampler
+            now = time.time()
+            if last is not None and sampler is not None and sampler.native_id is not None:
+                # A gap still open: the sampler has not run since the GIL came back.
+                readings = _schedstat(sampler.native_id)
+                if readings is not None and now - last[0] > WAIT_SAMPLING + SAMPLER_LATE:
+                    gaps.append((last[0], now, readings[1] - last[1]))
+            held_elsewhere = _covered(start, end, [(begin, stop) for begin, stop, _ in gaps])
+            held_elsewhere -= sum(
+                wait for begin, stop, wait in gaps if begin < end and stop > start
+            )
+            held_elsewhere = min(held_elsewhere, duration - on_cpu)
+            if duration - max(collecting, waited, held_elsewhere) < SLOW_CALLBACK:
                 return
             places = collections.Counter(
                 place for sampled, place in list(self._places) if start <= sampled <= end
             )
             message += (
-                f" [garbage collection {collecting * 1e3:.0f} ms, waiting for a CPU"
+                f" [garbage collection {collecting * 1e3:.0f} ms, GIL held elsewhere"
+                f" {max(held_elsewhere, 0.0) * 1e3:.0f} ms, waiting for a CPU"
                 f" {waited * 1e3:.0f} ms, on a CPU at most {on_cpu * 1e3:.0f} ms; the loop"
                 f" thread was seen at {places.most_common(3) or 'no sample'}]"
             )
