@@ -75,10 +75,12 @@ class SlowCallbacks(logging.Handler):
     A callback is judged on its time less the time the loop could not run through no
     fault of its own, whichever measure sees more of it: the garbage collections during
     it (one stops every thread of the test process, whose heap is the whole session's,
-    not libkv's), or the time its thread waited for a CPU (Linux's per-thread run-queue
-    delay: the machine's two cores lent to the servers). A callback that blocks in a
-    system call or computes adds to neither, so it is reported once what is left
-    exceeds SLOW_CALLBACK.
+    not libkv's), the time its thread waited for a CPU (Linux's per-thread run-queue
+    delay: the machine's two cores lent to the servers), or the time the GIL was held
+    by another thread (a sampler thread kept from running while the loop thread was
+    off a CPU). A callback that blocks in a system call or computes adds to none of
+    them, so it is reported once what is left exceeds SLOW_CALLBACK; a report says
+    where the loop thread was seen meanwhile.
     """
 
     def __init__(self, loop_thread: threading.Thread | None = None) -> None:
