@@ -4,12 +4,13 @@
 
 A store holding 1,000 leases runs one worker, as one holding a single lease does: a
 task in the async flavour, a thread in the sync one, started by the first lease and
-ended once no lease is left (or by ``store.close()``). The worker sleeps until the earliest lease is
-due, then runs each due lease's :meth:`~libkv.lease.Lease._refresh` (async: side by
-side, one short task each, so a slow backend delays no lease by more than one call;
-sync: one after another, and once the backend is found unreachable the round's other
-leases only check their deadline, so a dead server costs one timeout per round, not
-one per lease).
+ended once no lease has been scheduled for ``IDLE_LINGER`` seconds (or by
+``store.close()``), so a lock taken and released over and over starts it once, not
+once per cycle. The worker sleeps until the earliest lease is due, then runs each due
+lease's :meth:`~libkv.lease.Lease._refresh` (async: side by side, one short task each,
+so a slow backend delays no lease by more than one call; sync: one after another, and
+once the backend is found unreachable the round's other leases only check their
+deadline, so a dead server costs one timeout per round, not one per lease).
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from libkv import concurrency
 if TYPE_CHECKING:
     from libkv.lease import Lease
 
-__all__ = ["Keepalive"]
+__all__ = ["Keepalive", "IDLE_LINGER"]
+
+IDLE_LINGER = 5.0
+"""Seconds the worker stays after the last lease is gone, waiting for the next one."""
 
 
 class Keepalive:
@@ -80,11 +84,7 @@ class Keepalive:
         return due, wait
 
     def _run(self) -> None:
-        while True:
-            with self._mutex:
-                if self._stopped or not self._due:
-                    self._worker = None  # idle: the next lease starts a new worker
-                    return
+        while self._linger():
             due, wait = self._take_due()
             if due:
                 self._refresh(due)
@@ -96,6 +96,22 @@ class Keepalive:
                 self._wake.set()
                 continue
             concurrency.wait(self._wake, wait)
+
+    def _linger(self) -> bool:
+        """Whether to go on: True once a lease is scheduled; False when the store
+        closes, or when none has been for IDLE_LINGER seconds (the worker then ends)."""
+        deadline = time.monotonic() + IDLE_LINGER
+        while True:
+            with self._mutex:
+                if self._stopped or (not self._due and time.monotonic() >= deadline):
+                    self._worker = None  # the next lease starts a new worker
+                    return False
+                if self._due:
+                    return True
+                # schedule() and close() change what is checked above before they set
+                # _wake, so clearing it here misses neither (cancel() wakes us for nothing).
+                self._wake.clear()
+            concurrency.wait(self._wake, deadline - time.monotonic())
 
     def _refresh(self, due: list[Lease]) -> None:
         reachable = True

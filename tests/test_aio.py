@@ -10,7 +10,9 @@ test is a coroutine run by ``asyncio.run`` in debug mode.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
+import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -23,7 +25,9 @@ import libkv
 import libkv.aio
 from libkv import Action, KVPair, ops
 from libkv.aio import AsyncStore
+from libkv.keepalive import IDLE_LINGER
 from libkv.testing.conformance.base import EVENT_TIMEOUT
+from libkv.testing.polling import assert_holds_until, wait_until
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -247,6 +251,52 @@ def test_a_store_serves_one_loop_after_another(url: str) -> None:
     asyncio.run(use(2), debug=True)
     asyncio.run(store.close())
     assert store.closed
+
+
+def _keepalive_workers() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.name.startswith("libkv-keepalive")}
+
+
+def _one_alive(started: frozenset[threading.Thread]) -> bool:
+    """Whether exactly one of the ``started`` keep-alive workers is alive."""
+    return len(_keepalive_workers() & started) == 1
+
+
+def _keepalive_tasks() -> set[asyncio.Task[Any]]:
+    return {task for task in asyncio.all_tasks() if task.get_name().startswith("libkv-keepalive")}
+
+
+def test_lock_cycles_reuse_one_keepalive_worker(url: str) -> None:
+    """The store's keep-alive worker outlives the last lease by IDLE_LINGER seconds, so
+    a lock taken and released over and over starts it once, not once per cycle (a
+    thread start per cycle was a tenth of a Redis lock cycle); it ends with the store.
+    In both flavours."""
+    linger = time.monotonic() + IDLE_LINGER / 5
+    workers: set[threading.Thread] = set()  # the objects: an ident may be reused
+    with libkv.open(url) as store:
+        for _ in range(3):
+            with store.lock("cycles/lock", ttl=5):
+                workers |= _keepalive_workers()
+            assert_holds_until(functools.partial(_one_alive, frozenset(workers)), linger)
+            linger += IDLE_LINGER / 5
+    assert len(workers) == 1
+    wait_until(lambda: not any(thread.is_alive() for thread in workers), EVENT_TIMEOUT)
+
+    async def cycles(store: AsyncStore) -> None:
+        linger = time.monotonic() + IDLE_LINGER / 5
+        tasks: set[asyncio.Task[Any]] = set()
+        for _ in range(3):
+            async with store.lock("cycles/lock", ttl=5):
+                tasks |= _keepalive_tasks()
+            while time.monotonic() < linger:
+                assert len(_keepalive_tasks() & tasks) == 1
+                await asyncio.sleep(0.02)
+            linger += IDLE_LINGER / 5
+        assert len(tasks) == 1
+        await store.close()
+        assert all(task.done() for task in tasks)
+
+    run(cycles, url)
 
 
 def test_open_touches_no_file_and_the_first_call_reports_a_bad_path(tmp_path: Path) -> None:
