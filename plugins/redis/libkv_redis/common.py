@@ -47,7 +47,6 @@ from libkv.driver import (
 from libkv_redis import scripts
 
 __all__ = [
-    "ASYNC_CAPABILITIES",
     "CAPABILITIES",
     "Layout",
     "LogReader",
@@ -69,8 +68,8 @@ CAPABILITIES = Capabilities(
     ttl_slack=0.5,
     max_value_size=16 * 1024 * 1024,
     max_transaction_ops=1024,
+    native_async=True,  # libkv.aio runs the driver's own async backend
 )
-ASYNC_CAPABILITIES = dataclasses.replace(CAPABILITIES, native_async=True)
 
 REAP_INTERVAL = 0.2  # seconds between two reaps by each open Store
 FOLLOW_INTERVAL = 1.0  # seconds between two Sentinel look-ups of the master by each Store

@@ -39,7 +39,6 @@ from libkv.driver import AsyncBackend, KVError, KVPair, Op, StoreURL
 from libkv_redis import common
 from libkv_redis._async.io import AsyncBackground, AsyncRedisFeed
 from libkv_redis.common import (
-    ASYNC_CAPABILITIES,
     CAPABILITIES,
     FOLLOW_INTERVAL,
     REAP_INTERVAL,
@@ -57,8 +56,7 @@ log = logging.getLogger(__name__)
 class AsyncRedisBackend(AsyncBackend):
     """A store in one Redis database; see the module docstring."""
 
-    capabilities = ASYNC_CAPABILITIES  # async-only
-    # sync-only: capabilities = CAPABILITIES
+    capabilities = CAPABILITIES
 
     def __init__(self, settings: Settings, client: redis.asyncio.Redis | RedisCluster) -> None:
         super().__init__(settings.url, namespace=settings.namespace, timeout=settings.timeout)
