@@ -120,12 +120,6 @@ class RedisBackend(Backend):
     def revoke_lease(self, lease_id: int) -> None:
         self._run_write(common.REVOKE_LEASE, self._layout.lease(lease_id))
 
-    def _revoke_quietly(self, lease_id: int) -> None:
-        try:
-            self.revoke_lease(lease_id)
-        except Exception as error:  # best effort: the ttl ends it anyway
-            log.info("cannot revoke lease %d of a cancelled grant: %s", lease_id, error)
-
     # -- watching -----------------------------------------------------------------
 
     def open_feed(self, prefix: str, after: int | None) -> RedisFeed:

@@ -124,11 +124,14 @@ class AsyncRedisBackend(AsyncBackend):
     async def revoke_lease(self, lease_id: int) -> None:
         await self._run_write(common.REVOKE_LEASE, self._layout.lease(lease_id))
 
+    # async-only: begin
     async def _revoke_quietly(self, lease_id: int) -> None:
         try:
             await self.revoke_lease(lease_id)
         except Exception as error:  # best effort: the ttl ends it anyway
             log.info("cannot revoke lease %d of a cancelled grant: %s", lease_id, error)
+
+    # async-only: end
 
     # -- watching -----------------------------------------------------------------
 

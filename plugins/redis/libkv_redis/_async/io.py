@@ -228,12 +228,18 @@ class AsyncRedisFeed:
         reading = self._reading
         if reading is not None:
             reading.cancel()
+            reading.add_done_callback(_retrieve)  # its outcome is nobody's now
         self._store._background.spawn(self._closing(reading), "libkv-redis-watch-close")
 
     async def _closing(self, reading: asyncio.Task[Any] | None) -> None:
         if reading is not None:
             await asyncio.wait([reading])
         await self._disconnect()
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
