@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio.sentinel
+import redis.sentinel
 
 import libkv
 import libkv.aio
@@ -110,6 +112,71 @@ def test_async_open_of_a_cluster_contacts_nothing_and_the_first_call_fails() -> 
             await store.close()
 
     asyncio.run(first_call())
+
+
+def _caused(error: Exception, cause: Exception) -> Exception:
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        pytest.param(
+            redis.asyncio.sentinel.MasterNotFoundError("No master found for 'm'"),
+            NotReachableError,
+            id="async-sentinel-no-master",
+        ),
+        pytest.param(
+            redis.sentinel.MasterNotFoundError("No master found for 'm'"),
+            NotReachableError,
+            id="sentinel-no-master",
+        ),
+        pytest.param(
+            redis.exceptions.RedisClusterException("Redis Cluster cannot be connected"),
+            NotReachableError,
+            id="cluster-unreachable",
+        ),
+        pytest.param(
+            _caused(
+                redis.exceptions.RedisClusterUnreachableError("no node reached"),
+                redis.ConnectionError("Error 111 connecting to 127.0.0.1:1."),
+            ),
+            NotReachableError,
+            id="cluster-unreachable-while-connecting",
+        ),
+        pytest.param(
+            _caused(
+                redis.exceptions.RedisClusterUnreachableError("no node reached"),
+                redis.TimeoutError("Timeout reading from 127.0.0.1:7000"),
+            ),
+            UnknownOutcomeError,
+            id="cluster-unreachable-after-sending",
+        ),
+        pytest.param(
+            redis.TimeoutError("Timeout reading from 127.0.0.1:1"),
+            UnknownOutcomeError,
+            id="read-timeout",
+        ),
+        pytest.param(
+            redis.TimeoutError("Timeout connecting to server"),
+            NotReachableError,
+            id="connect-timeout",
+        ),
+    ],
+)
+def test_a_failed_write_is_translated_alike_in_both_flavours(
+    error: Exception, expected: type[KVError]
+) -> None:
+    """Both flavours translate with libkv_redis.common.translate: what redis.asyncio
+    raises of its own (its Sentinel's MasterNotFoundError, a Cluster client that reaches
+    no node at its first command) is NotReachableError, and UnknownOutcomeError only
+    when the write may have been sent."""
+    from libkv_redis.common import translate
+
+    url = libkv.StoreURL.parse("redis://127.0.0.1:1")
+    translated = translate(error, url, 0, outcome_unknown=True)
+    assert type(translated) is expected, repr(translated)
 
 
 def test_db_number_and_hashtag_separate_stores(redis_server: RedisServer) -> None:
