@@ -135,6 +135,53 @@ class RedisBackend(Backend):
         revision, epoch = self._reap()
         return RedisFeed(self, prefix, revision if after is None else after, epoch)
 
+    def _read_log(self, connection: Any, position: str, block: int) -> tuple[Any, Any]:
+        """A feed's poll: reap, then read the log after ``position`` with XREAD BLOCK
+        ``block`` ms; the two replies. One round trip on the feed's ``connection``; a
+        Cluster client routes commands itself (``connection`` is None): two."""
+        layout = self._layout
+        if connection is None:
+            reap_reply = self._run_script(common.REAP, layout.arguments)
+            streams: dict[Any, Any] = {layout.log_key: position}
+            reply = self._client.xread(streams, count=common.FEED_BATCH, block=block)
+            return reap_reply, reply
+        reap = ("EVALSHA", common.REAP.sha, len(layout.script_keys))
+        xread = ("XREAD", "COUNT", common.FEED_BATCH, "BLOCK", block, "STREAMS")
+        connection.send_packed_command(
+            connection.pack_commands(
+                [
+                    (*reap, *layout.script_keys, *layout.arguments),
+                    (*xread, layout.log_key, position),
+                ]
+            )
+        )
+        try:
+            reap_reply = connection.read_response()
+        except redis.exceptions.ResponseError:
+            connection.read_response()  # the XREAD's reply: keep the connection in step
+            raise
+        return reap_reply, connection.read_response()
+
+    def _feed_connection(self) -> Any:
+        """A connection for a feed, not from the pool: its socket timeout is its own (see
+        ``common.feed_wait``); None on a Cluster, whose client routes the feed's commands."""
+        if self._cluster:
+            return None
+        pool: Any = cast(Any, self._client).connection_pool
+        wait = common.feed_wait(self.timeout)
+        return pool.connection_class(
+            **{**pool.connection_kwargs, "socket_timeout": wait, "socket_connect_timeout": wait}
+        )
+
+    def _master_moved(self, connection: Any) -> bool:
+        """Whether the Store found a new master (see _follow_master) that ``connection``
+        is not connected to: the feed leaves the old one."""
+        sentinel = self._sentinel_pool
+        return sentinel is not None and sentinel.master_address not in (
+            None,
+            (connection.host, connection.port),
+        )
+
     def compact(self, revision: int) -> None:
         bound = common.compact_bound(revision)
         if bound is not None:  # else nothing comes before the first revision

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import redis.exceptions
 
@@ -103,54 +103,18 @@ class RedisFeed:
     def _read(self, block: int) -> tuple[Any, Any]:
         """Reap, then read the log after the reader's position: the two replies."""
         store = self._store
-        layout = store._layout
-        position = self._reader.position
-        if store._cluster:  # a Cluster routes commands itself; two round trips
-            reap_reply = store._run_script(common.REAP, layout.arguments)
-            streams: dict[Any, Any] = {layout.log_key: position}
-            return reap_reply, store._client.xread(streams, count=common.FEED_BATCH, block=block)
-        connection = self._connect()
-        reap = ("EVALSHA", common.REAP.sha, len(layout.script_keys))
-        xread = ("XREAD", "COUNT", common.FEED_BATCH, "BLOCK", block, "STREAMS")
-        connection.send_packed_command(
-            connection.pack_commands(
-                [
-                    (*reap, *layout.script_keys, *layout.arguments),
-                    (*xread, layout.log_key, position),
-                ]
-            )
-        )
-        try:
-            reap_reply = connection.read_response()
-        except redis.exceptions.ResponseError:
-            connection.read_response()  # the XREAD's reply: keep the connection in step
-            raise
-        return reap_reply, connection.read_response()
+        connection = None if store._cluster else self._connect()
+        return store._read_log(connection, self._reader.position, block)
 
     def _connect(self) -> Any:
-        store = self._store
         with self._lock:
             if self._closed.is_set():
                 raise redis.exceptions.ConnectionError("the feed is closed")
             if self._connection is None:
                 # Not from the pool: close() shuts it while another thread may read it.
-                # Through Any: RedisCluster declares no connection_pool in some releases.
-                pool: Any = cast(Any, store._client).connection_pool
-                wait = common.feed_wait(store.timeout)
-                self._connection = pool.connection_class(
-                    **{
-                        **pool.connection_kwargs,
-                        "socket_timeout": wait,
-                        "socket_connect_timeout": wait,
-                    }
-                )
+                self._connection = self._store._feed_connection()
             connection = self._connection
-        sentinel = store._sentinel_pool
-        if sentinel is not None and sentinel.master_address not in (
-            None,
-            (connection.host, connection.port),
-        ):
-            # The Store found a new master (see _follow_master): leave the old one.
+        if self._store._master_moved(connection):
             connection.disconnect()
         connection.connect()
         return connection

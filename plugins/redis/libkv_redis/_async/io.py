@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.exceptions
 
@@ -158,51 +158,14 @@ class AsyncRedisFeed:
     async def _read(self, block: int) -> tuple[Any, Any]:
         """Reap, then read the log after the reader's position: the two replies."""
         store = self._store
-        layout = store._layout
-        position = self._reader.position
-        if store._cluster:  # a Cluster routes commands itself; two round trips
-            reap_reply = await store._run_script(common.REAP, layout.arguments)
-            streams: dict[Any, Any] = {layout.log_key: position}
-            reply = await store._client.xread(streams, count=common.FEED_BATCH, block=block)
-            return reap_reply, reply
-        connection = await self._connect()
-        reap = ("EVALSHA", common.REAP.sha, len(layout.script_keys))
-        xread = ("XREAD", "COUNT", common.FEED_BATCH, "BLOCK", block, "STREAMS")
-        await connection.send_packed_command(
-            connection.pack_commands(
-                [
-                    (*reap, *layout.script_keys, *layout.arguments),
-                    (*xread, layout.log_key, position),
-                ]
-            )
-        )
-        try:
-            reap_reply = await connection.read_response()
-        except redis.exceptions.ResponseError:
-            await connection.read_response()  # the XREAD's reply: keep the connection in step
-            raise
-        return reap_reply, await connection.read_response()
-
-    async def _connect(self) -> Any:
-        store = self._store
-        if self._connection is None:
-            # Not from the pool: the feed's socket timeout is its own (see feed_wait).
-            # Through Any: RedisCluster declares no connection_pool in some releases.
-            pool: Any = cast(Any, store._client).connection_pool
-            wait = common.feed_wait(store.timeout)
-            self._connection = pool.connection_class(
-                **{**pool.connection_kwargs, "socket_timeout": wait, "socket_connect_timeout": wait}
-            )
         connection = self._connection
-        sentinel = store._sentinel_pool
-        if sentinel is not None and sentinel.master_address not in (
-            None,
-            (connection.host, connection.port),
-        ):
-            # The Store found a new master (see _follow_master): leave the old one.
-            await connection.disconnect()
-        await connection.connect()
-        return connection
+        if connection is None and not store._cluster:
+            connection = self._connection = store._feed_connection()
+        if connection is not None:
+            if store._master_moved(connection):
+                await connection.disconnect()
+            await connection.connect()
+        return await store._read_log(connection, self._reader.position, block)
 
     async def _disconnect(self) -> None:
         connection, self._connection = self._connection, None
