@@ -193,6 +193,9 @@ class RedisBackend(Backend):
         return self._execute(*arguments)
 
     def _run_script(self, script: Script, arguments: Sequence[Argument]) -> Any:
+        return self._evalsha(script, arguments)
+
+    def _evalsha(self, script: Script, arguments: Sequence[Argument]) -> Any:
         """Run ``script`` with EVALSHA; load it on NOSCRIPT (after a restart or flush)."""
         keys = self._layout.script_keys
         try:

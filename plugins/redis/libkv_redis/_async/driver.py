@@ -37,7 +37,7 @@ from redis.backoff import NoBackoff
 
 from libkv.driver import AsyncBackend, KVError, KVPair, Op, StoreURL
 from libkv_redis import common
-from libkv_redis._async.io import AsyncBackground, AsyncRedisFeed
+from libkv_redis._async.io import AsyncBackground, AsyncRedisFeed, cancellable
 from libkv_redis.common import (
     CAPABILITIES,
     FOLLOW_INTERVAL,
@@ -204,11 +204,16 @@ class AsyncRedisBackend(AsyncBackend):
 
     async def _command(self, *arguments: Argument) -> Any:
         self._background.start()  # async-only
-        return await self._execute(*arguments)
+        return await cancellable(self._execute(*arguments))  # async-only
+        # sync-only: return self._execute(*arguments)
 
     async def _run_script(self, script: Script, arguments: Sequence[Argument]) -> Any:
-        """Run ``script`` with EVALSHA; load it on NOSCRIPT (after a restart or flush)."""
         self._background.start()  # async-only
+        return await cancellable(self._evalsha(script, arguments))  # async-only
+        # sync-only: return self._evalsha(script, arguments)
+
+    async def _evalsha(self, script: Script, arguments: Sequence[Argument]) -> Any:
+        """Run ``script`` with EVALSHA; load it on NOSCRIPT (after a restart or flush)."""
         keys = self._layout.script_keys
         try:
             return await self._execute("EVALSHA", script.sha, len(keys), *keys, *arguments)
