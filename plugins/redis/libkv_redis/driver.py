@@ -258,24 +258,26 @@ class RedisBackend(Backend):
         self._client.close()
 
 
-def open_redis(url: StoreURL) -> RedisBackend:
+def open_redis(url: StoreURL) -> Backend:
     """The initializer of the ``redis`` and ``rediss`` schemes.
 
     It contacts no server, except that with ``cluster=true`` the sync flavour reads the
     Cluster's slot map at once (NotReachableError if it cannot); the async flavour
-    (``libkv.aio.open`` does no I/O) reads it at the first call.
+    (``libkv.aio.open`` does no I/O) reads it at the first call, and runs a Cluster
+    store's sync backend on worker threads.
     """
     settings = common.read_settings(url)
     connection = {**settings.connection, "retry": Retry(NoBackoff(), 0)}
-    client: redis.Redis | RedisCluster
     if settings.cluster:
         # Through Any: redis-py types ClusterNode from 8.2 on, not before.
         nodes = [cast(Any, ClusterNode)(host, port) for host, port in settings.nodes]
         try:  # reads the slot map
-            client = RedisCluster(startup_nodes=nodes, **connection)
+            cluster = RedisCluster(startup_nodes=nodes, **connection)
         except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as error:
             raise common.translate(error, url, 0, outcome_unknown=False) or error from error
-    elif settings.sentinel is not None:
+        return RedisBackend(settings, cluster)
+    client: redis.Redis
+    if settings.sentinel is not None:
         # Through Any: redis-py types Sentinel and master_for from 8.2 on, not before.
         sentinels = cast(Any, Sentinel)(
             settings.sentinels,

@@ -1,5 +1,6 @@
 """The sync Redis driver's I/O that is not the async one's renamed: the store's
-background thread and the watch feed.
+background thread and the watch feed; and a Cluster client made at its first
+command, for ``libkv.aio`` (see ``open_redis_async``).
 Hand-written, as its async twin :mod:`libkv_redis._async.io` is; the logic both
 share is in :mod:`libkv_redis.common`.
 """
@@ -9,17 +10,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis.exceptions
+from redis.cluster import RedisCluster
 
-from libkv.driver import FeedBatch
+from libkv.driver import FeedBatch, NotReachableError, StoreURL
 from libkv_redis import common
 
 if TYPE_CHECKING:
     from libkv_redis.driver import RedisBackend
 
-__all__ = ["Background", "RedisFeed"]
+__all__ = ["Background", "LazyCluster", "RedisFeed"]
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +133,44 @@ class RedisFeed:
     def close(self) -> None:
         self._closed.set()
         self._disconnect()
+
+
+class LazyCluster:
+    """A RedisCluster made at its first command: its constructor connects (to discover
+    the nodes), and ``libkv.aio.open`` does no I/O. Until the cluster answers, each
+    command raises NotReachableError."""
+
+    def __init__(self, url: StoreURL, make: Callable[[], RedisCluster]) -> None:
+        self._url = url
+        self._make = make
+        self._client: RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def connect(self) -> RedisCluster:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    try:
+                        self._client = self._make()
+                    except (
+                        redis.exceptions.RedisError,
+                        redis.exceptions.RedisClusterException,
+                    ) as error:
+                        raise NotReachableError(
+                            f"cannot reach the Redis Cluster at {self._url}: {error}"
+                        ) from error
+                client = self._client
+        return client
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        return cast(Any, self.connect()).execute_command(*args, **options)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.connect(), name)
