@@ -106,7 +106,7 @@ class RedisFeed:
         """Reap, then read the log after the reader's position: the two replies."""
         store = self._store
         connection = None if store._cluster else self._connect()
-        return store._read_log(connection, self._reader.position, block)
+        return store._read_log(connection, self._reader.position, block, common.FEED_BATCH)
 
     def _connect(self) -> Any:
         with self._lock:

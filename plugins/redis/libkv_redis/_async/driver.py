@@ -149,18 +149,21 @@ class AsyncRedisBackend(AsyncBackend):
         revision, epoch = await self._reap()
         return AsyncRedisFeed(self, prefix, revision if after is None else after, epoch)
 
-    async def _read_log(self, connection: Any, position: str, block: int) -> tuple[Any, Any]:
-        """A feed's poll: reap, then read the log after ``position`` with XREAD BLOCK
-        ``block`` ms; the two replies. One round trip on the feed's ``connection``; a
-        Cluster client routes commands itself (``connection`` is None): two."""
+    async def _read_log(
+        self, connection: Any, position: str, block: int, count: int
+    ) -> tuple[Any, Any]:
+        """A feed's poll: reap, then read at most ``count`` log entries after ``position``
+        with XREAD BLOCK ``block`` ms; the two replies. One round trip on the feed's
+        ``connection``; a Cluster client routes commands itself (``connection`` is
+        None): two."""
         layout = self._layout
         if connection is None:
             reap_reply = await self._run_script(common.REAP, layout.arguments)
             streams: dict[Any, Any] = {layout.log_key: position}
-            reply = await self._client.xread(streams, count=common.FEED_BATCH, block=block)
+            reply = await self._client.xread(streams, count=count, block=block)
             return reap_reply, reply
         reap = ("EVALSHA", common.REAP.sha, len(layout.script_keys))
-        xread = ("XREAD", "COUNT", common.FEED_BATCH, "BLOCK", block, "STREAMS")
+        xread = ("XREAD", "COUNT", count, "BLOCK", block, "STREAMS")
         await connection.send_packed_command(
             connection.pack_commands(
                 [

@@ -185,7 +185,8 @@ class AsyncRedisFeed:
             if store._master_moved(connection):
                 await connection.disconnect()
             await connection.connect()
-        return await store._read_log(connection, self._reader.position, block)
+        position = self._reader.position
+        return await store._read_log(connection, position, block, common.ASYNC_FEED_BATCH)
 
     async def _disconnect(self) -> None:
         connection, self._connection = self._connection, None
