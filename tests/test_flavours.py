@@ -13,6 +13,7 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -125,3 +126,23 @@ def test_a_callback_on_the_loop_makes_plain_calls_and_refuses_to_wait(portal: Po
         cache.close()
     finally:
         store.close()
+
+
+def test_the_gil_held_by_another_thread_is_discounted(portal: Portal) -> None:
+    """Another thread holds the GIL in one long C call (a sum over a range) while a
+    callback that does almost nothing waits for it: not the loop's doing, not reported;
+    the same call made on the loop is."""
+    started = time.thread_time()
+    sum(range(3_000_000))
+    per_million = (time.thread_time() - started) / 3
+    count = int(SLOW_CALLBACK * 4 / per_million * 1_000_000)  # four bounds of CPU time
+
+    def wait_for_the_gil() -> None:
+        # start() returns once the thread runs: it holds the GIL from then on.
+        threading.Thread(target=lambda: sum(range(count)), daemon=True).start()
+        took.append(time.monotonic())
+
+    took: list[float] = [time.monotonic()]
+    assert _hold_loop(portal, wait_for_the_gil) == []
+    assert took[1] - took[0] > SLOW_CALLBACK * 2, "the other thread never held the GIL"
+    assert len(_hold_loop(portal, lambda: sum(range(count)))) == 1

@@ -22,9 +22,12 @@ import functools
 import gc
 import inspect
 import logging
+import os
 import re
+import sys
 import threading
 import time
+import types
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol, Self, TypeVar, cast
 
@@ -60,6 +63,10 @@ SLOW_CALLBACK = 0.05
 """The longest a callback may hold the event loop (seconds): the issue's 50 ms."""
 WAIT_SAMPLING = 0.005
 """How often the loop thread's run-queue delay is read (seconds)."""
+SAMPLER_LATE = 0.02
+"""How late the sampler may wake before it counts as kept from the GIL: four switch
+intervals, so a loop thread computing in Python (which yields the GIL every interval)
+never passes for one."""
 
 
 class SlowCallbacks(logging.Handler):
@@ -68,10 +75,12 @@ class SlowCallbacks(logging.Handler):
     A callback is judged on its time less the time the loop could not run through no
     fault of its own, whichever measure sees more of it: the garbage collections during
     it (one stops every thread of the test process, whose heap is the whole session's,
-    not libkv's), or the time its thread waited for a CPU (Linux's per-thread run-queue
-    delay: the machine's two cores lent to the servers). A callback that blocks in a
-    system call or computes adds to neither, so it is reported once what is left
-    exceeds SLOW_CALLBACK.
+    not libkv's), the time its thread waited for a CPU (Linux's per-thread run-queue
+    delay: the machine's two cores lent to the servers), or the time the GIL was held
+    by another thread (a sampler thread kept from running while the loop thread was
+    off a CPU). A callback that blocks in a system call or computes adds to none of
+    them, so it is reported once what is left exceeds SLOW_CALLBACK; a report says
+    where the loop thread was seen meanwhile.
     """
 
     def __init__(self, loop_thread: threading.Thread | None = None) -> None:
@@ -80,15 +89,22 @@ class SlowCallbacks(logging.Handler):
         self.loop_thread = loop_thread
         self.messages: list[str] = []
         self._collections: collections.deque[tuple[float, float]] = collections.deque(maxlen=1024)
-        # (time.time(), the loop thread's run-queue delay so far, in seconds)
-        self._waits: collections.deque[tuple[float, float]] = collections.deque(maxlen=64)
+        # (time.time(), the loop thread's time on a CPU and waiting for one, seconds)
+        self._waits: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=64)
+        # (from, to, the sampler's own CPU wait meanwhile): when it could not sample
+        self._gaps: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=256)
+        self._last_sample: tuple[float, float] | None = None  # (time, own CPU wait)
+        # (time.time(), where the loop thread was): named in a report
+        self._places: collections.deque[tuple[float, str]] = collections.deque(maxlen=512)
         self._collecting_since = 0.0
         self._stopped = threading.Event()
         gc.callbacks.append(self._on_collection)
         self._sampler: threading.Thread | None = None
         if loop_thread is not None and loop_thread.native_id is not None:
             self._sampler = threading.Thread(
-                target=self._sample_waits, args=(loop_thread.native_id,), name="portal-sampler"
+                target=self._sample_waits,
+                args=(loop_thread.native_id, loop_thread.ident),
+                name="portal-sampler",
             )
             self._sampler.daemon = True
             self._sampler.start()
@@ -100,32 +116,49 @@ class SlowCallbacks(logging.Handler):
         else:
             self._collections.append((self._collecting_since, now))
 
-    def _sample_waits(self, native_id: int) -> None:
+    def _sample_waits(self, native_id: int, ident: int | None) -> None:
+        own = threading.get_native_id()
+        previous: tuple[float, float] | None = None  # (time, own CPU wait) last round
         while True:
-            sampled, waited = time.time(), _run_queue_delay(native_id)
-            if waited is not None:
-                self._waits.append((sampled, waited))
+            sampled, readings = time.time(), _schedstat(native_id)
+            if readings is not None:
+                self._waits.append((sampled, *readings))
+            own_readings = _schedstat(own)
+            if own_readings is not None:
+                if previous is not None and sampled - previous[0] > WAIT_SAMPLING + SAMPLER_LATE:
+                    # The sampler could not run: the GIL was held elsewhere, or no CPU
+                    # was free for it (its own CPU wait, counted apart).
+                    self._gaps.append((previous[0], sampled, own_readings[1] - previous[1]))
+                previous = self._last_sample = (sampled, own_readings[1])
+            frame = sys._current_frames().get(ident) if ident is not None else None
+            if frame is not None:
+                self._places.append((sampled, _place(frame)))
+            del frame
             if self._stopped.wait(WAIT_SAMPLING):
                 return
 
-    def _waited(self, start: float, end: float) -> float:
-        """How long the loop thread surely waited for a CPU within [start, end].
+    def _accounted(self, start: float, end: float) -> tuple[float, float]:
+        """(surely waited for a CPU, at most on a CPU) of the loop thread within
+        [start, end].
 
         Read now (in the loop thread, just after the callback) against the sampler's
-        last reading before ``start``; what it may have waited outside the window
-        (from that reading to ``start``, from ``end`` to now) is taken off, so the
-        figure never exceeds the wait inside it. The sampler cannot read while the
-        loop thread holds the GIL, hence no reading inside the window.
+        last reading before ``start``. The wait outside the window (from that reading
+        to ``start``, from ``end`` to now) is taken off, so the first figure never
+        exceeds the wait inside it; the second is left whole (an upper bound, for the
+        report). The sampler cannot read while the loop thread holds the GIL, hence
+        no reading inside the window.
         """
         if self.loop_thread is None or self.loop_thread.native_id is None:
-            return 0.0
+            return 0.0, end - start
         now = time.time()
-        waited = _run_queue_delay(self.loop_thread.native_id)
+        readings = _schedstat(self.loop_thread.native_id)
         before = [sample for sample in list(self._waits) if sample[0] <= start]
-        if waited is None or not before:
-            return 0.0
-        sampled, waited_then = before[-1]
-        return max(0.0, waited - waited_then - (start - sampled) - (now - end))
+        if readings is None or not before:
+            return 0.0, end - start
+        sampled, on_cpu_then, waited_then = before[-1]
+        on_cpu, waited = readings
+        surely_waited = waited - waited_then - (start - sampled) - (now - end)
+        return max(0.0, surely_waited), on_cpu - on_cpu_then
 
     def close(self) -> None:
         with contextlib.suppress(ValueError):
@@ -145,19 +178,56 @@ class SlowCallbacks(logging.Handler):
         if took is not None:
             duration = float(took.group(1))
             start, end = record.created - duration, record.created
-            excused = max(_covered(start, end, list(self._collections)), self._waited(start, end))
-            if duration - excused < SLOW_CALLBACK:
+            collecting = _covered(start, end, list(self._collections))
+            waited, on_cpu = self._accounted(start, end)
+            # While the sampler could not get the GIL, another thread held it, unless
+            # the loop thread did: never more than the loop thread spent off a CPU.
+            gaps = list(self._gaps)
+            last, sampler = self._last_sample, self._sampler
+            now = time.time()
+            if last is not None and sampler is not None and sampler.native_id is not None:
+                # A gap still open: the sampler has not run since the GIL came back.
+                readings = _schedstat(sampler.native_id)
+                if readings is not None and now - last[0] > WAIT_SAMPLING + SAMPLER_LATE:
+                    gaps.append((last[0], now, readings[1] - last[1]))
+            held_elsewhere = _covered(start, end, [(begin, stop) for begin, stop, _ in gaps])
+            held_elsewhere -= sum(
+                wait for begin, stop, wait in gaps if begin < end and stop > start
+            )
+            held_elsewhere = min(held_elsewhere, duration - on_cpu)
+            if duration - max(collecting, waited, held_elsewhere) < SLOW_CALLBACK:
                 return
+            places = collections.Counter(
+                place for sampled, place in list(self._places) if start <= sampled <= end
+            )
+            message += (
+                f" [garbage collection {collecting * 1e3:.0f} ms, GIL held elsewhere"
+                f" {max(held_elsewhere, 0.0) * 1e3:.0f} ms, waiting for a CPU"
+                f" {waited * 1e3:.0f} ms, on a CPU at most {on_cpu * 1e3:.0f} ms; the loop"
+                f" thread was seen at {places.most_common(3) or 'no sample'}]"
+            )
         self.messages.append(message)
 
 
-def _run_queue_delay(native_id: int) -> float | None:
-    """Seconds thread ``native_id`` of this process has waited for a CPU (Linux)."""
+def _schedstat(native_id: int) -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds waiting for one) of thread ``native_id`` (Linux)."""
     try:
         with open(f"/proc/self/task/{native_id}/schedstat") as schedstat:
-            return int(schedstat.read().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
+            on_cpu, waited = schedstat.read().split()[:2]
+        return int(on_cpu) / 1e9, int(waited) / 1e9
+    except (OSError, ValueError):
         return None
+
+
+def _place(frame: types.FrameType) -> str:
+    """Where ``frame`` (a thread's innermost) is, and which call of libkv led there."""
+    here = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} {frame.f_code.co_name}"
+    caller = frame.f_back
+    while caller is not None and "libkv" not in caller.f_code.co_filename:
+        caller = caller.f_back
+    if caller is None or caller is frame:
+        return here
+    return f"{here} < {os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}"
 
 
 def _covered(start: float, end: float, intervals: Iterable[tuple[float, float]]) -> float:
