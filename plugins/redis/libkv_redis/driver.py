@@ -171,7 +171,12 @@ class RedisBackend(Backend):
         pool: Any = cast(Any, self._client).connection_pool
         wait = common.feed_wait(self.timeout)
         return pool.connection_class(
-            **{**pool.connection_kwargs, "socket_timeout": wait, "socket_connect_timeout": wait}
+            **{
+                **pool.connection_kwargs,
+                "socket_timeout": wait,
+                "socket_connect_timeout": wait,
+                "socket_read_size": common.FEED_READ_SIZE,
+            }
         )
 
     def _master_moved(self, connection: Any) -> bool:

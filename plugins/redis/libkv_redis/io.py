@@ -70,7 +70,9 @@ class RedisFeed:
         self._closed = threading.Event()
         self._lock = threading.Lock()  # guards _connection (close() runs in any thread)
         self._polling = threading.Lock()  # one poll at a time on the one connection
-        self._connection: Any = None
+        # Made now (no I/O): what a watch holds is there from its start, read buffer
+        # included, not first allocated by a later poll.
+        self._connection: Any = None if store._cluster else store._feed_connection()
 
     def poll(self, timeout: float) -> FeedBatch | None:
         # Several threads may iterate one watch: they take turns on the connection.

@@ -146,7 +146,8 @@ class AsyncRedisFeed:
         self._reader = common.LogReader(prefix, after, epoch)
         self._loop = asyncio.get_running_loop()
         self._closed = False
-        self._connection: Any = None
+        # Made now (no I/O): what a watch holds is there from its start.
+        self._connection: Any = None if store._cluster else store._feed_connection()
         self._reading: asyncio.Task[tuple[Any, Any]] | None = None
 
     async def poll(self, timeout: float) -> FeedBatch | None:
