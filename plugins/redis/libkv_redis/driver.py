@@ -269,8 +269,7 @@ def open_redis(url: StoreURL) -> Backend:
 
     It contacts no server, except that with ``cluster=true`` the sync flavour reads the
     Cluster's slot map at once (NotReachableError if it cannot); the async flavour
-    (``libkv.aio.open`` does no I/O) reads it at the first call, and runs a Cluster
-    store's sync backend on worker threads.
+    (``libkv.aio.open`` does no I/O) reads it at the first call.
     """
     settings = common.read_settings(url)
     connection = {**settings.connection, "retry": Retry(NoBackoff(), 0)}

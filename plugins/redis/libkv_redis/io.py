@@ -10,18 +10,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import redis.exceptions
-from redis.cluster import RedisCluster
 
-from libkv.driver import FeedBatch, NotReachableError, StoreURL
+from libkv.driver import FeedBatch
 from libkv_redis import common
 
 if TYPE_CHECKING:
     from libkv_redis.driver import RedisBackend
 
-__all__ = ["Background", "LazyCluster", "RedisFeed"]
+__all__ = ["Background", "RedisFeed"]
 
 log = logging.getLogger(__name__)
 
@@ -135,44 +134,3 @@ class RedisFeed:
     def close(self) -> None:
         self._closed.set()
         self._disconnect()
-
-
-class LazyCluster:
-    """A RedisCluster made at its first command: its constructor connects (to discover
-    the nodes), and ``libkv.aio.open`` does no I/O. Until the cluster answers, each
-    command raises NotReachableError."""
-
-    def __init__(self, url: StoreURL, make: Callable[[], RedisCluster]) -> None:
-        self._url = url
-        self._make = make
-        self._client: RedisCluster | None = None
-        self._lock = threading.Lock()
-
-    def connect(self) -> RedisCluster:
-        client = self._client
-        if client is None:
-            with self._lock:
-                if self._client is None:
-                    try:
-                        self._client = self._make()
-                    except (
-                        redis.exceptions.RedisError,
-                        redis.exceptions.RedisClusterException,
-                    ) as error:
-                        raise NotReachableError(
-                            f"cannot reach the Redis Cluster at {self._url}: {error}"
-                        ) from error
-                client = self._client
-        return client
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        return cast(Any, self.connect()).execute_command(*args, **options)
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.connect(), name)

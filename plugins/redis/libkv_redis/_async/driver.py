@@ -30,13 +30,12 @@ from typing import Any, cast
 
 import redis.asyncio
 import redis.exceptions
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
-# sync-only: from redis.cluster import ClusterNode
-from libkv.driver import AsyncBackend, KVError, KVPair, Op, StoreURL, ThreadedBackend
+from libkv.driver import AsyncBackend, KVError, KVPair, Op, StoreURL
 from libkv_redis import common
 from libkv_redis._async.io import AsyncBackground, AsyncRedisFeed, cancellable
 from libkv_redis.common import (
@@ -299,28 +298,25 @@ def open_redis_async(url: StoreURL) -> AsyncBackend:
 
     It contacts no server, except that with ``cluster=true`` the sync flavour reads the
     Cluster's slot map at once (NotReachableError if it cannot); the async flavour
-    (``libkv.aio.open`` does no I/O) reads it at the first call, and runs a Cluster
-    store's sync backend on worker threads.
+    (``libkv.aio.open`` does no I/O) reads it at the first call.
     """
     settings = common.read_settings(url)
-    # async-only: begin
-    if settings.cluster:
-        # redis.asyncio's Cluster client parses Redis' whole command table (COMMAND) on
-        # the loop at its first command: 0.1 to 0.3 s in one callback, measured. Until
-        # that is avoided, a Cluster store runs the sync backend on worker threads.
-        return _bridged_cluster(settings)
-    # async-only: end
     connection = {**settings.connection, "retry": Retry(NoBackoff(), 0)}
-    # sync-only: begin
-    # if settings.cluster:
-    #     # Through Any: redis-py types ClusterNode from 8.2 on, not before.
-    #     nodes = [cast(Any, ClusterNode)(host, port) for host, port in settings.nodes]
-    #     try:  # reads the slot map
-    #         cluster = RedisCluster(startup_nodes=nodes, **connection)
-    #     except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as error:
-    #         raise common.translate(error, url, 0, outcome_unknown=False) or error from error
-    #     return RedisBackend(settings, cluster)
-    # sync-only: end
+    if settings.cluster:
+        # Through Any: redis-py types ClusterNode from 8.2 on, not before.
+        nodes = [cast(Any, ClusterNode)(host, port) for host, port in settings.nodes]
+        # async-only: begin
+        # Reads the slot map at the first command (open does no I/O). With hiredis the
+        # COMMAND table it parses then holds the loop about 10 ms (without: 0.1-0.3 s).
+        return AsyncRedisBackend(settings, RedisCluster(startup_nodes=nodes, **connection))
+        # async-only: end
+        # sync-only: begin
+        # try:  # reads the slot map
+        #     cluster = RedisCluster(startup_nodes=nodes, **connection)
+        # except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as error:
+        #     raise common.translate(error, url, 0, outcome_unknown=False) or error from error
+        # return RedisBackend(settings, cluster)
+        # sync-only: end
     client: redis.asyncio.Redis
     if settings.sentinel is not None:
         # Through Any: redis-py types Sentinel and master_for from 8.2 on, not before.
@@ -336,25 +332,3 @@ def open_redis_async(url: StoreURL) -> AsyncBackend:
         host, port = settings.host
         client = redis.asyncio.Redis(host=host, port=port, **connection)
     return AsyncRedisBackend(settings, client)
-
-
-# async-only: begin
-def _bridged_cluster(settings: Settings) -> AsyncBackend:
-    """A Cluster store's sync backend on worker threads, its client made at the first
-    call (``libkv.aio.open`` does no I/O)."""
-    import redis.cluster
-    import redis.retry
-
-    from libkv_redis.driver import RedisBackend
-    from libkv_redis.io import LazyCluster
-
-    connection = {**settings.connection, "retry": redis.retry.Retry(NoBackoff(), 0)}
-    # Through Any: redis-py types ClusterNode from 8.2 on, not before.
-    nodes = [cast(Any, redis.cluster.ClusterNode)(host, port) for host, port in settings.nodes]
-    client = LazyCluster(
-        settings.url, lambda: redis.cluster.RedisCluster(startup_nodes=nodes, **connection)
-    )
-    return ThreadedBackend(RedisBackend(settings, cast(redis.cluster.RedisCluster, client)))
-
-
-# async-only: end
