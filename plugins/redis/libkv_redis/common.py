@@ -79,7 +79,7 @@ FEED_BLOCK = 0.2  # longest XREAD BLOCK, so a closed feed returns promptly
 # a frozen server is reported within the store's timeout plus about a second.
 FEED_STALL = 0.75
 FEED_BATCH = 1000  # log entries read per poll
-FEED_READ_SIZE = 16384  # a feed connection's read buffer (hiredis keeps one per connection)
+FEED_READ_SIZE = 4096  # a feed connection's read buffer (hiredis keeps one per connection)
 # In libkv.aio, fewer: redis-py parses a reply, and the feed decodes it, in one callback
 # of the loop, which must stay short (1000 entries took over 50 ms on a busy machine).
 ASYNC_FEED_BATCH = 100
