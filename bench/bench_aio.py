@@ -1,12 +1,14 @@
-"""libkv.aio against libkv, on memory and SQLite, side by side in one run.
+"""libkv.aio against libkv, on memory, SQLite and Redis, side by side in one run.
 
-Run: ``python -m bench.bench_aio [--operations N] [--fanout N]``. Prints figures;
+Run: ``python -m bench.bench_aio [--operations N] [--fanout N] [--backends ...]``
+(``redis`` starts its own server with the integration harness). Prints figures;
 asserts nothing.
 
 For each backend and flavour:
 
 * get and put: microseconds per call, one call at a time (async: awaited in a loop),
-  and the async/sync ratio;
+  and the async/sync ratio; for a driver with a native async backend (Redis), also
+  its sync backend on the worker threads of ``libkv.aio`` (the bridge it replaced);
 * watch latency: ``put`` to the event of a recursive watch (sync: consumed by a
   thread; async: by a task), p50 and p99;
 * fan-out: ``--fanout`` watches on one prefix and as many leases on one store: the
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import statistics
 import tempfile
@@ -29,12 +32,24 @@ from collections.abc import Awaitable, Callable
 
 import libkv
 import libkv.aio
+from libkv.aio import AsyncStore
+from libkv.driver import ThreadedBackend
+
+# The server URL of each backend that needs one, set by main() once it is started.
+SERVERS: dict[str, str] = {}
 
 
 def url_for(backend: str, directory: str) -> str:
     if backend == "memory":
         return f"memory://bench-{uuid.uuid4().hex}"
+    if backend in SERVERS:
+        return f"{SERVERS[backend]}?prefix=bench{uuid.uuid4().hex}"
     return f"sqlite://{directory}/{uuid.uuid4().hex}.db"
+
+
+def bridged(url: str) -> AsyncStore:
+    """The async store of ``url`` on its sync backend, through the worker threads."""
+    return AsyncStore(ThreadedBackend(libkv.open(url).backend))
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -72,8 +87,8 @@ async def async_per_call(call: Callable[[], Awaitable[object]], count: int) -> f
     return (time.perf_counter() - started) / count * 1e6
 
 
-async def async_calls(url: str, count: int) -> dict[str, float]:
-    async with libkv.aio.open(url) as store:
+async def async_calls(url: str, count: int, *, bridge: bool = False) -> dict[str, float]:
+    async with bridged(url) if bridge else libkv.aio.open(url) as store:
         await store.put("bench/key", b"x" * 100)
         return {
             "get": await async_per_call(lambda: store.get("bench/key"), count),
@@ -189,15 +204,28 @@ def main() -> None:
     parser.add_argument("--fanout", type=int, default=1000)
     parser.add_argument("--backends", nargs="+", default=["memory", "sqlite"])
     arguments = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as servers:
+        if "redis" in arguments.backends:
+            from integration.servers import RedisServer
+
+            SERVERS["redis"] = servers.enter_context(RedisServer()).url
         for backend in arguments.backends:
             print(f"{backend}")
             sync = sync_calls(url_for(backend, directory), arguments.operations)
             aio = asyncio.run(async_calls(url_for(backend, directory), arguments.operations))
+            bridge = None
+            if backend in SERVERS:
+                url = url_for(backend, directory)
+                bridge = asyncio.run(async_calls(url, arguments.operations, bridge=True))
             for name in ("get", "put"):
+                through = (
+                    ""
+                    if bridge is None
+                    else f"   bridge {bridge[name]:8.2f} us ({bridge[name] / sync[name]:5.2f}x)"
+                )
                 print(
                     f"  {name:<6} sync {sync[name]:8.2f} us   async {aio[name]:8.2f} us   "
-                    f"async/sync {aio[name] / sync[name]:5.2f}x"
+                    f"async/sync {aio[name] / sync[name]:5.2f}x{through}"
                 )
             count = max(arguments.operations // 10, 50)
             for label, samples in (

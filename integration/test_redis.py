@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio.sentinel
+import redis.sentinel
 
 import libkv
 import libkv.aio
@@ -99,7 +102,7 @@ def test_async_open_of_a_cluster_contacts_nothing_and_the_first_call_fails() -> 
     """libkv.aio.open() does no I/O, a Cluster's slot map included: the first call
     raises NotReachableError instead, within the timeout."""
     store = libkv.aio.open("redis://127.0.0.1:1?cluster=true&timeout=1")
-    assert store.capabilities.native_async is False
+    assert store.capabilities.native_async is True
 
     async def first_call() -> None:
         try:
@@ -109,6 +112,71 @@ def test_async_open_of_a_cluster_contacts_nothing_and_the_first_call_fails() -> 
             await store.close()
 
     asyncio.run(first_call())
+
+
+def _caused(error: Exception, cause: Exception) -> Exception:
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        pytest.param(
+            redis.asyncio.sentinel.MasterNotFoundError("No master found for 'm'"),
+            NotReachableError,
+            id="async-sentinel-no-master",
+        ),
+        pytest.param(
+            redis.sentinel.MasterNotFoundError("No master found for 'm'"),
+            NotReachableError,
+            id="sentinel-no-master",
+        ),
+        pytest.param(
+            redis.exceptions.RedisClusterException("Redis Cluster cannot be connected"),
+            NotReachableError,
+            id="cluster-unreachable",
+        ),
+        pytest.param(
+            _caused(
+                redis.exceptions.RedisClusterUnreachableError("no node reached"),
+                redis.ConnectionError("Error 111 connecting to 127.0.0.1:1."),
+            ),
+            NotReachableError,
+            id="cluster-unreachable-while-connecting",
+        ),
+        pytest.param(
+            _caused(
+                redis.exceptions.RedisClusterUnreachableError("no node reached"),
+                redis.TimeoutError("Timeout reading from 127.0.0.1:7000"),
+            ),
+            UnknownOutcomeError,
+            id="cluster-unreachable-after-sending",
+        ),
+        pytest.param(
+            redis.TimeoutError("Timeout reading from 127.0.0.1:1"),
+            UnknownOutcomeError,
+            id="read-timeout",
+        ),
+        pytest.param(
+            redis.TimeoutError("Timeout connecting to server"),
+            NotReachableError,
+            id="connect-timeout",
+        ),
+    ],
+)
+def test_a_failed_write_is_translated_alike_in_both_flavours(
+    error: Exception, expected: type[KVError]
+) -> None:
+    """Both flavours translate with libkv_redis.common.translate: what redis.asyncio
+    raises of its own (its Sentinel's MasterNotFoundError, a Cluster client that reaches
+    no node at its first command) is NotReachableError, and UnknownOutcomeError only
+    when the write may have been sent."""
+    from libkv_redis.common import translate
+
+    url = libkv.StoreURL.parse("redis://127.0.0.1:1")
+    translated = translate(error, url, 0, outcome_unknown=True)
+    assert type(translated) is expected, repr(translated)
 
 
 def test_db_number_and_hashtag_separate_stores(redis_server: RedisServer) -> None:
@@ -258,6 +326,63 @@ def test_stopped_server_raises_not_reachable(dedicated_redis: RedisServer) -> No
             store.put("k", b"w")
         with pytest.raises(NotReachableError):
             store.list()
+
+
+# -- libkv.aio: the native async backend -------------------------------------------------
+
+
+def test_the_async_store_is_native_and_starts_no_thread(redis_server: RedisServer) -> None:
+    """libkv.aio runs on redis.asyncio: calls, a watch, a lease and its keep-alive and
+    the reaper start no thread (the bridge it replaced started one per call)."""
+    before = set(threading.enumerate())
+
+    async def scenario() -> None:
+        async with libkv.aio.open(_url(redis_server)) as store:
+            assert store.capabilities.native_async is True
+            async with store.watch("", recursive=True) as watch:
+                init = await watch.next_event(5)
+                assert init is not None and init.action is Action.INIT
+                async with store.lease(1) as lease:
+                    written = await store.put("k", b"v", lease=lease)
+                    event = await watch.next_event(5)
+                    assert event is not None and event.pair == written
+                    await asyncio.sleep(0.6)  # the reaper and one keep-alive run meanwhile
+                    assert not lease.lost.is_set()
+                    started = set(threading.enumerate()) - before
+                    assert not started, sorted(thread.name for thread in started)
+
+    libkv.aio.load("redis")
+    asyncio.run(scenario())
+
+
+def test_a_call_cancelled_while_redis_holds_its_reply_leaves_no_stale_reply(
+    dedicated_redis: RedisServer,
+) -> None:
+    """A get cancelled after it was sent (the server is frozen, so its reply is
+    pending): redis-py drops that connection, so once the server answers no later call
+    reads the cancelled call's reply as its own."""
+
+    async def scenario() -> None:
+        async with libkv.aio.open(f"{dedicated_redis.url}?timeout=5") as store:
+            await store.put("a", b"1")
+            await store.put("b", b"2")
+            dedicated_redis.pause()
+            try:
+                pending = asyncio.ensure_future(store.get("a"))
+                await asyncio.sleep(0.2)  # sent; the frozen server holds the reply
+                assert not pending.done()
+                pending.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await pending
+            finally:
+                dedicated_redis.resume()
+            for _ in range(10):  # every call reads its own reply
+                assert (await store.get("b")).value == b"2"
+            written = await store.put("b", b"3")
+            assert await store.get("b") == written
+
+    libkv.aio.load("redis")
+    asyncio.run(scenario())
 
 
 # -- TLS (rediss://) --------------------------------------------------------------------

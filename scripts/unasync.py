@@ -16,6 +16,10 @@ async code under ``libkv/_async/``; this script writes the sync flavour next to 
   ``<code>``, and so does every comment line ``# <code>`` between
   ``# sync-only: begin`` and ``# sync-only: end``.
 
+The same goes for a driver's modules listed in ``PLUGINS`` (the Redis driver's
+``libkv_redis/_async/driver.py`` to ``libkv_redis/driver.py``), with the renames
+of its client added (``redis.asyncio`` to ``redis``).
+
 The output is formatted with ruff. ``--check`` writes nothing and exits 1 when a
 generated file is not current, so CI fails when one flavour changes without the other.
 """
@@ -50,15 +54,34 @@ ASYNC_ONLY = re.compile(r"#\s*async-only\s*$")
 SYNC_ONLY = re.compile(r"^(\s*)#\s*sync-only:\s?(.*)$")
 BEGIN = re.compile(r"^\s*#\s*(async|sync)-only: begin\s*$")
 END = re.compile(r"^\s*#\s*(async|sync)-only: end\s*$")
+LINE_LENGTH = 100  # ruff's line-length
 COMMENTED = re.compile(r"^(\s*)# ?(.*)$")
 
 
+REDIS = ROOT / "plugins" / "redis" / "libkv_redis"
+# A driver's async source modules and their sync targets, with the renames its client
+# needs first. Its other modules under _async/ (io.py) are hand-written twins.
+PLUGINS: dict[Path, tuple[Path, list[tuple[re.Pattern[str], str]]]] = {
+    REDIS / "_async" / "driver.py": (
+        REDIS / "driver.py",
+        [
+            (re.compile(r"\bredis\.asyncio\b"), "redis"),
+            (re.compile(r"\blibkv_redis\._async\b"), "libkv_redis"),
+            (re.compile(r"\bopen_redis_async\b"), "open_redis"),
+        ],
+    ),
+}
+
+
 def sources() -> list[Path]:
-    """Every async source module, sorted."""
-    return sorted(path for path in SOURCE.rglob("*.py") if path.name != "__init__.py")
+    """Every async source module, sorted: the core's, then the drivers'."""
+    core = sorted(path for path in SOURCE.rglob("*.py") if path.name != "__init__.py")
+    return core + sorted(PLUGINS)
 
 
 def target_of(source: Path) -> Path:
+    if source in PLUGINS:
+        return PLUGINS[source][0]
     return TARGET / source.relative_to(SOURCE)
 
 
@@ -69,6 +92,12 @@ def generate(source: Path) -> str:
         f"# Generated from {relative} by scripts/unasync.py: edit that file, then run",
         "# `python scripts/unasync.py`. CI fails if this file is not current.",
     ]
+    if len(lines[0]) > LINE_LENGTH:  # a driver's longer path
+        lines = [
+            f"# Generated from {relative} by scripts/unasync.py:",
+            "# edit that file, then run `python scripts/unasync.py`. CI fails if this is stale.",
+        ]
+    renames = (PLUGINS[source][1] if source in PLUGINS else []) + RENAMES
     block: str | None = None
     for number, line in enumerate(source.read_text().splitlines(), 1):
         begin, end = BEGIN.match(line), END.match(line)
@@ -93,7 +122,7 @@ def generate(source: Path) -> str:
         if sync_only is not None:
             lines.append(sync_only.group(1) + sync_only.group(2))
             continue
-        for pattern, replacement in RENAMES:
+        for pattern, replacement in renames:
             line = pattern.sub(replacement, line)
         lines.append(line)
     if block is not None:

@@ -1,0 +1,1 @@
+"""The async flavour of the Redis driver: the source of the sync one."""
