@@ -43,6 +43,7 @@ CAPABILITIES = Capabilities(
     ttl_slack=1.5,  # CHECK_INTERVAL + 1 s
     max_value_size=1_000_000,  # one value with the longest key stays under jute.maxbuffer
     max_transaction_ops=MAX_WRITE_OPS,
+    native_async=True,  # libkv.aio runs the driver's own async backend
 )
 
 

@@ -619,8 +619,9 @@ class AsyncZooKeeperBackend(Layout, ZooKeeperSession, AsyncBackend):
     # async-only: begin
     def _start_reaper(self) -> None:
         """Start the reaper in the running loop, unless it runs (once per loop: one
-        that ended with its loop is started again in the next)."""
-        if async_running(self._reaper) or self.closed:
+        that ended with its loop is started again in the next) or close() began (a
+        clean-up that close() waits for must not start it again)."""
+        if async_running(self._reaper) or self._stopping.is_set():
             return
         self._stopping = AsyncEvent()  # of this loop
         self._reaper = async_spawn(self._reap_loop, "libkv-zookeeper-reaper")
