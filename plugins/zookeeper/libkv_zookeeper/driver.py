@@ -50,7 +50,6 @@ from kazoo.protocol.serialization import Exists, GetData
 from kazoo.protocol.serialization import Sync as KazooSync
 from kazoo.protocol.states import KeeperState
 
-from libkv.concurrency import Event, finish, spawn, wait
 from libkv.driver import (
     AuthenticationError,
     Backend,
@@ -74,7 +73,6 @@ from libkv_zookeeper.common import (
     CHECK_INTERVAL,
     MAX_WRITE_OPS,
     OPEN_FEED_WAIT,
-    REAP_INTERVAL,
     Layout,
     read_settings,
 )
@@ -85,11 +83,12 @@ from libkv_zookeeper.connection import (
     ZooKeeperSession,
 )
 from libkv_zookeeper.io import (
+    Reaper,
     WatchFeed,
     connected,
     finish_closing,
     outcome,
-    send,
+    pending_result,
 )
 from libkv_zookeeper.nodes import (
     BAD_ARGUMENTS,
@@ -150,8 +149,8 @@ class ZooKeeperBackend(Layout, ZooKeeperSession, Backend):
         self._lease_clock: dict[int, tuple[float, float]] = {}  # id -> (refreshed, ttl)
         # The reaper: a thread started now (sync), a task started by the first call in
         # each loop (async).
-        self._stopping = Event()
-        self._reaper = spawn(self._reap_loop, "libkv-zookeeper-reaper")
+        self._reaper = Reaper(self._reap, "libkv-zookeeper-reaper")
+        self._reaper.start()
 
     # -- calling ZooKeeper --------------------------------------------------------------
 
@@ -188,7 +187,8 @@ class ZooKeeperBackend(Layout, ZooKeeperSession, Backend):
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             self._await_connection(deadline)
-            pending = send(self._client, request)
+            pending = pending_result(self._client)
+            self._client._call(request, pending)
             try:
                 return outcome(self, pending, deadline)
             except SessionClosedRequireSaslError:
@@ -583,26 +583,25 @@ class ZooKeeperBackend(Layout, ZooKeeperSession, Backend):
             if time.monotonic() > deadline:
                 raise KVError(f"could not delete the keys of lease {lease_id}")
 
-    def _reap_loop(self) -> None:
-        """Every REAP_INTERVAL until close(): delete the keys of the leases the server
-        has reaped (one small read when there are none)."""
-        while not wait(self._stopping, REAP_INTERVAL):
-            if not self._connected.is_set() or self.closed:
-                continue
-            try:
-                results, _, _ = self._multi_read(
-                    [("children", self._attached_root), ("children", self._lease_root)],
-                    timeout=1.0,
-                )
-                attached, live = results
-                if not isinstance(attached, list):
-                    continue
-                alive = set(live) if isinstance(live, list) else set()
-                for name in attached:
-                    if name not in alive:
-                        self._reap_lease(name)
-            except (KVError, KazooException):
-                log.debug("reaping expired leases failed; trying again", exc_info=True)
+    def _reap(self) -> None:
+        """The reaper's work every REAP_INTERVAL until close(): delete the keys of the
+        leases the server has reaped (one small read when there are none)."""
+        if not self._connected.is_set() or self.closed:
+            return
+        try:
+            results, _, _ = self._multi_read(
+                [("children", self._attached_root), ("children", self._lease_root)],
+                timeout=1.0,
+            )
+            attached, live = results
+            if not isinstance(attached, list):
+                return
+            alive = set(live) if isinstance(live, list) else set()
+            for name in attached:
+                if name not in alive:
+                    self._reap_lease(name)
+        except (KVError, KazooException):
+            log.debug("reaping expired leases failed; trying again", exc_info=True)
 
     def _reap_lease(self, name: str) -> bool:
         """Delete the keys still attached to the dead lease ``name``; True once done."""
@@ -669,7 +668,8 @@ class ZooKeeperBackend(Layout, ZooKeeperSession, Backend):
                 if count == 0
                 else Exists("/", None)
             )
-            added = send(self._client, request)
+            added = pending_result(self._client)
+            self._client._call(request, added)
         try:
             outcome(self, added, max(deadline, time.monotonic() + OPEN_FEED_WAIT))
         except BaseException as error:
@@ -709,8 +709,7 @@ class ZooKeeperBackend(Layout, ZooKeeperSession, Backend):
     # -- closing --------------------------------------------------------------------------------
 
     def close(self) -> None:
-        self._stopping.set()
-        finish(self._reaper)
+        self._reaper.stop(self.timeout)
         finish_closing(self._start_closing())
 
 

@@ -1,18 +1,21 @@
 """How the sync ZooKeeper driver waits: for an answer (blocking on kazoo's result),
-for the connection, for a watch's news, and for the session to close. Hand-written,
-as its async twin :mod:`libkv_zookeeper._async.io` is; everything else of the driver
-is generated from the async source (:mod:`libkv_zookeeper._async.driver`)."""
+for the connection, for a watch's news, for the session to close; and its reaper, a
+thread. Hand-written, as its async twin :mod:`libkv_zookeeper._async.io` is;
+everything else of the driver is generated from the async source
+(:mod:`libkv_zookeeper._async.driver`)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kazoo.client import KazooClient
 from kazoo.handlers.threading import KazooTimeoutError
 
 from libkv.driver import FeedBatch
+from libkv_zookeeper.common import REAP_INTERVAL
 from libkv_zookeeper.connection import CANCEL_CHECK, CLOSE_WAIT, Cancelled
 from libkv_zookeeper.feed import FeedBase
 
@@ -20,18 +23,16 @@ if TYPE_CHECKING:
     from libkv_zookeeper.connection import ZooKeeperSession
     from libkv_zookeeper.driver import ZooKeeperBackend
 
-__all__ = ["WatchFeed", "connected", "finish_closing", "outcome", "send"]
+__all__ = ["Reaper", "WatchFeed", "connected", "finish_closing", "outcome", "pending_result"]
 
 
-def send(client: KazooClient, request: Any) -> Any:
-    """Queue ``request`` on kazoo's connection; its pending result (kazoo's own)."""
-    result = client.handler.async_result()
-    client._call(request, result)
-    return result
+def pending_result(client: KazooClient) -> Any:
+    """What kazoo completes a request into: its own AsyncResult, waited on by blocking."""
+    return client.handler.async_result()
 
 
 def outcome(store: ZooKeeperSession, pending: Any, deadline: float) -> Any:
-    """The answer to a request sent with :func:`send`, waiting until ``deadline``
+    """The answer to a request sent with ``pending``, waiting until ``deadline``
     (KazooTimeoutError then); in a feed's read, Cancelled soon after the feed is closed."""
     cancel: threading.Event | None = getattr(store._reader, "cancel", None)
     if cancel is None:
@@ -61,6 +62,27 @@ def connected(store: ZooKeeperSession, wait: float) -> bool:
 def finish_closing(closer: threading.Thread) -> None:
     """Wait up to CLOSE_WAIT for the session's closing thread."""
     closer.join(CLOSE_WAIT)
+
+
+class Reaper:
+    """A store's reaper: a thread that runs ``work()`` every REAP_INTERVAL from
+    :meth:`start` until :meth:`stop` (which does not wait for it: it is a daemon)."""
+
+    def __init__(self, work: Callable[[], None], name: str) -> None:
+        self._work = work
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(REAP_INTERVAL):
+            self._work()
+
+    def stop(self, timeout: float) -> None:
+        """Stop the work; ``timeout`` is the async twin's (this one waits for nothing)."""
+        self._stopping.set()
 
 
 class WatchFeed(FeedBase):

@@ -49,7 +49,6 @@ from kazoo.protocol.serialization import Exists, GetData
 from kazoo.protocol.serialization import Sync as KazooSync
 from kazoo.protocol.states import KeeperState
 
-from libkv.concurrency import AsyncEvent, async_finish, async_running, async_spawn, async_wait
 from libkv.driver import (
     AsyncBackend,
     AuthenticationError,
@@ -69,18 +68,18 @@ from libkv.driver import (
 )
 from libkv_zookeeper import protocol
 from libkv_zookeeper._async.io import (
+    AsyncReaper,
     AsyncWatchFeed,
     async_connected,
     async_finish_closing,
     async_outcome,
-    send,
+    pending_result,
 )
 from libkv_zookeeper.common import (
     CAPABILITIES,
     CHECK_INTERVAL,
     MAX_WRITE_OPS,
     OPEN_FEED_WAIT,
-    REAP_INTERVAL,
     Layout,
     read_settings,
 )
@@ -149,11 +148,8 @@ class AsyncZooKeeperBackend(Layout, ZooKeeperSession, AsyncBackend):
         self._lease_clock: dict[int, tuple[float, float]] = {}  # id -> (refreshed, ttl)
         # The reaper: a thread started now (sync), a task started by the first call in
         # each loop (async).
-        self._stopping = AsyncEvent()
-        self._reaper: asyncio.Task[None] | None = None  # async-only
-        # Revocations of cancelled grants (see grant_lease):  # async-only
-        self._cleanups: set[asyncio.Task[None]] = set()  # async-only
-        # sync-only: self._reaper = spawn(self._reap_loop, "libkv-zookeeper-reaper")
+        self._reaper = AsyncReaper(self._reap, "libkv-zookeeper-reaper")
+        # sync-only: self._reaper.start()
 
     # -- calling ZooKeeper --------------------------------------------------------------
 
@@ -187,11 +183,12 @@ class AsyncZooKeeperBackend(Layout, ZooKeeperSession, AsyncBackend):
         A write whose connection fails after it may have been sent raises
         UnknownOutcomeError; it is never sent twice.
         """
-        self._start_reaper()  # async-only
+        self._reaper.start()  # async-only
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             await self._await_connection(deadline)
-            pending = send(self._client, request)
+            pending = pending_result(self._client)
+            self._client._call(request, pending)
             try:
                 return await async_outcome(self, pending, deadline)
             except SessionClosedRequireSaslError:
@@ -548,11 +545,7 @@ class AsyncZooKeeperBackend(Layout, ZooKeeperSession, AsyncBackend):
     def _revoke_granted(self, granting: asyncio.Future[int]) -> None:
         if granting.cancelled() or granting.exception() is not None:
             return  # no lease, or one of unknown outcome, which its ttl ends
-        cleanup = asyncio.get_running_loop().create_task(
-            self._revoke_quietly(granting.result()), name="libkv-zookeeper-revoke"
-        )
-        self._cleanups.add(cleanup)
-        cleanup.add_done_callback(self._cleanups.discard)
+        self._reaper.spawn(self._revoke_quietly(granting.result()), "libkv-zookeeper-revoke")
 
     async def _revoke_quietly(self, lease_id: int) -> None:
         try:
@@ -616,37 +609,25 @@ class AsyncZooKeeperBackend(Layout, ZooKeeperSession, AsyncBackend):
             if time.monotonic() > deadline:
                 raise KVError(f"could not delete the keys of lease {lease_id}")
 
-    # async-only: begin
-    def _start_reaper(self) -> None:
-        """Start the reaper in the running loop, unless it runs (once per loop: one
-        that ended with its loop is started again in the next) or close() began (a
-        clean-up that close() waits for must not start it again)."""
-        if async_running(self._reaper) or self._stopping.is_set():
+    async def _reap(self) -> None:
+        """The reaper's work every REAP_INTERVAL until close(): delete the keys of the
+        leases the server has reaped (one small read when there are none)."""
+        if not self._connected.is_set() or self.closed:
             return
-        self._stopping = AsyncEvent()  # of this loop
-        self._reaper = async_spawn(self._reap_loop, "libkv-zookeeper-reaper")
-
-    # async-only: end
-    async def _reap_loop(self) -> None:
-        """Every REAP_INTERVAL until close(): delete the keys of the leases the server
-        has reaped (one small read when there are none)."""
-        while not await async_wait(self._stopping, REAP_INTERVAL):
-            if not self._connected.is_set() or self.closed:
-                continue
-            try:
-                results, _, _ = await self._multi_read(
-                    [("children", self._attached_root), ("children", self._lease_root)],
-                    timeout=1.0,
-                )
-                attached, live = results
-                if not isinstance(attached, list):
-                    continue
-                alive = set(live) if isinstance(live, list) else set()
-                for name in attached:
-                    if name not in alive:
-                        await self._reap_lease(name)
-            except (KVError, KazooException):
-                log.debug("reaping expired leases failed; trying again", exc_info=True)
+        try:
+            results, _, _ = await self._multi_read(
+                [("children", self._attached_root), ("children", self._lease_root)],
+                timeout=1.0,
+            )
+            attached, live = results
+            if not isinstance(attached, list):
+                return
+            alive = set(live) if isinstance(live, list) else set()
+            for name in attached:
+                if name not in alive:
+                    await self._reap_lease(name)
+        except (KVError, KazooException):
+            log.debug("reaping expired leases failed; trying again", exc_info=True)
 
     async def _reap_lease(self, name: str) -> bool:
         """Delete the keys still attached to the dead lease ``name``; True once done."""
@@ -713,7 +694,8 @@ class AsyncZooKeeperBackend(Layout, ZooKeeperSession, AsyncBackend):
                 if count == 0
                 else Exists("/", None)
             )
-            added = send(self._client, request)
+            added = pending_result(self._client)
+            self._client._call(request, added)
         try:
             await async_outcome(self, added, max(deadline, time.monotonic() + OPEN_FEED_WAIT))
         except BaseException as error:
@@ -753,12 +735,7 @@ class AsyncZooKeeperBackend(Layout, ZooKeeperSession, AsyncBackend):
     # -- closing --------------------------------------------------------------------------------
 
     async def close(self) -> None:
-        self._stopping.set()
-        await async_finish(self._reaper)
-        # async-only: begin
-        if self._cleanups:  # revocations of cancelled grants (see grant_lease)
-            await asyncio.wait(set(self._cleanups), timeout=self.timeout)
-        # async-only: end
+        await self._reaper.stop(self.timeout)
         await async_finish_closing(self._start_closing())
 
 

@@ -1,8 +1,9 @@
 """How the async ZooKeeper driver waits, on the event loop and with no thread of its
 own: kazoo's connection thread completes each request into an asyncio future with
 ``loop.call_soon_threadsafe``; kazoo's state changes and watch events wake the loop
-likewise. Hand-written, as its sync twin :mod:`libkv_zookeeper.io` is; everything else
-of the driver is the async source :mod:`libkv_zookeeper._async.driver`."""
+likewise. And its reaper, a task. Hand-written, as its sync twin
+:mod:`libkv_zookeeper.io` is; everything else of the driver is the async source
+:mod:`libkv_zookeeper._async.driver`."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from kazoo.client import KazooClient
 from kazoo.handlers.threading import KazooTimeoutError
 
-from libkv.concurrency import async_wait
 from libkv.driver import FeedBatch
+from libkv_zookeeper.common import REAP_INTERVAL
 from libkv_zookeeper.connection import CLOSE_WAIT
 from libkv_zookeeper.feed import FeedBase
 
@@ -25,12 +27,13 @@ if TYPE_CHECKING:
     from libkv_zookeeper.connection import ZooKeeperSession
 
 __all__ = [
+    "AsyncReaper",
     "AsyncWatchFeed",
     "LoopResult",
     "async_connected",
     "async_finish_closing",
     "async_outcome",
-    "send",
+    "pending_result",
 ]
 
 CLOSE_CHECK = 0.01  # how often close() looks whether kazoo has ended the session
@@ -69,15 +72,13 @@ class LoopResult:
             self.future.set_result(value)
 
 
-def send(client: KazooClient, request: Any) -> LoopResult:
-    """Queue ``request`` on kazoo's connection; its pending result, on the running loop."""
-    result = LoopResult(asyncio.get_running_loop())
-    client._call(request, result)
-    return result
+def pending_result(client: KazooClient) -> LoopResult:
+    """What kazoo completes a request into: a future of the running loop."""
+    return LoopResult(asyncio.get_running_loop())
 
 
 async def async_outcome(store: ZooKeeperSession, pending: LoopResult, deadline: float) -> Any:
-    """The answer to a request sent with :func:`send`, awaited until ``deadline``
+    """The answer to a request sent with ``pending``, awaited until ``deadline``
     (KazooTimeoutError then). Cancelling the caller drops the answer when it comes."""
     try:
         async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
@@ -100,7 +101,7 @@ async def async_connected(store: ZooKeeperSession, wait: float) -> bool:
     store._state_wakers.add(wake)
     try:
         if not store._connected.is_set():
-            await async_wait(changed, wait)
+            await _wait(changed, wait)
     finally:
         store._state_wakers.discard(wake)
     return store._connected.is_set()
@@ -112,6 +113,58 @@ async def async_finish_closing(closer: threading.Thread) -> None:
     deadline = time.monotonic() + CLOSE_WAIT
     while closer.is_alive() and time.monotonic() < deadline:
         await asyncio.sleep(CLOSE_CHECK)
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Wait up to ``timeout`` s for ``event``."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+
+
+class AsyncReaper:
+    """A store's reaper: a task that runs ``work()`` every REAP_INTERVAL, started in
+    the running loop by :meth:`start` (the store's first call in each loop: ``open``
+    does no I/O), and the store's short clean-up tasks (:meth:`spawn`). :meth:`stop`
+    ends them all."""
+
+    def __init__(self, work: Callable[[], Awaitable[None]], name: str) -> None:
+        self._work = work
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def start(self) -> None:
+        """Start the work in the running loop, unless it runs or stop() began."""
+        if self._stopping or (self._task is not None and not self._task.done()):
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL)
+            await self._work()
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` in a task that :meth:`stop` waits for."""
+        if self._stopping:
+            work.close()
+            return
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self, timeout: float) -> None:
+        """Cancel the work; wait up to ``timeout`` s for it and the clean-up tasks."""
+        self._stopping = True
+        waited = set(self._tasks)
+        task, self._task = self._task, None
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            waited.add(task)
+        if waited:
+            await asyncio.wait(waited, timeout=timeout)
 
 
 class AsyncWatchFeed(FeedBase):
@@ -148,7 +201,7 @@ class AsyncWatchFeed(FeedBase):
             check = self._contact(now)
             if now >= deadline:
                 break
-            await async_wait(self._news, max(min(deadline, check) - now, 0.001))
+            await _wait(self._news, max(min(deadline, check) - now, 0.001))
         with self._lock:
             taken = self._take()
         if taken is None:
