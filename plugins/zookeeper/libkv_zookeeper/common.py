@@ -6,7 +6,7 @@ znodes, the ACL, how a znode's data decodes to a value); see the module docstrin
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kazoo.security import make_digest_acl_credential
@@ -30,6 +30,9 @@ DEFAULT_PORT = 2181
 REAP_INTERVAL = 0.2  # seconds between two looks for dead leases by each open Store
 OPEN_FEED_WAIT = 0.5  # longest a watch waits for the connection when (re)opening its feed
 MAX_WRITE_OPS = 1000
+# Nodes of a subtree decoded into pairs at a time: the async flavour lets the loop run
+# between two slices (10,000 nodes took 30 to 70 ms in one go, measured).
+DECODE_SLICE = 1000
 CHECK_INTERVAL = 0.5  # the server's znode.container.checkIntervalMs assumed (check_interval=)
 
 CAPABILITIES = Capabilities(
@@ -131,15 +134,17 @@ class Layout:
         assert node is not None
         return KVPair(key, decoded[0], node.stat.mzxid)
 
-    def _pairs(self, nodes: dict[str, ReadData | None], excluded: str | None) -> list[KVPair]:
-        """The keys among ``nodes`` (read with their records), but ``excluded``, by key."""
+    def _pairs(
+        self, paths: Sequence[str], nodes: dict[str, ReadData | None], excluded: str | None
+    ) -> list[KVPair]:
+        """The keys at ``paths`` among ``nodes`` (read with their records), but
+        ``excluded``, in the order of ``paths``."""
         pairs = []
-        for path in nodes:
+        for path in paths:
             key = None if path == excluded else self._key(path)
             pair = None if key is None else self._pair(key, path, nodes)
             if pair is not None:
                 pairs.append(pair)
-        pairs.sort(key=lambda pair: pair.key)
         return pairs
 
     def _range_root(self, prefix: str) -> tuple[str, bool]:

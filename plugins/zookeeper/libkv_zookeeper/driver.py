@@ -71,6 +71,7 @@ from libkv_zookeeper import protocol
 from libkv_zookeeper.common import (
     CAPABILITIES,
     CHECK_INTERVAL,
+    DECODE_SLICE,
     MAX_WRITE_OPS,
     OPEN_FEED_WAIT,
     Layout,
@@ -285,7 +286,18 @@ class ZooKeeperBackend(Layout, ZooKeeperSession, Backend):
             return ([pair] if pair is not None else []), revision
         root, include_root = self._range_root(prefix)
         nodes, zxid = self._snapshot(root)
-        return self._pairs(nodes, None if include_root else root), zxid
+        return self._decode(nodes, None if include_root else root), zxid
+
+    def _decode(self, nodes: dict[str, ReadData | None], excluded: str | None) -> list[KVPair]:
+        """The keys among ``nodes`` (a subtree read with its records), but ``excluded``,
+        sorted by key; decoded DECODE_SLICE nodes at a time, and the async flavour lets
+        other tasks run before each slice, so a large subtree never holds the loop."""
+        paths = list(nodes)
+        pairs: list[KVPair] = []
+        for start in range(0, len(paths), DECODE_SLICE):
+            pairs += self._pairs(paths[start : start + DECODE_SLICE], nodes, excluded)
+        pairs.sort(key=lambda pair: pair.key)
+        return pairs
 
     def _snapshot(self, root: str) -> tuple[dict[str, ReadData | None], int]:
         """Every node of the subtree at ``root`` (keys' subtrees only), as of one zxid,
@@ -346,6 +358,9 @@ class ZooKeeperBackend(Layout, ZooKeeperSession, Backend):
                 self._list(stale or list(listed), listed, ambiguous)
 
     def _members(self, root: str, listed: dict[str, tuple[int, int, list[str]]]) -> list[str]:
+        """The listed subtree at ``root``: the paths of ``root`` and of its descendants
+        that may be keys, top-down. The async flavour lets other tasks run every
+        DECODE_SLICE of them (each path is decoded)."""
         members = [root]
         index = 0
         while index < len(members):
@@ -704,7 +719,7 @@ class ZooKeeperBackend(Layout, ZooKeeperSession, Backend):
 
     def _full_snapshot(self, root: str) -> FeedBatch:
         nodes, zxid = self._snapshot(root)
-        return FeedBatch(zxid, snapshot=self._pairs(nodes, None))
+        return FeedBatch(zxid, snapshot=self._decode(nodes, None))
 
     # -- closing --------------------------------------------------------------------------------
 

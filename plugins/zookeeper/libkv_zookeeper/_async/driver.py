@@ -78,6 +78,7 @@ from libkv_zookeeper._async.io import (
 from libkv_zookeeper.common import (
     CAPABILITIES,
     CHECK_INTERVAL,
+    DECODE_SLICE,
     MAX_WRITE_OPS,
     OPEN_FEED_WAIT,
     Layout,
@@ -285,7 +286,21 @@ class AsyncZooKeeperBackend(Layout, ZooKeeperSession, AsyncBackend):
             return ([pair] if pair is not None else []), revision
         root, include_root = self._range_root(prefix)
         nodes, zxid = await self._snapshot(root)
-        return self._pairs(nodes, None if include_root else root), zxid
+        return await self._decode(nodes, None if include_root else root), zxid
+
+    async def _decode(
+        self, nodes: dict[str, ReadData | None], excluded: str | None
+    ) -> list[KVPair]:
+        """The keys among ``nodes`` (a subtree read with its records), but ``excluded``,
+        sorted by key; decoded DECODE_SLICE nodes at a time, and the async flavour lets
+        other tasks run before each slice, so a large subtree never holds the loop."""
+        paths = list(nodes)
+        pairs: list[KVPair] = []
+        for start in range(0, len(paths), DECODE_SLICE):
+            await asyncio.sleep(0)  # async-only
+            pairs += self._pairs(paths[start : start + DECODE_SLICE], nodes, excluded)
+        pairs.sort(key=lambda pair: pair.key)
+        return pairs
 
     async def _snapshot(self, root: str) -> tuple[dict[str, ReadData | None], int]:
         """Every node of the subtree at ``root`` (keys' subtrees only), as of one zxid,
@@ -308,7 +323,7 @@ class AsyncZooKeeperBackend(Layout, ZooKeeperSession, AsyncBackend):
         listed: dict[str, tuple[int, int, list[str]]] = {}  # path -> (pzxid, count, children)
         ambiguous: set[str] = set()  # nodes whose record is read along
         while True:
-            members = self._members(root, listed)
+            members = await self._members(root, listed)
             reads = [
                 read
                 for path in members
@@ -345,7 +360,10 @@ class AsyncZooKeeperBackend(Layout, ZooKeeperSession, AsyncBackend):
             if not consistent:
                 await self._list(stale or list(listed), listed, ambiguous)
 
-    def _members(self, root: str, listed: dict[str, tuple[int, int, list[str]]]) -> list[str]:
+    async def _members(self, root: str, listed: dict[str, tuple[int, int, list[str]]]) -> list[str]:
+        """The listed subtree at ``root``: the paths of ``root`` and of its descendants
+        that may be keys, top-down. The async flavour lets other tasks run every
+        DECODE_SLICE of them (each path is decoded)."""
         members = [root]
         index = 0
         while index < len(members):
@@ -359,6 +377,8 @@ class AsyncZooKeeperBackend(Layout, ZooKeeperSession, AsyncBackend):
                 child = f"{prefix}/{name}"
                 if self._key(child) is not None:
                     members.append(child)
+                    if len(members) % DECODE_SLICE == 0:  # async-only
+                        await asyncio.sleep(0)  # async-only
         return members
 
     async def _list(
@@ -730,7 +750,7 @@ class AsyncZooKeeperBackend(Layout, ZooKeeperSession, AsyncBackend):
 
     async def _full_snapshot(self, root: str) -> FeedBatch:
         nodes, zxid = await self._snapshot(root)
-        return FeedBatch(zxid, snapshot=self._pairs(nodes, None))
+        return FeedBatch(zxid, snapshot=await self._decode(nodes, None))
 
     # -- closing --------------------------------------------------------------------------------
 
