@@ -1,14 +1,15 @@
-"""libkv.aio against libkv, on memory, SQLite and Redis, side by side in one run.
+"""libkv.aio against libkv, on memory, SQLite, Redis and ZooKeeper, side by side in one run.
 
 Run: ``python -m bench.bench_aio [--operations N] [--fanout N] [--backends ...]``
-(``redis`` starts its own server with the integration harness). Prints figures;
-asserts nothing.
+(``redis`` and ``zookeeper`` start their own server with the integration harness).
+Prints figures; asserts nothing.
 
 For each backend and flavour:
 
 * get and put: microseconds per call, one call at a time (async: awaited in a loop),
-  and the async/sync ratio; for a driver with a native async backend (Redis), also
-  its sync backend on the worker threads of ``libkv.aio`` (the bridge it replaced);
+  and the async/sync ratio; for a driver with a native async backend (Redis,
+  ZooKeeper), also its sync backend on the worker threads of ``libkv.aio`` (the
+  bridge it replaced);
 * watch latency: ``put`` to the event of a recursive watch (sync: consumed by a
   thread; async: by a task), p50 and p99;
 * fan-out: ``--fanout`` watches on one prefix and as many leases on one store: the
@@ -209,6 +210,10 @@ def main() -> None:
             from integration.servers import RedisServer
 
             SERVERS["redis"] = servers.enter_context(RedisServer()).url
+        if "zookeeper" in arguments.backends:
+            from integration.servers import ZooKeeperServer
+
+            SERVERS["zookeeper"] = servers.enter_context(ZooKeeperServer()).url
         for backend in arguments.backends:
             print(f"{backend}")
             sync = sync_calls(url_for(backend, directory), arguments.operations)

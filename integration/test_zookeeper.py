@@ -4,6 +4,7 @@ znodes, session expiry, restart, an ensemble member killed)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -13,10 +14,13 @@ from collections.abc import Callable, Iterator
 import pytest
 from kazoo.client import KazooClient
 from libkv_zookeeper import ZooKeeperBackend, connection, protocol
+from libkv_zookeeper._async.driver import AsyncZooKeeperBackend
 from libkv_zookeeper.paths import decode_segment, encode_segment
 
 import libkv
+import libkv.aio
 from integration.servers import ZooKeeperEnsemble, ZooKeeperServer
+from libkv.model import Action
 from libkv.ops import Op
 from libkv.testing import CrossProcessConformance, WatchRecorder, replay
 from libkv.testing.conformance.base import EVENT_TIMEOUT, LOST_MARGIN, UNUSUAL_VALID_KEYS
@@ -843,3 +847,71 @@ class TestZooKeeperEnsemble:
                 with store.lock("lock", ttl=2.0):
                     assert store.get("lock").value == b""
             assert not store.exists("leased")
+
+
+# -- libkv.aio: the native async backend ---------------------------------------------------
+
+
+def test_the_async_store_is_native_and_adds_no_thread_per_call_watch_or_lease(
+    chroot_url: str,
+) -> None:
+    """libkv.aio runs on kazoo's asynchronous requests: once the session is up (kazoo's
+    own threads), calls, watches, leases and the reaper start no thread."""
+    libkv.aio.load("zookeeper")
+
+    async def scenario() -> None:
+        async with libkv.aio.open(chroot_url) as store:
+            assert store.capabilities.native_async is True
+            assert isinstance(store.backend, AsyncZooKeeperBackend)
+            await store.put("warm", b"up")  # the session and kazoo's threads exist now
+            threads = set(threading.enumerate())
+            watches = [store.watch(f"w{index}", recursive=True) for index in range(10)]
+            for watch in watches:
+                init = await watch.next_event(EVENT_TIMEOUT)
+                assert init is not None and init.action is Action.INIT
+            leases = [await store.lease(1) for _ in range(5)]
+            for index, lease in enumerate(leases):
+                written = await store.put(f"w{index}/k", b"v", lease=lease)
+                event = await watches[index].next_event(EVENT_TIMEOUT)
+                assert event is not None and event.pair == written
+            await asyncio.gather(*(store.get("warm") for _ in range(50)))
+            await asyncio.sleep(0.6)  # the reaper and keep-alives run meanwhile
+            assert not any(lease.lost.is_set() for lease in leases)
+            started = set(threading.enumerate()) - threads
+            assert not started, sorted(thread.name for thread in started)
+            for lease in leases:
+                await lease.revoke()
+            for watch in watches:
+                await watch.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_async_grant_cancelled_after_it_was_sent_leaves_no_lease(
+    server: ZooKeeperServer,
+) -> None:
+    """A lease grant cancelled while the frozen server holds its request is revoked
+    once the server has granted it: no lease znode is left."""
+    chroot = f"/t{uuid.uuid4().hex}"
+    libkv.aio.load("zookeeper")
+
+    async def scenario() -> None:
+        async with libkv.aio.open(f"{server.url}{chroot}") as store:
+            await (await store.lease(5)).revoke()  # the bookkeeping znodes exist now
+            await server.cancel_while_paused(store.lease(5), sent=0.3)
+            raw = KazooClient(hosts=server.endpoint)
+            raw.start(timeout=EVENT_TIMEOUT)
+            try:
+                leases = f"{chroot}/%libkv/leases"
+                deadline = time.monotonic() + EVENT_TIMEOUT
+                # Granted once the server answers (within a second of its resuming),
+                # then revoked by a clean-up task of this loop.
+                await asyncio.sleep(1.0)
+                while raw.get_children(leases) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                assert raw.get_children(leases) == []
+            finally:
+                raw.stop()
+                raw.close()
+
+    asyncio.run(scenario())

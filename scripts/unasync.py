@@ -17,8 +17,9 @@ async code under ``libkv/_async/``; this script writes the sync flavour next to 
   ``# sync-only: begin`` and ``# sync-only: end``.
 
 The same goes for a driver's modules listed in ``PLUGINS`` (the Redis driver's
-``libkv_redis/_async/driver.py`` to ``libkv_redis/driver.py``), with the renames
-of its client added (``redis.asyncio`` to ``redis``).
+``libkv_redis/_async/driver.py`` to ``libkv_redis/driver.py``, the ZooKeeper
+driver's likewise), with the renames of its client added (``redis.asyncio`` to
+``redis``).
 
 The output is formatted with ruff. ``--check`` writes nothing and exits 1 when a
 generated file is not current, so CI fails when one flavour changes without the other.
@@ -59,6 +60,7 @@ COMMENTED = re.compile(r"^(\s*)# ?(.*)$")
 
 
 REDIS = ROOT / "plugins" / "redis" / "libkv_redis"
+ZOOKEEPER = ROOT / "plugins" / "zookeeper" / "libkv_zookeeper"
 # A driver's async source modules and their sync targets, with the renames its client
 # needs first. Its other modules under _async/ (io.py) are hand-written twins.
 PLUGINS: dict[Path, tuple[Path, list[tuple[re.Pattern[str], str]]]] = {
@@ -68,6 +70,13 @@ PLUGINS: dict[Path, tuple[Path, list[tuple[re.Pattern[str], str]]]] = {
             (re.compile(r"\bredis\.asyncio\b"), "redis"),
             (re.compile(r"\blibkv_redis\._async\b"), "libkv_redis"),
             (re.compile(r"\bopen_redis_async\b"), "open_redis"),
+        ],
+    ),
+    ZOOKEEPER / "_async" / "driver.py": (
+        ZOOKEEPER / "driver.py",
+        [
+            (re.compile(r"\blibkv_zookeeper\._async\b"), "libkv_zookeeper"),
+            (re.compile(r"\bopen_zookeeper_async\b"), "open_zookeeper"),
         ],
     ),
 }

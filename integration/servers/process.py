@@ -5,6 +5,7 @@ the small helpers every server family uses (free ports, binaries, HTTP probes)."
 from __future__ import annotations
 
 import abc
+import asyncio
 import atexit
 import logging
 import os
@@ -18,7 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
@@ -382,6 +383,25 @@ class ServerProcess(Server):
         """Continue a paused process with SIGCONT."""
         self._signal(signal.SIGCONT)
         self._paused = False
+
+    async def cancel_while_paused(self, call: Awaitable[object], sent: float) -> None:
+        """Freeze the server, start ``call`` and give it ``sent`` seconds to be sent
+        (the frozen server then holds its answer), cancel it and check that it raises
+        CancelledError; the server is resumed in any case."""
+        self.pause()
+        try:
+            pending = asyncio.ensure_future(call)
+            await asyncio.sleep(sent)
+            assert not pending.done(), "the call ended although the server is frozen"
+            pending.cancel()
+            try:
+                await pending
+            except asyncio.CancelledError:
+                pass
+            else:
+                raise AssertionError("the cancelled call did not raise CancelledError")
+        finally:
+            self.resume()
 
     def restart(self, wait: bool = True) -> Self:
         """Stop and start again with the same ports and data directory."""

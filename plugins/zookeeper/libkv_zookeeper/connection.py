@@ -1,19 +1,19 @@
-"""The session with the ensemble: the kazoo client, its log, sending requests and
-waiting for their answers, and the contact (any message from the server) that a
-watch's feed relies on. :class:`ZooKeeperConnection` is the base of the backend; it
-knows nothing of how libkv lays its keys out in znodes."""
+"""The session with the ensemble, shared by both flavours: the kazoo client, its log,
+its state, the watch events it routes to the feeds, the contact (any message from the
+server) that a watch's feed relies on, and error translation.
+:class:`ZooKeeperSession` is a base of each flavour's backend; it never waits for an
+answer (the backends do, each its own way: see the ``io`` modules) and knows nothing
+of how libkv lays its keys out in znodes."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
-    EXCEPTIONS,
     AuthFailedError,
     ConnectionClosedError,
     ConnectionLoss,
@@ -27,26 +27,23 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.serialization import Auth as KazooAuth
 from kazoo.protocol.serialization import Connect as KazooConnect
 from kazoo.protocol.serialization import Exists
+from kazoo.protocol.serialization import Sync as KazooSync
 from kazoo.protocol.serialization import Watch as WatchMessage
-from kazoo.protocol.states import KazooState, KeeperState
+from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry
 
 from libkv.driver import (
     AuthenticationError,
-    Backend,
     KVError,
     NotReachableError,
     StoreClosedError,
     StoreURL,
-    UnknownOutcomeError,
-    ValueTooLargeError,
+    Wakers,
 )
 from libkv_zookeeper import protocol
-from libkv_zookeeper.nodes import NO_NODE
-from libkv_zookeeper.protocol import Multi, MultiRead, ReadData, WriteOp
 
 if TYPE_CHECKING:
-    from libkv_zookeeper.feed import WatchFeed
+    from libkv_zookeeper.feed import FeedBase
 
 log = logging.getLogger(__name__)
 
@@ -104,26 +101,30 @@ class Cancelled(Exception):
     """A feed's read given up because the feed was closed (see ``WatchFeed.poll``)."""
 
 
-class ZooKeeperConnection(Backend):
-    """A backend's session with ZooKeeper (the driver's backend derives from it)."""
+class ZooKeeperSession:
+    """A backend's session with ZooKeeper: a base of both flavours' backends, which set
+    ``url`` and ``timeout`` (``Backend.__init__``) before :meth:`_open_session`.
 
-    def __init__(
-        self,
-        url: StoreURL,
-        *,
-        hosts: str,
-        namespace: str,
-        timeout: float,
-        session_timeout: float,
-        tls: dict[str, Any],
-    ) -> None:
-        super().__init__(url, namespace=namespace, timeout=timeout)
+    kazoo's threads (its connection's, its handler's) are the session's only threads:
+    they call :meth:`_on_state` and route watch events to the feeds, which must not
+    block them.
+    """
+
+    url: StoreURL
+    timeout: float
+
+    def _open_session(self, *, hosts: str, session_timeout: float, tls: dict[str, Any]) -> None:
+        """Make the kazoo client and start connecting, in the background."""
+        url = self.url
         self.closed = False  # set first by close(): a call waiting for the server gives up
         self._hosts = hosts
         self._credentials = url.username is not None or url.password is not None
         self._connected = threading.Event()
+        # Run on every change of the connection's state (kazoo's thread): how an async
+        # call waiting for the connection hears of it without a thread of its own.
+        self._state_wakers = Wakers()
         self._watch_lock = threading.Lock()
-        self._feeds: tuple[WatchFeed, ...] = ()
+        self._feeds: tuple[FeedBase, ...] = ()
         self._watched: dict[str, int] = {}  # path -> open feeds on it (this connection)
         self._generation = 0  # bumped on every connection loss: watches are gone then
         self._kazoo_log = _KazooLog()
@@ -153,8 +154,9 @@ class ZooKeeperConnection(Backend):
         # When an established connection was lost (None while connected, and while the
         # first connection is being made): see _await_connection.
         self._disconnected_since: float | None = None
-        # Per thread: the event that cancels the reads this thread sends (set by a
-        # feed while it reads for its poll, so that close() never waits for a read).
+        # Per thread (sync flavour): the event that cancels the reads this thread sends
+        # (set by a feed while it reads for its poll, so that close() never waits for a
+        # read). The async flavour cancels the read's task instead.
         self._reader = threading.local()
         self._probed = 0.0  # when the last contact probe was sent
         self._read_socket = connection._read_socket
@@ -182,10 +184,12 @@ class ZooKeeperConnection(Backend):
             self._heard = time.monotonic()
             self._disconnected_since = None
             self._connected.set()
+            self._state_wakers.wake()
             return
         if self._connected.is_set():
             self._disconnected_since = time.monotonic()
         self._connected.clear()
+        self._state_wakers.wake()
         with self._watch_lock:
             self._generation += 1
             self._watched.clear()  # the server dropped this connection's watches
@@ -228,129 +232,39 @@ class ZooKeeperConnection(Backend):
                 feed.offer(message.path)
         return self._read_watch_event(buffer, offset)
 
-    def _await_connection(self, deadline: float) -> None:
-        if self._unauthenticated:
-            raise AuthenticationError(self._refused())
-        if self._connected.is_set():
-            return
-        cancel: threading.Event | None = getattr(self._reader, "cancel", None)
-        # A Store that has been without its server for a whole timeout already says so
-        # at once (kazoo keeps reconnecting meanwhile, at least once a second), rather
-        # than making each call wait a timeout of its own: a watch that just raised
-        # NotReachableError is not followed by a lease revocation blocking as long again.
-        since = self._disconnected_since
-        if since is not None:
-            deadline = min(deadline, max(since + self.timeout, time.monotonic()))
-        while not self._connected.wait(max(min(0.05, deadline - time.monotonic()), 0.0)):
-            if self.closed:
-                raise StoreClosedError(f"store is closed: {self.url}")
-            if cancel is not None and cancel.is_set():
-                raise Cancelled
-            if self._client.client_state == KeeperState.AUTH_FAILED:
-                raise AuthenticationError(self._refused())
-            if time.monotonic() >= deadline:
-                failure = self._kazoo_log.last_failure
-                raise NotReachableError(
-                    f"zookeeper at {self._hosts} not reachable within {self.timeout} s"
-                    + (f": {failure}" if failure is not None else "")
-                ) from failure
+    def _sync_before_reads(self) -> None:
+        """Queue a sync ahead of the reads that follow, without waiting for it.
+
+        A member answers a session's requests in order, so reads queued after a sync
+        wait until the member has caught up with the leader: a list, or a watch's INIT
+        snapshot, then holds every write acknowledged (to any client, through any
+        member) before it was asked for. Pipelined, it costs no round trip of the
+        client's; its own outcome does not matter (a lost connection fails the reads).
+        """
+        self._client._call(KazooSync("/"), self._client.handler.async_result())
+
+    def _forget(self, feed: FeedBase) -> None:
+        """Drop a closed feed; remove the path's watch with the last feed on it."""
+        with self._watch_lock:
+            if feed not in self._feeds:
+                return
+            self._feeds = tuple(other for other in self._feeds if other is not feed)
+            if feed.generation != self._generation:
+                return
+            count = self._watched.get(feed.root, 0) - 1
+            if count > 0:
+                self._watched[feed.root] = count
+                return
+            self._watched.pop(feed.root, None)
+            if self._connected.is_set() and not self.closed:
+                # Fire and forget: a watch left behind only costs ignored events.
+                self._client._call(
+                    protocol.RemoveWatches(feed.root, 3), self._client.handler.async_result()
+                )
 
     def _refused(self) -> str:
         user = f" user {self.url.username!r}" if self.url.username is not None else ""
         return f"zookeeper at {self._hosts} refused access to{user}"
-
-    def _send(self, request: Any, *, write: bool, timeout: float | None = None) -> Any:
-        """Send one request, waiting for the connection; retry a read until the timeout.
-
-        A write whose connection fails after it may have been sent raises
-        UnknownOutcomeError; it is never sent twice.
-        """
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            self._await_connection(deadline)
-            result = self._client.handler.async_result()
-            self._client._call(request, result)
-            try:
-                return self._wait(result, deadline)
-            except SessionClosedRequireSaslError:
-                self._unauthenticated = True
-                raise
-            except (ConnectionLoss, SessionExpiredError, KazooTimeoutError) as error:
-                if self._unauthenticated:
-                    raise AuthenticationError(self._refused()) from error
-                if write:
-                    raise UnknownOutcomeError(
-                        f"zookeeper at {self._hosts}: the connection failed after a write "
-                        f"was sent; it may or may not be applied ({type(error).__name__})"
-                    ) from error
-                if time.monotonic() >= deadline or isinstance(error, KazooTimeoutError):
-                    raise NotReachableError(
-                        f"zookeeper at {self._hosts} not reachable within {self.timeout} s"
-                    ) from error
-
-    def _wait(self, result: Any, deadline: float) -> Any:
-        """The result of a request, waiting until ``deadline``; in a feed's read,
-        Cancelled soon after the feed is closed."""
-        cancel: threading.Event | None = getattr(self._reader, "cancel", None)
-        if cancel is None:
-            return result.get(timeout=max(deadline - time.monotonic(), 0.001))
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                return result.get(timeout=max(min(remaining, CANCEL_CHECK), 0.001))
-            except KazooTimeoutError:
-                if cancel.is_set():
-                    raise Cancelled from None
-                if remaining <= CANCEL_CHECK:
-                    raise
-
-    def _multi_read(
-        self, reads: Sequence[tuple[str, str]], *, timeout: float | None = None
-    ) -> tuple[list[ReadData | list[str] | None], int, bool]:
-        """Results of ``reads`` (None for a missing node), the zxid they were read at,
-        and whether they were read at one point (one request)."""
-        chunks: list[list[tuple[str, str]]] = [[]]
-        size = 0
-        for read in reads:
-            length = len(read[1]) + 24
-            if chunks[-1] and size + length > READ_LIMIT:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(read)
-            size += length
-        results: list[ReadData | list[str] | None] = []
-        zxid = 0
-        for chunk in chunks:
-            if not chunk:
-                continue
-            request = MultiRead(chunk)
-            for result in self._send(request, write=False, timeout=timeout):
-                if isinstance(result, int):
-                    if result != NO_NODE:  # the only error a read of many nodes expects
-                        raise EXCEPTIONS[result]()
-                    results.append(None)
-                else:
-                    results.append(result)
-            zxid = max(zxid, request.zxid)
-        return results, zxid, len(chunks) == 1
-
-    def _read_nodes(self, paths: Sequence[str]) -> tuple[dict[str, ReadData | None], int]:
-        results, zxid, _ = self._multi_read([("data", path) for path in paths])
-        return {
-            path: result if isinstance(result, ReadData) else None
-            for path, result in zip(paths, results, strict=True)
-        }, zxid
-
-    def _send_multi(self, operations: list[WriteOp]) -> list[Any]:
-        size = protocol.request_size(operations)
-        if size > REQUEST_LIMIT:
-            raise ValueTooLargeError(
-                f"the request of {size} bytes exceeds ZooKeeper's jute.maxbuffer "
-                f"({JUTE_MAXBUFFER} bytes)"
-            )
-        request = Multi(operations)
-        results: list[Any] = self._send(request, write=True)
-        return results
 
     # -- errors and closing ---------------------------------------------------------------------
 
@@ -376,14 +290,16 @@ class ZooKeeperConnection(Backend):
             return KVError(f"zookeeper at {self._hosts}: {type(error).__name__}: {error}")
         return None
 
-    def close(self) -> None:
+    def _start_closing(self) -> threading.Thread:
+        """Mark the session closed and end it in a thread of its own, started here:
+        kazoo's stop() waits for its connection thread, which may be stuck connecting to
+        a frozen server for seconds. The caller waits for it up to CLOSE_WAIT, and lets
+        it finish on its own after that."""
         self.closed = True
-        # kazoo's stop() waits for its connection thread, which may be stuck connecting
-        # to a frozen server for seconds: let it finish on its own.
         closer = threading.Thread(target=self._stop_client, name="libkv-zookeeper-close")
         closer.daemon = True
         closer.start()
-        closer.join(CLOSE_WAIT)
+        return closer
 
     def _stop_client(self) -> None:
         try:

@@ -1,3 +1,5 @@
+# Generated from plugins/zookeeper/libkv_zookeeper/_async/driver.py by scripts/unasync.py:
+# edit that file, then run `python scripts/unasync.py`. CI fails if this is stale.
 """``zookeeper://``: libkv on ZooKeeper 3.6+ (tested on 3.8), through kazoo.
 
 URL: ``zookeeper://[user:password@]host[:2181][,host[:port]...][/chroot][?options]``.
@@ -17,13 +19,20 @@ Every write is one multi whose ops carry the data-version checks of the state it
 conditions were evaluated on; ttl= and leases are TTL znodes under ``%libkv/leases``
 whose keys (entries under ``%libkv/attached`` with the key's mzxid) any open Store
 deletes once the server has reaped them.
+
+One implementation in two flavours: the sync backend is generated from the async one
+by ``scripts/unasync.py`` (renaming ``await``, ``Async...`` and the module).
+Every request goes out through kazoo's connection thread, as kazoo's asynchronous
+calls do; how a call waits for its answer is each flavour's ``io`` module: the sync
+one blocks on kazoo's result, the async one awaits a future that kazoo's thread
+completes with ``loop.call_soon_threadsafe`` (no thread per call, watch or lease).
+What is not I/O (settings, the layout of keys in znodes, the session and its error
+translation) is shared: :mod:`libkv_zookeeper.common`, :mod:`libkv_zookeeper.connection`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -33,18 +42,18 @@ from kazoo.exceptions import (
     ConnectionLoss,
     KazooException,
     NoNodeError,
+    SessionClosedRequireSaslError,
     SessionExpiredError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.serialization import Exists, GetData
 from kazoo.protocol.serialization import Sync as KazooSync
-from kazoo.security import make_digest_acl_credential
+from kazoo.protocol.states import KeeperState
 
 from libkv.driver import (
     AuthenticationError,
-    Capabilities,
+    Backend,
     FeedBatch,
-    InvalidURLError,
     KVError,
     KVPair,
     LeaseNotFoundError,
@@ -52,14 +61,36 @@ from libkv.driver import (
     NotSupportedError,
     Op,
     OpKind,
+    StoreClosedError,
     StoreURL,
+    UnknownOutcomeError,
+    ValueTooLargeError,
     first_failure,
-    parse_bool,
-    parse_seconds,
 )
 from libkv_zookeeper import protocol
-from libkv_zookeeper.connection import ZooKeeperConnection
-from libkv_zookeeper.feed import WatchFeed
+from libkv_zookeeper.common import (
+    CAPABILITIES,
+    CHECK_INTERVAL,
+    DECODE_SLICE,
+    MAX_WRITE_OPS,
+    OPEN_FEED_WAIT,
+    Layout,
+    read_settings,
+)
+from libkv_zookeeper.connection import (
+    JUTE_MAXBUFFER,
+    READ_LIMIT,
+    REQUEST_LIMIT,
+    ZooKeeperSession,
+)
+from libkv_zookeeper.io import (
+    Reaper,
+    WatchFeed,
+    connected,
+    finish_closing,
+    outcome,
+    pending_result,
+)
 from libkv_zookeeper.nodes import (
     BAD_ARGUMENTS,
     NO_AUTH,
@@ -68,7 +99,6 @@ from libkv_zookeeper.nodes import (
     ROLLED_BACK,
     RUNTIME_INCONSISTENCY,
     UNIMPLEMENTED,
-    decode_data,
     is_ambiguous,
     is_error,
     lineage,
@@ -78,11 +108,13 @@ from libkv_zookeeper.nodes import (
     path_depth,
     protocol_set_data,
 )
-from libkv_zookeeper.paths import decode_segment, encode_segment, flatten, unflatten
+from libkv_zookeeper.paths import unflatten
 from libkv_zookeeper.protocol import (
     Create,
     CreateTTL,
     Delete,
+    Multi,
+    MultiRead,
     ReadData,
     SetData,
     Stat,
@@ -94,27 +126,8 @@ __all__ = ["CAPABILITIES", "ZooKeeperBackend", "open_zookeeper"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 2181
-REAP_INTERVAL = 0.2  # seconds between two looks for dead leases by each open Store
-OPEN_FEED_WAIT = 0.5  # longest a watch waits for the connection when (re)opening its feed
-MAX_WRITE_OPS = 1000
-CHECK_INTERVAL = 0.5  # the server's znode.container.checkIntervalMs assumed (check_interval=)
 
-CAPABILITIES = Capabilities(
-    watch_every_change=False,  # a persistent watch says what changed, not every value
-    watch_resume=False,  # ZooKeeper keeps no change history
-    ttl_min=0.5,
-    ttl_max=1e9,  # TTL znodes hold up to 2**40 ms
-    # The server reaps a TTL znode up to znode.container.checkIntervalMs (500 ms in the
-    # documented setting) after its ttl; an open Store notices within REAP_INTERVAL and
-    # deletes its keys in one multi.
-    ttl_slack=1.5,  # CHECK_INTERVAL + 1 s
-    max_value_size=1_000_000,  # one value with the longest key stays under jute.maxbuffer
-    max_transaction_ops=MAX_WRITE_OPS,
-)
-
-
-class ZooKeeperBackend(ZooKeeperConnection):
+class ZooKeeperBackend(Layout, ZooKeeperSession, Backend):
     """A store in a ZooKeeper ensemble (or under a chroot of it); see the module docstring."""
 
     capabilities = CAPABILITIES
@@ -131,98 +144,117 @@ class ZooKeeperBackend(ZooKeeperConnection):
         tls: dict[str, Any],
         check_interval: float = CHECK_INTERVAL,
     ) -> None:
-        super().__init__(
-            url,
-            hosts=hosts,
-            namespace=namespace,
-            timeout=timeout,
-            session_timeout=session_timeout,
-            tls=tls,
-        )
-        if check_interval != CHECK_INTERVAL:
-            # Expiry waits for the server's TTL check: declare the slack it implies.
-            self.capabilities = dataclasses.replace(
-                CAPABILITIES, ttl_slack=CAPABILITIES.ttl_slack - CHECK_INTERVAL + check_interval
-            )
-        self._base = chroot  # "" or "/a/b": every path of this Store starts with it
-        self._bookkeeping = self._base + "/%libkv"
-        self._lease_root = self._bookkeeping + "/leases"
-        self._attached_root = self._bookkeeping + "/attached"
-        self._verbatim_root = self._bookkeeping + "/verbatim"
-        # With credentials every znode the driver creates belongs to that digest user alone
-        # (not to the session's other identities, such as its TLS certificate's).
-        self._acl: tuple[tuple[int, str, str], ...] = (
-            (
-                (
-                    31,
-                    "digest",
-                    make_digest_acl_credential(url.username or "", url.password or ""),
-                ),
-            )
-            if self._credentials
-            else protocol.OPEN_ACL_UNSAFE
-        )
+        Backend.__init__(self, url, namespace=namespace, timeout=timeout)
+        self._lay_out(url, chroot, check_interval)
+        self._open_session(hosts=hosts, session_timeout=session_timeout, tls=tls)
         self._lease_clock: dict[int, tuple[float, float]] = {}  # id -> (refreshed, ttl)
-        self._stopping = threading.Event()
-        self._reaper = threading.Thread(
-            target=self._reap_loop, name="libkv-zookeeper-reaper", daemon=True
-        )
+        # The reaper: a thread started now (sync), a task started by the first call in
+        # each loop (async).
+        self._reaper = Reaper(self._reap, "libkv-zookeeper-reaper")
         self._reaper.start()
 
-    # -- paths --------------------------------------------------------------------------
+    # -- calling ZooKeeper --------------------------------------------------------------
 
-    def _path(self, key: str) -> str:
-        return self._base + "/" + "/".join(encode_segment(part) for part in key.split("/"))
+    def _await_connection(self, deadline: float) -> None:
+        if self._unauthenticated:
+            raise AuthenticationError(self._refused())
+        if self._connected.is_set():
+            return
+        # A Store that has been without its server for a whole timeout already says so
+        # at once (kazoo keeps reconnecting meanwhile, at least once a second), rather
+        # than making each call wait a timeout of its own: a watch that just raised
+        # NotReachableError is not followed by a lease revocation blocking as long again.
+        since = self._disconnected_since
+        if since is not None:
+            deadline = min(deadline, max(since + self.timeout, time.monotonic()))
+        while not connected(self, max(min(0.05, deadline - time.monotonic()), 0.0)):
+            if self.closed:
+                raise StoreClosedError(f"store is closed: {self.url}")
+            if self._client.client_state == KeeperState.AUTH_FAILED:
+                raise AuthenticationError(self._refused())
+            if time.monotonic() >= deadline:
+                failure = self._kazoo_log.last_failure
+                raise NotReachableError(
+                    f"zookeeper at {self._hosts} not reachable within {self.timeout} s"
+                    + (f": {failure}" if failure is not None else "")
+                ) from failure
 
-    def _key(self, path: str) -> str | None:
-        """The key at ``path``, or None if no key is there (bookkeeping, foreign names)."""
-        if not path.startswith(self._base + "/"):
-            return None
-        segments = []
-        for name in path[len(self._base) + 1 :].split("/"):
-            segment = decode_segment(name)
-            if segment is None or not segment:
-                return None
-            segments.append(segment)
-        if not self._base and segments[0] == "zookeeper":
-            return None  # ZooKeeper's own subtree
-        return "/".join(segments)
+    def _send(self, request: Any, *, write: bool, timeout: float | None = None) -> Any:
+        """Send one request, waiting for the connection; retry a read until the timeout.
 
-    def _below_base(self, path: str) -> bool:
-        return len(path) > len(self._base) + 1 and path.startswith(self._base + "/")
+        A write whose connection fails after it may have been sent raises
+        UnknownOutcomeError; it is never sent twice.
+        """
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            self._await_connection(deadline)
+            pending = pending_result(self._client)
+            self._client._call(request, pending)
+            try:
+                return outcome(self, pending, deadline)
+            except SessionClosedRequireSaslError:
+                self._unauthenticated = True
+                raise
+            except (ConnectionLoss, SessionExpiredError, KazooTimeoutError) as error:
+                if self._unauthenticated:
+                    raise AuthenticationError(self._refused()) from error
+                if write:
+                    raise UnknownOutcomeError(
+                        f"zookeeper at {self._hosts}: the connection failed after a write "
+                        f"was sent; it may or may not be applied ({type(error).__name__})"
+                    ) from error
+                if time.monotonic() >= deadline or isinstance(error, KazooTimeoutError):
+                    raise NotReachableError(
+                        f"zookeeper at {self._hosts} not reachable within {self.timeout} s"
+                    ) from error
 
-    def _lease_path(self, lease_id: int) -> str:
-        return f"{self._lease_root}/{lease_id:016x}"
+    def _multi_read(
+        self, reads: Sequence[tuple[str, str]], *, timeout: float | None = None
+    ) -> tuple[list[ReadData | list[str] | None], int, bool]:
+        """Results of ``reads`` (None for a missing node), the zxid they were read at,
+        and whether they were read at one point (one request)."""
+        chunks: list[list[tuple[str, str]]] = [[]]
+        size = 0
+        for read in reads:
+            length = len(read[1]) + 24
+            if chunks[-1] and size + length > READ_LIMIT:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(read)
+            size += length
+        results: list[ReadData | list[str] | None] = []
+        zxid = 0
+        for chunk in chunks:
+            if not chunk:
+                continue
+            request = MultiRead(chunk)
+            for result in self._send(request, write=False, timeout=timeout):
+                if isinstance(result, int):
+                    if result != NO_NODE:  # the only error a read of many nodes expects
+                        raise EXCEPTIONS[result]()
+                    results.append(None)
+                else:
+                    results.append(result)
+            zxid = max(zxid, request.zxid)
+        return results, zxid, len(chunks) == 1
 
-    def _entry_path(self, lease_id: int, path: str) -> str:
-        return f"{self._attached_root}/{lease_id:016x}/{flatten(path[len(self._base) + 1 :])}"
+    def _read_nodes(self, paths: Sequence[str]) -> tuple[dict[str, ReadData | None], int]:
+        results, zxid, _ = self._multi_read([("data", path) for path in paths])
+        return {
+            path: result if isinstance(result, ReadData) else None
+            for path, result in zip(paths, results, strict=True)
+        }, zxid
 
-    def _record_path(self, path: str) -> str:
-        """The verbatim record of the key at ``path`` (see :mod:`libkv_zookeeper.nodes`)."""
-        return f"{self._verbatim_root}/{flatten(path[len(self._base) + 1 :])}"
-
-    def _with_records(self, paths: Iterable[str]) -> list[str]:
-        """``paths``, each followed by its verbatim record: read together, in one request."""
-        return [read for path in paths for read in (path, self._record_path(path))]
-
-    def _decoded(self, path: str, nodes: dict[str, ReadData | None]) -> tuple[bytes, int] | None:
-        """(value, lease id of the previous layout or 0) of the znode at ``path``, or None
-        if no key is there; ``nodes`` holds what was read of it and of its record."""
-        node = nodes.get(path)
-        if node is None:
-            return None
-        if not is_ambiguous(node.data):
-            return node.data, 0
-        record = nodes.get(self._record_path(path))
-        return decode_data(node.data, record is not None and record.stat.mzxid == node.stat.mzxid)
-
-    def _pair(self, key: str, path: str, nodes: dict[str, ReadData | None]) -> KVPair | None:
-        decoded = self._decoded(path, nodes)
-        if decoded is None:
-            return None
-        node = nodes[path]
-        assert node is not None
-        return KVPair(key, decoded[0], node.stat.mzxid)
+    def _send_multi(self, operations: list[WriteOp]) -> list[Any]:
+        size = protocol.request_size(operations)
+        if size > REQUEST_LIMIT:
+            raise ValueTooLargeError(
+                f"the request of {size} bytes exceeds ZooKeeper's jute.maxbuffer "
+                f"({JUTE_MAXBUFFER} bytes)"
+            )
+        request = Multi(operations)
+        results: list[Any] = self._send(request, write=True)
+        return results
 
     # -- reading --------------------------------------------------------------------------
 
@@ -237,17 +269,6 @@ class ZooKeeperBackend(ZooKeeperConnection):
         # Empty data, or a previous layout's marker: the verbatim record decides.
         nodes, _ = self._read_nodes(self._with_records([path]))
         return self._pair(key, path, nodes)
-
-    def _sync_before_reads(self) -> None:
-        """Queue a sync ahead of the reads that follow, without waiting for it.
-
-        A member answers a session's requests in order, so reads queued after a sync
-        wait until the member has caught up with the leader: a list, or a watch's INIT
-        snapshot, then holds every write acknowledged (to any client, through any
-        member) before it was asked for. Pipelined, it costs no round trip of the
-        client's; its own outcome does not matter (a lost connection fails the reads).
-        """
-        self._client._call(KazooSync("/"), self._client.handler.async_result())
 
     def get_many(self, keys: Sequence[str]) -> list[KVPair | None]:
         if not keys:
@@ -265,26 +286,18 @@ class ZooKeeperBackend(ZooKeeperConnection):
             return ([pair] if pair is not None else []), revision
         root, include_root = self._range_root(prefix)
         nodes, zxid = self._snapshot(root)
-        return self._pairs(nodes, None if include_root else root), zxid
+        return self._decode(nodes, None if include_root else root), zxid
 
-    def _pairs(self, nodes: dict[str, ReadData | None], excluded: str | None) -> list[KVPair]:
-        """The keys among ``nodes`` (read with their records), but ``excluded``, by key."""
-        pairs = []
-        for path in nodes:
-            key = None if path == excluded else self._key(path)
-            pair = None if key is None else self._pair(key, path, nodes)
-            if pair is not None:
-                pairs.append(pair)
+    def _decode(self, nodes: dict[str, ReadData | None], excluded: str | None) -> list[KVPair]:
+        """The keys among ``nodes`` (a subtree read with its records), but ``excluded``,
+        sorted by key; decoded DECODE_SLICE nodes at a time, and the async flavour lets
+        other tasks run before each slice, so a large subtree never holds the loop."""
+        paths = list(nodes)
+        pairs: list[KVPair] = []
+        for start in range(0, len(paths), DECODE_SLICE):
+            pairs += self._pairs(paths[start : start + DECODE_SLICE], nodes, excluded)
         pairs.sort(key=lambda pair: pair.key)
         return pairs
-
-    def _range_root(self, prefix: str) -> tuple[str, bool]:
-        """The znode a driver prefix starts at, and whether that znode is in the range."""
-        if not prefix:
-            return self._base or "/", False
-        if prefix[-1] == "/":
-            return self._path(prefix[:-1]), False
-        return self._path(prefix), True
 
     def _snapshot(self, root: str) -> tuple[dict[str, ReadData | None], int]:
         """Every node of the subtree at ``root`` (keys' subtrees only), as of one zxid,
@@ -345,6 +358,9 @@ class ZooKeeperBackend(ZooKeeperConnection):
                 self._list(stale or list(listed), listed, ambiguous)
 
     def _members(self, root: str, listed: dict[str, tuple[int, int, list[str]]]) -> list[str]:
+        """The listed subtree at ``root``: the paths of ``root`` and of its descendants
+        that may be keys, top-down. The async flavour lets other tasks run every
+        DECODE_SLICE of them (each path is decoded)."""
         members = [root]
         index = 0
         while index < len(members):
@@ -525,6 +541,9 @@ class ZooKeeperBackend(ZooKeeperConnection):
     # -- leases -------------------------------------------------------------------------------
 
     def grant_lease(self, ttl: float) -> int:
+        return self._grant(ttl)
+
+    def _grant(self, ttl: float) -> int:
         deadline = time.monotonic() + self.timeout
         while True:
             lease_id = new_lease_id()
@@ -579,24 +598,25 @@ class ZooKeeperBackend(ZooKeeperConnection):
             if time.monotonic() > deadline:
                 raise KVError(f"could not delete the keys of lease {lease_id}")
 
-    def _reap_loop(self) -> None:
-        while not self._stopping.wait(REAP_INTERVAL):
-            if not self._connected.is_set() or self.closed:
-                continue
-            try:
-                results, _, _ = self._multi_read(
-                    [("children", self._attached_root), ("children", self._lease_root)],
-                    timeout=1.0,
-                )
-                attached, live = results
-                if not isinstance(attached, list):
-                    continue
-                alive = set(live) if isinstance(live, list) else set()
-                for name in attached:
-                    if name not in alive:
-                        self._reap_lease(name)
-            except (KVError, KazooException):
-                log.debug("reaping expired leases failed; trying again", exc_info=True)
+    def _reap(self) -> None:
+        """The reaper's work every REAP_INTERVAL until close(): delete the keys of the
+        leases the server has reaped (one small read when there are none)."""
+        if not self._connected.is_set() or self.closed:
+            return
+        try:
+            results, _, _ = self._multi_read(
+                [("children", self._attached_root), ("children", self._lease_root)],
+                timeout=1.0,
+            )
+            attached, live = results
+            if not isinstance(attached, list):
+                return
+            alive = set(live) if isinstance(live, list) else set()
+            for name in attached:
+                if name not in alive:
+                    self._reap_lease(name)
+        except (KVError, KazooException):
+            log.debug("reaping expired leases failed; trying again", exc_info=True)
 
     def _reap_lease(self, name: str) -> bool:
         """Delete the keys still attached to the dead lease ``name``; True once done."""
@@ -655,7 +675,6 @@ class ZooKeeperBackend(ZooKeeperConnection):
             self._feeds = (*self._feeds, feed)
             count = self._watched.get(root, 0)
             self._watched[root] = count + 1
-            added = self._client.handler.async_result()
             # The watch on root exists already on this connection: an exists request
             # proves the connection still answers (a feed opened on a frozen server
             # would let the engine's re-read block for a whole timeout).
@@ -664,9 +683,10 @@ class ZooKeeperBackend(ZooKeeperConnection):
                 if count == 0
                 else Exists("/", None)
             )
+            added = pending_result(self._client)
             self._client._call(request, added)
         try:
-            added.get(timeout=max(deadline - time.monotonic(), OPEN_FEED_WAIT))
+            outcome(self, added, max(deadline, time.monotonic() + OPEN_FEED_WAIT))
         except BaseException as error:
             self._forget(feed)
             if isinstance(error, (ConnectionLoss, SessionExpiredError, KazooTimeoutError)):
@@ -678,24 +698,6 @@ class ZooKeeperBackend(ZooKeeperConnection):
             if feed.generation != self._generation:
                 feed.lose()
         return feed
-
-    def _forget(self, feed: WatchFeed) -> None:
-        with self._watch_lock:
-            if feed not in self._feeds:
-                return
-            self._feeds = tuple(other for other in self._feeds if other is not feed)
-            if feed.generation != self._generation:
-                return
-            count = self._watched.get(feed.root, 0) - 1
-            if count > 0:
-                self._watched[feed.root] = count
-                return
-            self._watched.pop(feed.root, None)
-            if self._connected.is_set() and not self.closed:
-                # Fire and forget: a watch left behind only costs ignored events.
-                self._client._call(
-                    protocol.RemoveWatches(feed.root, 3), self._client.handler.async_result()
-                )
 
     def _read_changes(self, paths: Sequence[str]) -> FeedBatch | None:
         keys: list[str] = []
@@ -717,75 +719,16 @@ class ZooKeeperBackend(ZooKeeperConnection):
 
     def _full_snapshot(self, root: str) -> FeedBatch:
         nodes, zxid = self._snapshot(root)
-        return FeedBatch(zxid, snapshot=self._pairs(nodes, None))
+        return FeedBatch(zxid, snapshot=self._decode(nodes, None))
 
     # -- closing --------------------------------------------------------------------------------
 
     def close(self) -> None:
-        self._stopping.set()
-        super().close()
-
-
-def _read_file(option: str, path: object) -> str:
-    try:
-        with open(str(path), "rb"):
-            pass
-    except OSError as error:
-        raise InvalidURLError(f"cannot read the {option}= file {path!r}: {error}") from error
-    return str(path)
-
-
-def _chroot(path: str) -> str:
-    chroot = path.rstrip("/")
-    if not chroot:
-        return ""
-    segments = chroot.split("/")[1:]
-    if any(segment in ("", ".", "..") for segment in segments):
-        raise InvalidURLError(f"invalid ZooKeeper chroot {path!r}")
-    return "/" + "/".join(encode_segment(segment) for segment in segments)
+        self._reaper.stop(self.timeout)
+        finish_closing(self._start_closing())
 
 
 def open_zookeeper(url: StoreURL) -> ZooKeeperBackend:
-    """The ``zookeeper`` scheme's initializer."""
-    options = url.read_options(
-        {
-            "timeout": parse_seconds,
-            "session_timeout": parse_seconds,
-            "tls": parse_bool,
-            "ca": str,
-            "cert": str,
-            "key": str,
-            "verify": parse_bool,
-            "check_interval": parse_seconds,
-        }
-    )
-    if ("cert" in options) != ("key" in options):
-        raise InvalidURLError("zookeeper:// client certificates need both cert= and key=")
-    tls: dict[str, Any] = {}
-    if options.get("tls") or "ca" in options or "cert" in options:
-        if options.get("tls") is False:
-            raise InvalidURLError("tls=false contradicts ca=/cert=")
-        tls["use_ssl"] = True
-        tls["verify_certs"] = options.get("verify", True)
-        if "ca" in options:
-            tls["ca"] = _read_file("ca", options["ca"])
-        if "cert" in options:
-            tls["certfile"] = _read_file("cert", options["cert"])
-            tls["keyfile"] = _read_file("key", options["key"])
-    elif "verify" in options:
-        raise InvalidURLError("verify= applies to TLS only (tls=true, ca= or cert=)")
-    hosts = url.hosts or (("127.0.0.1", None),)
-    addresses = ",".join(
-        f"[{host}]:{port or DEFAULT_PORT}" if ":" in host else f"{host}:{port or DEFAULT_PORT}"
-        for host, port in hosts
-    )
-    return ZooKeeperBackend(
-        url,
-        hosts=addresses,
-        chroot=_chroot(url.path),
-        namespace=options.get("prefix", ""),
-        timeout=options.get("timeout", 10.0),
-        session_timeout=options.get("session_timeout", 10.0),
-        check_interval=options.get("check_interval", CHECK_INTERVAL),
-        tls=tls,
-    )
+    """The ``zookeeper`` scheme's initializer; it contacts no server (the session is
+    made in the background, and the first call waits for it up to ``timeout``)."""
+    return ZooKeeperBackend(url, **read_settings(url))

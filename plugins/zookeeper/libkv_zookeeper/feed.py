@@ -1,16 +1,18 @@
-"""A watch's change feed: the Store's persistent recursive watch on one znode."""
+"""A watch's change feed, as both flavours keep it: the Store's persistent recursive
+watch on one znode names the paths that changed, kazoo's reader thread offers them
+here, and a poll takes them. How a poll waits for them, and reads the nodes, is each
+flavour's (``WatchFeed`` in :mod:`libkv_zookeeper.io`, ``AsyncWatchFeed`` in
+:mod:`libkv_zookeeper._async.io`)."""
 
 from __future__ import annotations
 
 import threading
-import time
 from typing import TYPE_CHECKING
 
-from libkv.driver import FeedBatch, NotReachableError
-from libkv_zookeeper.connection import Cancelled
+from libkv.driver import NotReachableError
 
 if TYPE_CHECKING:
-    from libkv_zookeeper.driver import ZooKeeperBackend
+    from libkv_zookeeper.connection import ZooKeeperSession
 
 # A watch whose Store has heard nothing from the server for WATCH_STALL seconds (at most
 # a quarter of the store's timeout) raises NotReachableError from its feed's poll, so the
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 WATCH_STALL = 1.5
 
 
-class WatchFeed:
+class FeedBase:
     """Changes under one znode, from the Store's persistent recursive watch on it.
 
     The first poll returns the whole subtree (read after the watch was added, so no
@@ -29,77 +31,80 @@ class WatchFeed:
     opens a new one, which adds the watch again and re-reads everything. So does a
     Store that has heard nothing from the server for ``WATCH_STALL`` (a frozen or
     partitioned server, which kazoo notices only two thirds of a session timeout later).
+
+    The state below is guarded by ``_lock``: kazoo's threads offer paths and report
+    losses (:meth:`offer`, :meth:`lose` must not block them), and each flavour's
+    ``_wake()``, called with the lock held, tells a waiting poll.
     """
 
-    def __init__(self, store: ZooKeeperBackend, root: str, generation: int) -> None:
+    def __init__(self, store: ZooKeeperSession, root: str, generation: int) -> None:
         self.store = store
         self.root = root
         self.generation = generation
         self._scope = "/" if root == "/" else root + "/"
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
         self._dirty: dict[str, None] = {}
         self._full = True
         self._lost = False
         self._closed = False
         self._stall = min(WATCH_STALL, store.timeout / 4)
-        self._cancelled = threading.Event()  # set by close(): a read for poll gives up
+
+    def _wake(self) -> None:
+        """Tell a poll waiting for news (called with ``_lock`` held; must not block)."""
+        raise NotImplementedError
 
     def offer(self, path: str) -> None:
         """A watch event's path (kazoo's reader thread: must not block)."""
         if path == self.root or path.startswith(self._scope):
-            with self._condition:
+            with self._lock:
                 self._dirty[path] = None
-                self._condition.notify()
+                self._wake()
 
     def lose(self) -> None:
-        with self._condition:
+        """The connection was lost: the next poll raises NotReachableError."""
+        with self._lock:
             self._lost = True
-            self._condition.notify()
+            self._wake()
 
-    def poll(self, timeout: float) -> FeedBatch | None:
-        """See :class:`libkv.watching.Feed`."""
+    def _ready(self) -> bool:
+        """Whether a poll has something to return (or raise) at once; under ``_lock``."""
+        return bool(self._dirty) or self._full or self._lost or self._closed
+
+    def _contact(self, now: float) -> float:
+        """Raise NotReachableError if the store has heard nothing from the server for
+        the stall bound; probe it after half of that; return when to look again.
+
+        Returning None from a poll asserts contact: only while the server has answered
+        within the stall bound, which a probe keeps true on an idle connection.
+        """
         store = self.store
-        deadline = time.monotonic() + timeout
-        with self._condition:
-            while not (self._dirty or self._full or self._lost or self._closed):
-                # Returning None asserts contact: only while the server has answered
-                # within the stall bound, which a probe keeps true on an idle connection.
-                now = time.monotonic()
-                silent = now - store._heard
-                if silent > self._stall:
-                    raise NotReachableError(
-                        f"zookeeper at {store._hosts}: no answer for {silent:.1f} s"
-                    )
-                if silent > self._stall / 2:
-                    store._probe()
-                    check = store._heard + self._stall
-                else:
-                    check = store._heard + self._stall / 2
-                if now >= deadline:
-                    break
-                self._condition.wait(max(min(deadline, check) - now, 0.001))
-            if self._closed:
-                return None
-            if self._lost:
-                raise NotReachableError(
-                    f"zookeeper at {self.store._hosts}: connection lost; the watch re-reads"
-                )
-            full, self._full = self._full, False
-            paths = list(self._dirty)
-            self._dirty.clear()
+        silent = now - store._heard
+        if silent > self._stall:
+            raise NotReachableError(f"zookeeper at {store._hosts}: no answer for {silent:.1f} s")
+        if silent > self._stall / 2:
+            store._probe()
+            return store._heard + self._stall
+        return store._heard + self._stall / 2
+
+    def _take(self) -> tuple[bool, list[str]] | None:
+        """What the poll reads, under ``_lock``: (whether the whole subtree, the changed
+        paths), or None if nothing (or closed); NotReachableError once lost."""
+        if self._closed:
+            return None
+        if self._lost:
+            raise NotReachableError(
+                f"zookeeper at {self.store._hosts}: connection lost; the watch re-reads"
+            )
+        full, self._full = self._full, False
+        paths = list(self._dirty)
+        self._dirty.clear()
         if not full and not paths:
             return None
-        store._reader.cancel = self._cancelled
-        try:
-            return store._full_snapshot(self.root) if full else store._read_changes(paths)
-        except Cancelled:
-            return None  # closed meanwhile: what was read no longer matters
-        finally:
-            store._reader.cancel = None
+        return full, paths
 
-    def close(self) -> None:
-        self._cancelled.set()
-        with self._condition:
-            self._closed = True
-            self._condition.notify()
-        self.store._forget(self)
+    def _give_back(self, full: bool, paths: list[str]) -> None:
+        """Put back what a poll took and did not return (its caller was cancelled)."""
+        with self._lock:
+            self._full = self._full or full
+            for path in paths:
+                self._dirty[path] = None

@@ -10,7 +10,7 @@ from libkv_zookeeper.nodes import is_ambiguous, lineage, milliseconds, new_lease
 from libkv_zookeeper.protocol import Check, Create, CreateTTL, Delete, ReadData, SetData, WriteOp
 
 if TYPE_CHECKING:
-    from libkv_zookeeper.driver import ZooKeeperBackend
+    from libkv_zookeeper.common import Layout
 
 
 class Plan:
@@ -36,7 +36,7 @@ class Plan:
     A key under a lease gets its attachment entry set in the same multi likewise.
     """
 
-    def __init__(self, store: ZooKeeperBackend, ops: Sequence[Op]) -> None:
+    def __init__(self, store: Layout, ops: Sequence[Op]) -> None:
         self.store = store
         self.source = ops
         self.ops = [(op, store._path(op.key)) for op in ops]

@@ -1,0 +1,1 @@
+"""The ZooKeeper driver's async source (``driver``) and its async I/O (``io``)."""
