@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import linecache
 import os
 import subprocess
 import sys
@@ -22,7 +23,13 @@ from typing import cast
 import pytest
 
 from libkv import Store
-from libkv.testing.flavours import BLOCKING_RECIPES, SLOW_CALLBACK, Portal, open_blocking
+from libkv.testing.flavours import (
+    BLOCKING_RECIPES,
+    SLOW_CALLBACK,
+    Portal,
+    SlowCallbacks,
+    open_blocking,
+)
 
 
 def _hold_loop(portal: Portal, hold: Callable[[], None]) -> list[str]:
@@ -146,3 +153,16 @@ def test_the_gil_held_by_another_thread_is_discounted(portal: Portal) -> None:
     assert _hold_loop(portal, wait_for_the_gil) == []
     assert took[1] - took[0] > SLOW_CALLBACK * 2, "the other thread never held the GIL"
     assert len(_hold_loop(portal, lambda: sum(range(count)))) == 1
+
+
+def test_the_slow_callback_check_reads_source_lines_before_the_loop_does() -> None:
+    """asyncio's debug mode looks up source lines on the loop thread (a cancelled
+    handle's repr reads asyncio/timeouts.py); SlowCallbacks has them read before, so a
+    disk slow to answer is not taken for a callback holding the loop."""
+    timeouts = asyncio.timeouts.__file__
+    linecache.cache.pop(timeouts, None)
+    handler = SlowCallbacks()
+    try:
+        assert timeouts in linecache.cache and len(linecache.cache[timeouts]) == 4
+    finally:
+        handler.close()

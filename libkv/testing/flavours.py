@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import gc
 import inspect
+import linecache
 import logging
 import os
 import re
@@ -69,6 +70,16 @@ intervals, so a loop thread computing in Python (which yields the GIL every inte
 never passes for one."""
 
 
+def _warm_source_lines() -> None:
+    """Read the source of every module loaded into :mod:`linecache`, where asyncio's
+    debug mode looks its lines up (on the loop thread); a module read already costs a
+    dictionary lookup."""
+    for module in list(sys.modules.values()):
+        filename = getattr(module, "__file__", None)
+        if isinstance(filename, str) and filename.endswith(".py"):
+            linecache.getlines(filename, module.__dict__)
+
+
 class SlowCallbacks(logging.Handler):
     """Collects asyncio's debug-mode warnings about callbacks that held the loop.
 
@@ -81,11 +92,17 @@ class SlowCallbacks(logging.Handler):
     off a CPU). A callback that blocks in a system call or computes adds to none of
     them, so it is reported once what is left exceeds SLOW_CALLBACK; a report says
     where the loop thread was seen meanwhile.
+
+    Debug mode itself reads source files on the loop thread (a task's creation
+    traceback, a cancelled handle's repr): the first lookup of a file reads it from
+    disk, which on CI's busy disk blocked the loop 94-267 ms. So the source of every
+    module loaded is read into :mod:`linecache` first.
     """
 
     def __init__(self, loop_thread: threading.Thread | None = None) -> None:
         """Count the warnings of ``loop_thread``'s loop only (None: of any thread)."""
         super().__init__(logging.WARNING)
+        _warm_source_lines()
         self.loop_thread = loop_thread
         self.messages: list[str] = []
         self._collections: collections.deque[tuple[float, float]] = collections.deque(maxlen=1024)
