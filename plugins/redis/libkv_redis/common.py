@@ -80,9 +80,11 @@ FEED_BLOCK = 0.2  # longest XREAD BLOCK, so a closed feed returns promptly
 FEED_STALL = 0.75
 FEED_BATCH = 1000  # log entries read per poll
 FEED_READ_SIZE = 4096  # a feed connection's read buffer (hiredis keeps one per connection)
-# In libkv.aio, fewer: redis-py parses a reply, and the feed decodes it, in one callback
-# of the loop, which must stay short (1000 entries took over 50 ms on a busy machine).
-ASYNC_FEED_BATCH = 100
+# In libkv.aio, fewer: redis-py parses a reply, and the feed and the watch engine decode
+# it, in one callback of the loop, which must stay short. An entry is a revision, with
+# up to max_transaction_ops changes: 100 entries of 64 changes took 52-66 ms of CPU on
+# CI, 1000 entries over 50 ms on a busy machine.
+ASYNC_FEED_BATCH = 10
 
 _KIND_CODES = {
     OpKind.PUT: "p",
