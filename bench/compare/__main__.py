@@ -1,9 +1,12 @@
-"""Run the comparison: ``python -m bench.compare [--operations N] [--backends ...]``."""
+"""Run the comparison: ``python -m bench.compare [--operations N] [--backends ...]
+[--flavours sync async]``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import importlib.util
 import itertools
 import logging
 import statistics
@@ -13,26 +16,42 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import libkv
+import libkv.aio
+from libkv.aio import AsyncStore
 
 from . import raw as raw_clients
 from .measure import (
+    Operation,
     Side,
+    Timer,
+    awaited_calls,
     event_latency,
     fan_out,
     idle_memory,
     libkv_subscriber,
     paired_rounds,
     percentile,
+    timed_calls,
 )
-from .report import Row, draw_chart, machine, server_version, table, write_json
+from .raw_async import (
+    AsyncConsulClient,
+    AsyncEtcdClient,
+    AsyncMemoryClient,
+    AsyncRawClient,
+    AsyncRedisClient,
+    AsyncZooKeeperClient,
+)
+from .report import FLAVOURS, Row, draw_chart, machine, server_version, table, write_json
 
 BACKENDS = ("memory", "sqlite", "redis", "etcd", "zookeeper", "consul")
 IN_PROCESS = ("memory", "sqlite")
 VALUE = b"v" * 100
 KEYS = 100  # distinct keys cycled through by get, put and cas
 HERE = Path(__file__).resolve().parent.parent
+NO_ASYNC_CLIENT = "no asyncio client of this backend to compare with"
 
 
 @dataclass(frozen=True)
@@ -54,18 +73,35 @@ def progress(row: Row) -> str:
     return f"  {row.operation:<14} libkv {row.libkv:10.4g}  raw {raw:>10} {row.unit}{ratio}"
 
 
+@dataclass(frozen=True)
+class Opened:
+    """A started backend: libkv's URL, the raw sync client, and the class of the raw
+    asyncio client (None: there is none to compare with) with its arguments: it is made
+    inside the loop that measures it."""
+
+    url: str
+    client: raw_clients.RawClient
+    async_client: type[AsyncRawClient] | None
+    async_arguments: tuple[Any, ...] = ()
+
+    def make_async_client(self) -> AsyncRawClient | None:
+        if self.async_client is None:
+            return None
+        return self.async_client(*self.async_arguments)
+
+
 @contextlib.contextmanager
-def open_backend(name: str, directory: Path) -> Iterator[tuple[str, raw_clients.RawClient]]:
-    """Start ``name``'s server (if any); yield the libkv URL and the raw client."""
+def open_backend(name: str, directory: Path) -> Iterator[Opened]:
+    """Start ``name``'s server (if any); yield what measures it."""
     from integration import servers
 
     if name == "memory":
-        yield "memory://", raw_clients.MemoryClient()
+        yield Opened("memory://", raw_clients.MemoryClient(), AsyncMemoryClient)
         return
     if name == "sqlite":
         client: raw_clients.RawClient = raw_clients.SqliteClient(directory / "raw.db")
         try:
-            yield f"sqlite:///{directory}/libkv.db", client
+            yield Opened(f"sqlite:///{directory}/libkv.db", client, None)
         finally:
             client.close()
         return
@@ -77,22 +113,143 @@ def open_backend(name: str, directory: Path) -> Iterator[tuple[str, raw_clients.
     }
     with factories[name]() as server:
         host, port = server.endpoint.rsplit(":", 1)
+        opened: Opened
         if name == "redis":
-            url, client = (
+            opened = Opened(
                 f"{server.url}?prefix=benchlibkv",
                 raw_clients.RedisClient(host, int(port)),
+                AsyncRedisClient,
+                (host, int(port)),
             )
         elif name == "etcd":
-            url, client = f"{server.url}/benchlibkv", raw_clients.EtcdClient(host, int(port))
+            opened = Opened(
+                f"{server.url}/benchlibkv",
+                raw_clients.EtcdClient(host, int(port)),
+                AsyncEtcdClient,
+                (host, int(port)),
+            )
         elif name == "zookeeper":
-            url, client = f"{server.url}/benchlibkv", raw_clients.ZooKeeperClient(server.endpoint)
+            opened = Opened(
+                f"{server.url}/benchlibkv",
+                raw_clients.ZooKeeperClient(server.endpoint),
+                AsyncZooKeeperClient,
+                (server.endpoint,),
+            )
         else:
-            url = f"{server.url}/benchlibkv?session_ttl_min=1"  # the harness's setting
-            client = raw_clients.ConsulClient(host, int(port))
+            opened = Opened(
+                f"{server.url}/benchlibkv?session_ttl_min=1",  # the harness's setting
+                raw_clients.ConsulClient(host, int(port)),
+                AsyncConsulClient if importlib.util.find_spec("httpx") else None,
+                (host, int(port)),
+            )
         try:
-            yield url, client
+            yield opened
         finally:
-            client.close()
+            opened.client.close()
+
+
+class LibkvCalls:
+    """The calls measured, through a sync :class:`libkv.Store`."""
+
+    def __init__(self, store: libkv.Store) -> None:
+        self.get, self.put, self.get_many = store.get, store.put, store.get_many
+        self._store = store
+
+    def cas(self, key: str, value: bytes) -> object:
+        return self._store.update(key, value, version=self._store.get(key).version)
+
+    def lock_cycle(self) -> None:
+        lock = self._store.lock("lock")
+        lock.acquire()
+        lock.release()
+
+
+class AsyncLibkvCalls:
+    """The same calls through an :class:`libkv.aio.AsyncStore`, as coroutines."""
+
+    def __init__(self, store: AsyncStore) -> None:
+        self.get, self.put, self.get_many = store.get, store.put, store.get_many
+        self._store = store
+
+    async def cas(self, key: str, value: bytes) -> object:
+        current = await self._store.get(key)
+        return await self._store.update(key, value, version=current.version)
+
+    async def lock_cycle(self) -> None:
+        lock = self._store.lock("lock")
+        await lock.acquire()
+        await lock.release()
+
+
+def call_rows(
+    backend: str,
+    flavour: str,
+    mine: Any,
+    theirs: Any,
+    timed: Timer,
+    counts: Counts,
+    log: Callable[[str], None],
+) -> list[Row]:
+    """get, put, cas update, get_many and lock cycle of one flavour, side by side.
+
+    ``mine`` (:class:`LibkvCalls` or :class:`AsyncLibkvCalls`) and ``theirs`` (a raw
+    client of the same flavour, or None) return values or awaitables, which ``timed``
+    runs: plain calls, or awaited in the flavour's event loop.
+    """
+    rows: list[Row] = []
+    keys = [f"k{index}" for index in range(KEYS)]
+    cas_keys = [f"c{index}" for index in range(KEYS)]
+    n = counts.scaled(backend)
+
+    def add(row: Row) -> None:
+        rows.append(row)
+        log(progress(row))
+
+    def paired(operation: str, libkv_call: Operation, raw_call: Operation, count: int) -> None:
+        if theirs is None:
+            figure = timed(libkv_call, 0, count)
+            add(Row(backend, operation, figure, None, NO_ASYNC_CLIENT, flavour=flavour))
+            return
+        result = paired_rounds(libkv_call, raw_call, count, max(1, count // 10), timed)
+        add(Row(backend, operation, result.libkv, result.raw, ratio=result.ratio, flavour=flavour))
+
+    paired("get", lambda i: mine.get(keys[i % KEYS]), lambda i: theirs.get(keys[i % KEYS]), n)
+    paired(
+        "put",
+        lambda i: mine.put(keys[i % KEYS], VALUE),
+        lambda i: theirs.put(keys[i % KEYS], VALUE),
+        n,
+    )
+    paired(
+        "cas update",
+        lambda i: mine.cas(cas_keys[i % KEYS], VALUE),
+        lambda i: theirs.cas(cas_keys[i % KEYS], VALUE),
+        n,
+    )
+    many = counts.scaled(backend, 50)
+    if theirs is None:
+        paired("get_many(100)", lambda _: mine.get_many(keys), lambda _: None, many)
+    elif flavour == "sync":
+        paired(
+            "get_many(100)",
+            lambda _: mine.get_many(keys),
+            lambda _: [theirs.get(key) for key in keys],
+            many,
+        )
+    else:
+
+        async def raw_many(_: int) -> object:
+            return [await theirs.get(key) for key in keys]
+
+        paired("get_many(100)", lambda _: mine.get_many(keys), raw_many, many)
+    locks = counts.scaled(backend, 20)
+    if theirs is not None and theirs.lock_note is None:
+        paired("lock cycle", lambda _: mine.lock_cycle(), lambda _: theirs.lock_cycle(), locks)
+    else:
+        note = theirs.lock_note if theirs is not None else NO_ASYNC_CLIENT
+        figure = timed(lambda _: mine.lock_cycle(), 0, locks)
+        add(Row(backend, "lock cycle", figure, None, note, flavour=flavour))
+    return rows
 
 
 def measure_backend(
@@ -102,76 +259,12 @@ def measure_backend(
     counts: Counts,
     log: Callable[[str], None],
 ) -> list[Row]:
-    """Every figure of one backend, libkv and raw side by side."""
-    rows: list[Row] = []
-    keys = [f"k{index}" for index in range(KEYS)]
-    cas_keys = [f"c{index}" for index in range(KEYS)]
-    for key in keys + cas_keys:
-        store.put(key, VALUE)
-        client.put(key, VALUE)
-    n = counts.scaled(backend)
-
-    def paired(
-        operation: str,
-        mine: Callable[[int], object],
-        theirs: Callable[[int], object],
-        count: int,
-        chunk: int,
-    ) -> None:
-        result = paired_rounds(mine, theirs, count, chunk)
-        rows.append(Row(backend, operation, result.libkv, result.raw, ratio=result.ratio))
-        log(progress(rows[-1]))
-
-    paired(
-        "get", lambda i: store.get(keys[i % KEYS]), lambda i: client.get(keys[i % KEYS]), n, n // 10
-    )
-    paired(
-        "put",
-        lambda i: store.put(keys[i % KEYS], VALUE),
-        lambda i: client.put(keys[i % KEYS], VALUE),
-        n,
-        n // 10,
-    )
-
-    def libkv_cas(index: int) -> object:
-        key = cas_keys[index % KEYS]
-        return store.update(key, VALUE, version=store.get(key).version)
-
-    paired("cas update", libkv_cas, lambda i: client.cas(cas_keys[i % KEYS], VALUE), n, n // 10)
-    many = counts.scaled(backend, 50)
-    paired(
-        "get_many(100)",
-        lambda _: store.get_many(keys),
-        lambda _: [client.get(key) for key in keys],
-        many,
-        max(1, many // 10),
-    )
-    locks = counts.scaled(backend, 20)
-    if client.lock_note is None:
-
-        def libkv_lock(_: int) -> None:
-            lock = store.lock("lock")
-            lock.acquire()
-            lock.release()
-
-        paired("lock cycle", libkv_lock, lambda _: client.lock_cycle(), locks, max(1, locks // 10))
-    else:
-        lock = store.lock("lock")
-        started = time.perf_counter()
-        for _ in range(locks):
-            lock.acquire()
-            lock.release()
-        rows.append(
-            Row(
-                backend,
-                "lock cycle",
-                (time.perf_counter() - started) / locks * 1e6,
-                None,
-                client.lock_note,
-            )
-        )
-
-    log(progress(rows[-1]))
+    """Every sync figure of one backend, libkv and raw side by side."""
+    for index in range(KEYS):
+        for key in (f"k{index}", f"c{index}"):
+            store.put(key, VALUE)
+            client.put(key, VALUE)
+    rows = call_rows(backend, "sync", LibkvCalls(store), client, timed_calls, counts, log)
 
     serial = itertools.count()
     sides = {
@@ -235,6 +328,39 @@ def measure_backend(
     return rows
 
 
+def measure_async_backend(
+    backend: str,
+    opened: Opened,
+    counts: Counts,
+    log: Callable[[str], None],
+) -> list[Row]:
+    """The asyncio flavour's call figures: ``libkv.aio`` against the raw asyncio client,
+    both driven by one event loop."""
+    with asyncio.Runner() as runner:
+
+        async def start() -> tuple[AsyncStore, AsyncRawClient | None]:
+            store = libkv.aio.open(opened.url)
+            client = opened.make_async_client()
+            for index in range(KEYS):
+                for key in (f"k{index}", f"c{index}"):
+                    await store.put(key, VALUE)
+                    if client is not None:
+                        await client.put(key, VALUE)
+            return store, client
+
+        store, client = runner.run(start())
+
+        def timed(operation: Any, begin: int, size: int) -> float:
+            return runner.run(awaited_calls(operation, begin, size))
+
+        try:
+            return call_rows(backend, "async", AsyncLibkvCalls(store), client, timed, counts, log)
+        finally:
+            if client is not None:
+                runner.run(client.close())
+            runner.run(store.close())
+
+
 def main(arguments: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.compare",
@@ -248,6 +374,7 @@ def main(arguments: list[str] | None = None) -> int:
         "the other figures scale from it",
     )
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument("--flavours", nargs="+", choices=FLAVOURS, default=list(FLAVOURS))
     parser.add_argument("--json", type=Path, default=HERE / "compare.json")
     parser.add_argument("--chart", type=Path, default=HERE / "compare.png")
     options = parser.parse_args(arguments)
@@ -264,10 +391,19 @@ def main(arguments: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as directory:
         for backend in options.backends:
             log(f"{backend}:")
-            with open_backend(backend, Path(directory)) as (url, client), libkv.open(url) as store:
+            with open_backend(backend, Path(directory)) as opened:
                 versions[backend] = server_version(backend)
-                clients[backend] = client.client
-                rows.extend(measure_backend(backend, store, client, counts, log))
+                if "sync" in options.flavours:
+                    log("  sync (libkv against the raw client):")
+                    clients[f"{backend} sync"] = opened.client.client
+                    with libkv.open(opened.url) as store:
+                        rows.extend(measure_backend(backend, store, opened.client, counts, log))
+                if "async" in options.flavours:
+                    log("  async (libkv.aio against the raw asyncio client):")
+                    clients[f"{backend} async"] = (
+                        "none" if opened.async_client is None else opened.async_client.client
+                    )
+                    rows.extend(measure_async_backend(backend, opened, counts, log))
     about = machine(versions)
     about["raw_clients"] = clients
     settings = {"operations": options.operations, "seconds": round(time.monotonic() - started)}

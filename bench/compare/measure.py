@@ -6,6 +6,8 @@ process, interleaved so that whatever else the machine does hits both alike:
 * :func:`paired_rounds` runs short rounds of each operation, alternating which side
   goes first, and reports each side's median round and the median of the per-round
   libkv/raw ratios (a ratio of two neighbours in time, not of two distant medians);
+  its ``timed`` is :func:`timed_calls` or, for coroutines, :func:`awaited_calls` run in
+  the flavour's event loop (so the loop is entered once per round, not per call);
 * :func:`event_latency` times put -> watch event, one put in flight at a time, the two
   sides' puts alternating;
 * :func:`fan_out` times one put until all of N watchers on one prefix have seen it;
@@ -23,12 +25,16 @@ import statistics
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import libkv
 
 Operation = Callable[[int], object]
+AsyncOperation = Callable[[int], Awaitable[object]]
+# A timer: timed(operation, start, count) -> microseconds per call.
+Timer = Callable[[Any, int, int], float]
 
 # A watcher factory: subscribe(prefix, on_event) starts watching and returns a closer.
 # on_event() is called once per change delivered (from any thread).
@@ -50,7 +56,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
-def _timed(operation: Operation, start: int, count: int) -> float:
+def timed_calls(operation: Operation, start: int, count: int) -> float:
     """Microseconds per call of ``operation(i)`` for ``i`` in ``start .. start+count``."""
     begun = time.perf_counter()
     for index in range(start, start + count):
@@ -58,22 +64,32 @@ def _timed(operation: Operation, start: int, count: int) -> float:
     return (time.perf_counter() - begun) / count * 1e6
 
 
-def paired_rounds(libkv: Operation, raw: Operation, count: int, chunk: int) -> Paired:
+async def awaited_calls(operation: AsyncOperation, start: int, count: int) -> float:
+    """Microseconds per awaited call of ``operation(i)``, as :func:`timed_calls`."""
+    begun = time.perf_counter()
+    for index in range(start, start + count):
+        await operation(index)
+    return (time.perf_counter() - begun) / count * 1e6
+
+
+def paired_rounds(
+    libkv: Operation, raw: Operation, count: int, chunk: int, timed: Timer = timed_calls
+) -> Paired:
     """Run ``count`` calls per side in rounds of ``chunk``, alternating the side that goes
     first each round (after a warm-up of one round each); medians and median ratio."""
     chunk = max(1, min(chunk, count))
-    _timed(raw, 0, chunk)
-    _timed(libkv, 0, chunk)
+    timed(raw, 0, chunk)
+    timed(libkv, 0, chunk)
     libkv_times: list[float] = []
     raw_times: list[float] = []
     for number, start in enumerate(range(0, count, chunk)):
         size = min(chunk, count - start)
         if number % 2:
-            libkv_times.append(_timed(libkv, start, size))
-            raw_times.append(_timed(raw, start, size))
+            libkv_times.append(timed(libkv, start, size))
+            raw_times.append(timed(raw, start, size))
         else:
-            raw_times.append(_timed(raw, start, size))
-            libkv_times.append(_timed(libkv, start, size))
+            raw_times.append(timed(raw, start, size))
+            libkv_times.append(timed(libkv, start, size))
     ratios = [mine / theirs for mine, theirs in zip(libkv_times, raw_times, strict=True)]
     return Paired(
         statistics.median(libkv_times), statistics.median(raw_times), statistics.median(ratios)
