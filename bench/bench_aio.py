@@ -1,6 +1,6 @@
 """libkv.aio against libkv, on memory, SQLite, Redis and ZooKeeper, side by side in one run.
 
-Run: ``python -m bench.bench_aio [--operations N] [--fanout N] [--backends ...]``
+Run: ``python -m bench.bench_aio [--operations N] [--leases N] [--backends ...]``
 (``redis`` and ``zookeeper`` start their own server with the integration harness).
 Prints figures; asserts nothing.
 
@@ -12,9 +12,8 @@ For each backend and flavour:
   bridge it replaced);
 * watch latency: ``put`` to the event of a recursive watch (sync: consumed by a
   thread; async: by a task), p50 and p99;
-* fan-out: ``--fanout`` watches on one prefix and as many leases on one store: the
-  threads the store added, memory per watch and per lease (tracemalloc), and the time
-  for one put to reach every watch (p50, p99 over 20 puts).
+* leases: ``--leases`` leases on one store: the threads the store added and memory per
+  lease (tracemalloc). Many watches on one store: ``python -m bench.fanout``.
 """
 
 from __future__ import annotations
@@ -129,80 +128,44 @@ async def async_watch_latency(url: str, count: int) -> list[float]:
 # -- fan-out: many watches and leases on one store ------------------------------------------
 
 
-def report_fanout(
-    label: str, threads: int, watch_bytes: float, lease_bytes: float, samples: list[float]
-) -> None:
-    p50, p99 = statistics.median(samples) * 1e3, percentile(samples, 0.99) * 1e3
-    print(
-        f"  {label:<16} threads added {threads:>4}   KiB/watch {watch_bytes / 1024:6.2f}   "
-        f"KiB/lease {lease_bytes / 1024:6.2f}   one put to all: "
-        f"p50 {p50:7.2f} ms  p99 {p99:7.2f} ms"
-    )
+def report_leases(label: str, threads: int, lease_bytes: float) -> None:
+    print(f"  {label:<16} threads added {threads:>4}   KiB/lease {lease_bytes / 1024:6.2f}")
 
 
-def sync_fanout(url: str, watches: int, puts: int) -> None:
+def sync_leases(url: str, count: int) -> None:
     with libkv.open(url) as store:
         store.put("warm/up", b"")
         threads_before = threading.active_count()
         gc.collect()
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
-        opened = [store.watch("fan", recursive=True) for _ in range(watches)]
-        for watch in opened:
-            assert watch.next_event(5) is not None
-        watch_bytes = (tracemalloc.get_traced_memory()[0] - base) / watches
-        base = tracemalloc.get_traced_memory()[0]
-        leases = [store.lease(60) for _ in range(watches)]
-        lease_bytes = (tracemalloc.get_traced_memory()[0] - base) / watches
+        leases = [store.lease(60) for _ in range(count)]
+        lease_bytes = (tracemalloc.get_traced_memory()[0] - base) / count
         tracemalloc.stop()
-        threads = threading.active_count() - threads_before
-        samples = []
-        for index in range(puts):
-            sent = time.perf_counter()
-            store.put("fan/key", str(index))
-            for watch in opened:  # one consumer drains them all, in turn
-                assert watch.next_event(5) is not None
-            samples.append(time.perf_counter() - sent)
-        report_fanout("sync", threads, watch_bytes, lease_bytes, samples)
+        report_leases("sync", threading.active_count() - threads_before, lease_bytes)
         for lease in leases:
             lease.revoke()
-        for watch in opened:
-            watch.close()
 
 
-async def async_fanout(url: str, watches: int, puts: int) -> None:
+async def async_leases(url: str, count: int) -> None:
     async with libkv.aio.open(url) as store:
         await store.put("warm/up", b"")
         threads_before = threading.active_count()
         gc.collect()
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
-        opened = [store.watch("fan", recursive=True) for _ in range(watches)]
-        for watch in opened:
-            assert await watch.next_event(5) is not None
-        watch_bytes = (tracemalloc.get_traced_memory()[0] - base) / watches
-        base = tracemalloc.get_traced_memory()[0]
-        leases = [await store.lease(60) for _ in range(watches)]
-        lease_bytes = (tracemalloc.get_traced_memory()[0] - base) / watches
+        leases = [await store.lease(60) for _ in range(count)]
+        lease_bytes = (tracemalloc.get_traced_memory()[0] - base) / count
         tracemalloc.stop()
-        threads = threading.active_count() - threads_before
-        samples = []
-        for index in range(puts):
-            sent = time.perf_counter()
-            await store.put("fan/key", str(index))
-            await asyncio.gather(*(watch.next_event(5) for watch in opened))
-            samples.append(time.perf_counter() - sent)
-        report_fanout("async", threads, watch_bytes, lease_bytes, samples)
+        report_leases("async", threading.active_count() - threads_before, lease_bytes)
         for lease in leases:
             await lease.revoke()
-        for watch in opened:
-            await watch.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--operations", type=int, default=5000)
-    parser.add_argument("--fanout", type=int, default=1000)
+    parser.add_argument("--leases", type=int, default=1000)
     parser.add_argument("--backends", nargs="+", default=["memory", "sqlite"])
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as servers:
@@ -244,9 +207,9 @@ def main() -> None:
                     f"  watch put->event {label:<5} p50 {statistics.median(samples) * 1e6:8.1f} us"
                     f"   p99 {percentile(samples, 0.99) * 1e6:8.1f} us"
                 )
-            print(f"  {arguments.fanout} watches and {arguments.fanout} leases on one store:")
-            sync_fanout(url_for(backend, directory), arguments.fanout, 20)
-            asyncio.run(async_fanout(url_for(backend, directory), arguments.fanout, 20))
+            print(f"  {arguments.leases} leases on one store:")
+            sync_leases(url_for(backend, directory), arguments.leases)
+            asyncio.run(async_leases(url_for(backend, directory), arguments.leases))
 
 
 if __name__ == "__main__":

@@ -67,10 +67,9 @@ def main() -> None:
     for backend in arguments.backends:
         with (
             tempfile.TemporaryDirectory() as directory,
-            open_backend(backend, Path(directory)) as (url, client),
+            open_backend(backend, Path(directory)) as opened,
         ):
-            client.close()  # the raw client is not needed here
-            ttl, late, allowance = lateness(url, arguments.keys)
+            ttl, late, allowance = lateness(opened.url, arguments.keys)
         print(
             f"{backend:<10} {ttl:8.2f} {statistics.median(late) * 1e3:17.0f} "
             f"{percentile(late, 0.99) * 1e3:13.0f} {allowance * 1e3:13.0f}"

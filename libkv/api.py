@@ -35,6 +35,7 @@ from libkv.errors import (
 from libkv.keepalive import Keepalive
 from libkv.model import MAX_REVISION, Capabilities, KVPair
 from libkv.ops import Op, OpKind
+from libkv.sharing import SharedFeeds
 
 if TYPE_CHECKING:
     from libkv.backend import Backend
@@ -69,6 +70,7 @@ class Store:
         # Held strongly: a watch dropped unclosed keeps its feed (a thread, a socket)
         # until the store closes, never past it. Watch.close() removes it.
         self._watches: set[Watch] = set()
+        self._shared_feeds = SharedFeeds(self)  # one backend feed per watched prefix
         self._leases: weakref.WeakSet[Lease] = weakref.WeakSet()
         self._keepalive = Keepalive(f"libkv-keepalive-{self.url.scheme}")
         self._close_lock = threading.Lock()

@@ -32,6 +32,7 @@ from libkv.changes import ChangeDedup, FeedBatch, SnapshotDiff
 from libkv.errors import HistoryLostError, KVError, NotReachableError, StoreClosedError
 from libkv.keys import in_prefix
 from libkv.model import Action, Event
+from libkv.sharing import Overflowed, Subscription
 
 if TYPE_CHECKING:
     from libkv.api import Store
@@ -116,6 +117,7 @@ class Watch:
         self._unreachable_since: float | None = None  # start of the first failed poll
         self._next_attempt = 0.0  # when a feed may be opened again after a failure
         self._feed_answered = False  # whether the current feed has returned a batch
+        self._alone = False  # read a feed of its own, not the store's shared one
         self.revision = 0 if since is None else since
 
     def _start(self) -> None:
@@ -126,12 +128,11 @@ class Watch:
         """
         if self._started:
             return
-        store = self._store
         try:
             if self._since is None:
                 self._start_with_snapshot()
             else:
-                feed = store._call(store._backend.open_feed, self._prefix, self._since)
+                feed = self._open_feed(self._since)
                 self._bookkeeping = ChangeDedup(self._since)
                 self._feed_revision = self._since
                 self._adopt(feed)
@@ -221,7 +222,7 @@ class Watch:
         pairs, revision = store._call(store._backend.range, self._prefix, self._recursive)
         feed: Feed | None = None
         try:
-            feed = store._call(store._backend.open_feed, self._prefix, revision)
+            feed = self._open_feed(revision)
         except (HistoryLostError, NotReachableError) as error:
             self._failure = error  # reported after INIT
         # No state changes before here: a start cancelled half-way (async) is redone whole.
@@ -236,6 +237,14 @@ class Watch:
         self._pending.append((Event(Action.INIT, self._key, single, revision, snapshot), revision))
         if feed is not None:
             self._adopt(feed)
+
+    def _open_feed(self, after: int, *, reread: bool = False) -> Feed:
+        """A feed from ``after``: the store's shared one for the prefix, or (once this
+        watch fell behind it) one of its own."""
+        store = self._store
+        if self._alone:
+            return store._call(store._backend.open_feed, self._prefix, after)
+        return store._shared_feeds.open(self._prefix, after, reread=reread)
 
     def _adopt(self, feed: Feed) -> None:
         """Keep ``feed``, or close it if the watch was closed while it was opened."""
@@ -255,6 +264,16 @@ class Watch:
         started = time.monotonic()
         try:
             batch = feed.poll(timeout)
+        except Overflowed:
+            # This consumer fell too far behind the shared feed: read alone from here,
+            # from the revision read up to (every change, or HistoryLostError).
+            log.info("watch on %r fell behind its shared feed; reading on its own", self._key)
+            self._alone = True
+            with self._lock:
+                if self._feed is feed:
+                    self._feed = None
+            _close_feed(feed)
+            return
         except Exception as error:
             self._poll_failed(feed, error, started)
             return
@@ -316,12 +335,15 @@ class Watch:
         feed: Feed | None = None
         reread = False
         try:
-            feed = store._call(store._backend.open_feed, self._prefix, self._feed_revision)
-            if isinstance(self._bookkeeping, SnapshotDiff):
+            snapshots = isinstance(self._bookkeeping, SnapshotDiff)
+            feed = self._open_feed(self._feed_revision, reread=snapshots)
+            if snapshots:
                 # Re-read and bring the consumer's view up to date by diffing.
                 pairs, revision = store._call(store._backend.range, self._prefix, self._recursive)
                 reread = True
                 self._accept(FeedBatch(revision, snapshot=pairs))
+                if isinstance(feed, Subscription):
+                    feed.skip_to(revision)
         except KVError as error:
             if feed is not None:
                 _close_feed(feed)

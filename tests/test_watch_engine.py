@@ -499,3 +499,123 @@ def test_a_feed_opened_by_a_failed_reconnection_is_closed() -> None:
     assert first_reopened.closed.is_set(), "the feed of the failed attempt was left open"
     assert not backend.handed_out[2].closed.is_set()  # the attempt that worked keeps its feed
     watch.close()
+
+
+# -- watches of one prefix share one feed (libkv.sharing) --------------------------------
+
+
+def update(key: str, revision: int) -> Event:
+    return Event(Action.UPDATE, f"ns/{key}", pair(key, revision), revision)
+
+
+def test_watches_of_one_prefix_share_one_feed_and_each_gets_every_change() -> None:
+    backend = ScriptedBackend(every_change=True, snapshot=[], revision=5)
+    store = Store(backend)
+    backend.feeds = [[FeedBatch(6, [update("a", 6)]), FeedBatch(7, [update("b", 7)])]]
+    watches = [store.watch("", recursive=True) for _ in range(3)]
+    for watch in watches:
+        assert drain([watch.next_event(2), watch.next_event(2), watch.next_event(2)]) == [
+            (Action.INIT, "", 5),
+            (Action.UPDATE, "a", 6),
+            (Action.UPDATE, "b", 7),
+        ]
+    assert backend.opened == [5]  # one backend feed for the three watches
+    assert store.watch("other", recursive=True).next_event(2) is not None
+    assert len(backend.opened) == 2  # another prefix: a feed of its own
+
+
+def test_the_last_watch_to_leave_closes_the_shared_feed() -> None:
+    backend = ScriptedBackend(every_change=True, snapshot=[], revision=5)
+    store = Store(backend)
+    backend.feeds = [[], []]
+    first, second = store.watch("p"), store.watch("p")
+    feed = backend.handed_out[0]
+    first.close()
+    assert not feed.closed.is_set()
+    second.close()
+    assert feed.closed.is_set()
+    assert store.watch("p").next_event(1) is not None
+    assert backend.opened == [5, 5]  # the next watch opens a new one
+
+
+@pytest.mark.parametrize("history", [64, 1])
+def test_a_watch_joining_behind_the_shared_feed_gets_what_it_missed(
+    history: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the batches the shared feed keeps, or (behind them) from a feed of its own."""
+    monkeypatch.setattr(libkv.sharing, "HISTORY", history)
+    backend = ScriptedBackend(every_change=True, snapshot=[], revision=5)
+    store = Store(backend)
+    backend.feeds = [
+        [FeedBatch(6, [update("a", 6)]), FeedBatch(7, [update("b", 7)])],
+        [FeedBatch(7, [update("a", 6), update("b", 7)])],
+    ]
+    ahead = store.watch("", recursive=True)
+    assert drain([ahead.next_event(2) for _ in range(3)])[1:] == [
+        (Action.UPDATE, "a", 6),
+        (Action.UPDATE, "b", 7),
+    ]
+    behind = store.watch("", recursive=True, since=5)  # the shared feed is at 7
+    assert drain([behind.next_event(2), behind.next_event(2)]) == [
+        (Action.UPDATE, "a", 6),
+        (Action.UPDATE, "b", 7),
+    ]
+    assert backend.opened == ([5] if history > 1 else [5, 5])
+
+
+def test_a_slow_watch_does_not_hold_up_the_others_and_later_reads_on_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(libkv.sharing, "BUFFER_LIMIT", 2)
+    backend = ScriptedBackend(every_change=True, snapshot=[], revision=5)
+    store = Store(backend)
+    changes = [FeedBatch(revision, [update("k", revision)]) for revision in range(6, 10)]
+    backend.feeds = [list(changes), list(changes)]
+    slow, fast = store.watch("k"), store.watch("k")
+    assert slow.next_event(2) is not None and fast.next_event(2) is not None  # INIT
+    assert [revision for _, _, revision in drain([fast.next_event(2) for _ in range(4)])] == [
+        6,
+        7,
+        8,
+        9,
+    ]
+    # Three changes waited for the slow watch: it overflowed, and reads its own feed
+    # from the revision it had read up to, so it still gets every change.
+    assert drain([slow.next_event(2) for _ in range(4)]) == [
+        (Action.UPDATE, "k", revision) for revision in range(6, 10)
+    ]
+    assert backend.opened == [5, 5]
+
+
+def test_an_error_of_the_shared_feed_reaches_every_watch_after_its_batches() -> None:
+    backend = ScriptedBackend(every_change=True, snapshot=[], revision=5)
+    store = Store(backend)
+    backend.feeds = [
+        [FeedBatch(6, [update("k", 6)]), HistoryLostError("compacted")],
+    ]
+    first, second = store.watch("k"), store.watch("k")
+    for watch in (first, second):
+        assert watch.next_event(2) is not None  # INIT
+    assert drain([first.next_event(2)]) == [(Action.UPDATE, "k", 6)]
+    with pytest.raises(HistoryLostError):
+        first.next_event(2)
+    assert drain([second.next_event(2)]) == [(Action.UPDATE, "k", 6)]
+    with pytest.raises(HistoryLostError):
+        second.next_event(2)
+    assert backend.handed_out[0].closed.is_set()
+
+
+def test_a_snapshot_watch_rejoining_drops_what_its_reread_made_stale() -> None:
+    backend = ScriptedBackend(every_change=False, snapshot=[pair("a", 3)], revision=4)
+    store = Store(backend)
+    backend.feeds = [
+        [NotReachableError("reset")],
+        [FeedBatch(4, snapshot=[pair("a", 3)]), FeedBatch(9, snapshot=[pair("a", 9)])],
+    ]
+    watch = store.watch("", recursive=True)
+    assert watch.next_event(2) is not None  # INIT at 4
+    backend.snapshot, backend.revision = [pair("a", 8)], 8  # what the re-read will see
+    events = [watch.next_event(2), watch.next_event(2)]
+    # The re-read at 8 reports a's version 8; the batch at 4 is stale and dropped (not
+    # a revision going backwards); the one at 9 is new.
+    assert drain(events) == [(Action.UPDATE, "a", 8), (Action.UPDATE, "a", 9)]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 from libkv import concurrency
 from libkv import keys as keyspace
 from libkv._async.keepalive import AsyncKeepalive
+from libkv._async.sharing import AsyncSharedFeeds
 from libkv.errors import (
     InvalidArgumentError,
     KeyNotFoundError,
@@ -73,6 +74,7 @@ class AsyncStore:
         # Held strongly: a watch dropped unclosed keeps its feed (a thread, a socket)
         # until the store closes, never past it. AsyncWatch.close() removes it.
         self._watches: set[AsyncWatch] = set()
+        self._shared_feeds = AsyncSharedFeeds(self)  # one backend feed per watched prefix
         self._leases: weakref.WeakSet[AsyncLease] = weakref.WeakSet()
         self._keepalive = AsyncKeepalive(f"libkv-keepalive-{self.url.scheme}")
         self._close_lock = threading.Lock()

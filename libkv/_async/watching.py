@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from libkv import concurrency
+from libkv._async.sharing import AsyncSubscription, Overflowed
 from libkv.changes import ChangeDedup, FeedBatch, SnapshotDiff
 from libkv.errors import HistoryLostError, KVError, NotReachableError, StoreClosedError
 from libkv.keys import in_prefix
@@ -114,6 +115,7 @@ class AsyncWatch:
         self._unreachable_since: float | None = None  # start of the first failed poll
         self._next_attempt = 0.0  # when a feed may be opened again after a failure
         self._feed_answered = False  # whether the current feed has returned a batch
+        self._alone = False  # read a feed of its own, not the store's shared one
         self.revision = 0 if since is None else since
 
     async def _start(self) -> None:
@@ -124,12 +126,11 @@ class AsyncWatch:
         """
         if self._started:
             return
-        store = self._store
         try:
             if self._since is None:
                 await self._start_with_snapshot()
             else:
-                feed = await store._call(store._backend.open_feed, self._prefix, self._since)
+                feed = await self._open_feed(self._since)
                 self._bookkeeping = ChangeDedup(self._since)
                 self._feed_revision = self._since
                 self._adopt(feed)
@@ -229,7 +230,7 @@ class AsyncWatch:
         pairs, revision = await store._call(store._backend.range, self._prefix, self._recursive)
         feed: AsyncFeed | None = None
         try:
-            feed = await store._call(store._backend.open_feed, self._prefix, revision)
+            feed = await self._open_feed(revision)
         except (HistoryLostError, NotReachableError) as error:
             self._failure = error  # reported after INIT
         # No state changes before here: a start cancelled half-way (async) is redone whole.
@@ -244,6 +245,14 @@ class AsyncWatch:
         self._pending.append((Event(Action.INIT, self._key, single, revision, snapshot), revision))
         if feed is not None:
             self._adopt(feed)
+
+    async def _open_feed(self, after: int, *, reread: bool = False) -> AsyncFeed:
+        """A feed from ``after``: the store's shared one for the prefix, or (once this
+        watch fell behind it) one of its own."""
+        store = self._store
+        if self._alone:
+            return await store._call(store._backend.open_feed, self._prefix, after)
+        return await store._shared_feeds.open(self._prefix, after, reread=reread)
 
     def _adopt(self, feed: AsyncFeed) -> None:
         """Keep ``feed``, or close it if the watch was closed while it was opened."""
@@ -263,6 +272,16 @@ class AsyncWatch:
         started = time.monotonic()
         try:
             batch = await feed.poll(timeout)
+        except Overflowed:
+            # This consumer fell too far behind the shared feed: read alone from here,
+            # from the revision read up to (every change, or HistoryLostError).
+            log.info("watch on %r fell behind its shared feed; reading on its own", self._key)
+            self._alone = True
+            with self._lock:
+                if self._feed is feed:
+                    self._feed = None
+            _close_feed(feed)
+            return
         except Exception as error:
             self._poll_failed(feed, error, started)
             return
@@ -326,14 +345,17 @@ class AsyncWatch:
         feed: AsyncFeed | None = None
         reread = False
         try:
-            feed = await store._call(store._backend.open_feed, self._prefix, self._feed_revision)
-            if isinstance(self._bookkeeping, SnapshotDiff):
+            snapshots = isinstance(self._bookkeeping, SnapshotDiff)
+            feed = await self._open_feed(self._feed_revision, reread=snapshots)
+            if snapshots:
                 # Re-read and bring the consumer's view up to date by diffing.
                 pairs, revision = await store._call(
                     store._backend.range, self._prefix, self._recursive
                 )
                 reread = True
                 self._accept(FeedBatch(revision, snapshot=pairs))
+                if isinstance(feed, AsyncSubscription):
+                    feed.skip_to(revision)
         except KVError as error:
             if feed is not None:
                 _close_feed(feed)

@@ -16,6 +16,8 @@ from typing import cast
 import pytest
 
 import libkv
+import libkv._async.sharing
+import libkv.sharing
 from libkv import Action, Event, KVPair, Store, ops
 from libkv.testing.conformance.base import (
     CLOSE_BOUND,
@@ -246,6 +248,75 @@ class WatchConformance(ConformanceBase):
         else:
             for key, changes in observed.items():
                 assert _is_subsequence(changes, actual.get(key, [])), f"{key}: invented changes"
+
+    def test_a_watch_left_unread_does_not_hold_up_others_of_its_prefix(
+        self, store: Store, other_store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Watches of one prefix share one feed of the store, each with a bounded buffer
+        of its own (shrunk to 5 changes here). One left unread while 30 changes are made
+        does not delay another; read later, it still gets every change
+        (watch_every_change) or converges, in a valid history."""
+        for module in (libkv.sharing, libkv._async.sharing):
+            monkeypatch.setattr(module, "BUFFER_LIMIT", 5)
+        capabilities = store.capabilities
+        with store.watch("fan", recursive=True) as slow, store.watch("fan", recursive=True) as fast:
+            slow_init = slow.next_event(EVENT_TIMEOUT)
+            assert slow_init is not None and slow_init.action is Action.INIT
+            with WatchRecorder(fast) as fast_recorder:
+                fast_init = self.recorded_init(fast_recorder)
+                written = [other_store.put(f"fan/{index % 3}", str(index)) for index in range(30)]
+                truth = {pair.key: pair for pair in store.list("fan")}
+                wait_until(
+                    lambda: replay(fast_init, fast_recorder.events[1:]) == truth,
+                    CONVERGENCE_BOUND,
+                    message=lambda: "\n".join(map(describe, fast_recorder.events)),
+                )
+            with WatchRecorder(slow) as slow_recorder:
+                wait_until(
+                    lambda: replay(slow_init, slow_recorder.events) == truth,
+                    CONVERGENCE_BOUND,
+                    message=lambda: f"{slow_recorder.events}, error {slow_recorder.error!r}",
+                )
+                assert slow_recorder.error is None
+        for init, events in (
+            (fast_init, fast_recorder.events[1:]),
+            (slow_init, slow_recorder.events),
+        ):
+            assert_valid_history(
+                init,
+                events,
+                watched="fan",
+                recursive=True,
+                every_change=capabilities.watch_every_change,
+            )
+            if capabilities.watch_every_change:
+                assert [event.pair for event in events] == written
+
+    def test_many_watches_of_one_prefix_hold_no_more_threads_than_ten(
+        self, store: Store, other_store: Store
+    ) -> None:
+        """No thread per watch: 200 watches of one prefix, each delivering a change,
+        leave the process with the threads that 10 such watches had."""
+        opened: list[libkv.Watch] = []
+
+        def open_and_deliver(count: int, value: str) -> int:
+            for _ in range(count):
+                watch = store.watch("many", recursive=True)
+                opened.append(watch)
+                assert watch.next_event(EVENT_TIMEOUT) is not None  # INIT
+            other_store.put("many/key", value)
+            for watch in opened:
+                event = watch.next_event(EVENT_TIMEOUT)
+                assert event is not None and event.pair is not None
+                assert event.pair.value == value.encode()
+            return threading.active_count()
+
+        try:
+            few = open_and_deliver(10, "first")
+            assert open_and_deliver(190, "second") <= few
+        finally:
+            for watch in opened:
+                watch.close()
 
     @staticmethod
     def _write_burst(
