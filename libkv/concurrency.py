@@ -57,7 +57,10 @@ async def async_wait(event: asyncio.Event, timeout: float | None) -> bool:
     """Wait up to ``timeout`` seconds (None: no limit) for ``event``; whether it is set."""
     if event.is_set():
         return True
-    if timeout is not None and timeout <= 0:
+    if timeout is None:
+        await event.wait()
+        return True
+    if timeout <= 0:
         return False
     try:
         async with asyncio.timeout(timeout):
