@@ -124,31 +124,32 @@ class SharedFeed:
 
     def read(self, timeout: float) -> None:
         """Poll the backend feed once for every subscriber (the caller has set
-        ``_reading``); hand out what it returns, or its error."""
+        ``_reading``); hand out what it returns, or its error. The batch is in every
+        buffer before the next reader may start, so no subscriber that could use it
+        is left waiting in a poll of its own."""
+        batch: FeedBatch | None = None
         try:
             batch = self._feed.poll(timeout)
         except Exception as error:
             self._end(error)
-            return
         finally:
             with self._lock:
+                if batch is not None:
+                    self._hand_out(batch)
                 self._reading = False
-            self._next_round()
-        if batch is not None:
-            self._hand_out(batch)
             self._next_round()
 
     def _hand_out(self, batch: FeedBatch) -> None:
+        """Buffer ``batch`` for every subscriber (under the lock)."""
         size = _size(batch)
-        with self._lock:
-            backwards = batch.revision < self._position
-            for subscriber in self._subscribers:
-                subscriber._receive(batch, size, backwards)
-            self._position = max(self._position, batch.revision)
-            if self._history is not None:
-                self._history.append(batch)
-                if len(self._history) > HISTORY:
-                    self._floor = self._history.popleft().revision
+        backwards = batch.revision < self._position
+        for subscriber in self._subscribers:
+            subscriber._receive(batch, size, backwards)
+        self._position = max(self._position, batch.revision)
+        if self._history is not None:
+            self._history.append(batch)
+            if len(self._history) > HISTORY:
+                self._floor = self._history.popleft().revision
 
     def _end(self, error: BaseException | None) -> None:
         """Stop serving: each subscriber gets ``error`` after its buffer (None: the last
