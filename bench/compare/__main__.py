@@ -139,7 +139,7 @@ def open_backend(name: str, directory: Path) -> Iterator[Opened]:
             opened = Opened(
                 f"{server.url}/benchlibkv?session_ttl_min=1",  # the harness's setting
                 raw_clients.ConsulClient(host, int(port)),
-                AsyncConsulClient if importlib.util.find_spec("httpx") else None,
+                AsyncConsulClient if importlib.util.find_spec("aiohttp") else None,
                 (host, int(port)),
             )
         try:

@@ -11,7 +11,7 @@ of its own. Created and closed inside the event loop that measures them.
 * ZooKeeper: kazoo's asynchronous calls, each completed into an asyncio future by
   kazoo's own thread (``call_soon_threadsafe``), as libkv's driver does; kazoo has no
   asynchronous lock recipe.
-* Consul: ``httpx.AsyncClient`` on Consul's HTTP API, where httpx is installed.
+* Consul: ``aiohttp`` (the Consul driver's asyncio client) on Consul's HTTP API.
 * memory: a dict under an ``asyncio.Lock``; SQLite has no asyncio client to compare with.
 """
 
@@ -225,35 +225,37 @@ class AsyncZooKeeperClient(AsyncRawClient):
 
 
 class AsyncConsulClient(AsyncRawClient):
-    """httpx.AsyncClient on Consul's KV and session API, consistency=consistent like
-    libkv: GET; PUT; CAS as GET then PUT ?cas=ModifyIndex; a session lock (create,
-    acquire, delete, destroy), as the sync adapter does with py-consul."""
+    """aiohttp (the Consul driver's asyncio client) on Consul's KV and session API,
+    consistency=consistent like libkv: GET; PUT; CAS as GET then PUT ?cas=ModifyIndex;
+    a session lock (create, acquire, delete, destroy), as the sync adapter does."""
 
-    client = f"{_version('httpx')} (AsyncClient)"
+    client = f"{_version('aiohttp')} (ClientSession)"
 
     def __init__(self, host: str, port: int) -> None:
-        # Imported by name: httpx is optional here (the Consul driver need not use it).
-        httpx: Any = importlib.import_module("httpx")
-        self._http = httpx.AsyncClient(base_url=f"http://{host}:{port}/v1/")
+        # Imported by name: aiohttp comes with the Consul plugin, not with the bench.
+        self._aiohttp: Any = importlib.import_module("aiohttp")
+        self._base = f"http://{host}:{port}/v1/"
+        self._session: Any = None  # made on first use, inside the running loop
         self._root = "kv/araw/"
 
     async def _call(self, method: str, path: str, **arguments: Any) -> Any:
-        reply = await self._http.request(method, path, **arguments)
-        reply.raise_for_status()
-        return reply
+        if self._session is None:
+            self._session = self._aiohttp.ClientSession()
+        async with self._session.request(method, self._base + path, **arguments) as reply:
+            reply.raise_for_status()
+            return await reply.json()
 
     async def get(self, key: str) -> object:
-        reply = await self._call("GET", self._root + key, params={"consistent": ""})
-        return [base64.b64decode(entry["Value"] or "") for entry in reply.json()]
+        found = await self._call("GET", self._root + key, params={"consistent": ""})
+        return [base64.b64decode(entry["Value"] or "") for entry in found]
 
     async def put(self, key: str, value: bytes) -> object:
-        return (await self._call("PUT", self._root + key, content=value)).json()
+        return await self._call("PUT", self._root + key, data=value)
 
     async def cas(self, key: str, value: bytes) -> object:
-        reply = await self._call("GET", self._root + key, params={"consistent": ""})
-        index = reply.json()[0]["ModifyIndex"]
-        written = await self._call("PUT", self._root + key, params={"cas": index}, content=value)
-        if written.json() is not True:
+        found = await self._call("GET", self._root + key, params={"consistent": ""})
+        index = str(found[0]["ModifyIndex"])
+        if await self._call("PUT", self._root + key, params={"cas": index}, data=value) is not True:
             raise RuntimeError("modified")
         return True
 
@@ -261,13 +263,13 @@ class AsyncConsulClient(AsyncRawClient):
         created = await self._call(
             "PUT", "session/create", json={"Behavior": "delete", "TTL": "15s", "LockDelay": "0s"}
         )
-        session = created.json()["ID"]
+        session = created["ID"]
         path = self._root + "lock"
-        acquired = await self._call("PUT", path, params={"acquire": session}, content=b"")
-        if acquired.json() is not True:
+        if await self._call("PUT", path, params={"acquire": session}, data=b"") is not True:
             raise RuntimeError("consul lock not acquired")
         await self._call("DELETE", path)
         await self._call("PUT", f"session/destroy/{session}")
 
     async def close(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
