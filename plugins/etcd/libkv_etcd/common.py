@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from pyetcd import etcdrpc
@@ -90,6 +90,8 @@ _NOT_SENT = (
 # than letting a write wait for its deadline or a watch sit on a stale member.
 LEADER = (("hasleader", "true"),)
 _OUTCOME_UNKNOWN_NOTE = "libkv: the write was sent; its outcome is unknown"
+# A create refused for these cancel reasons may succeed on a stream with a new token.
+_STALE_TOKEN = ("invalid auth token", "auth store is old", "user name is empty")
 _AUTH_MESSAGES = ("authentication failed", "user name is empty", "authentication is not enabled")
 
 # A watch stream silent for STREAM_STALL (at most; a quarter of the store's timeout
@@ -349,6 +351,22 @@ def translate(
     return KVError(f"{where}: {code.name}: {details}")
 
 
+def stream_error(error: BaseException, address: str) -> BaseException:
+    """What the watches of a stream that broke with ``error`` raise: the error itself
+    if it says why etcd refused them (authentication, compaction), else
+    NotReachableError (a member killed or cut off; grpc.aio then reports a failed
+    write as INTERNAL)."""
+    if not isinstance(error, grpc.RpcError):
+        return error
+    code = error.code()
+    refused = code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+    if refused or (code is grpc.StatusCode.OUT_OF_RANGE and is_compacted(error)):
+        return cast(BaseException, error)
+    return NotReachableError(
+        f"the watch stream to etcd at {address} broke: {code.name}: {error.details()}"
+    )
+
+
 def is_compacted(error: grpc.RpcError) -> bool:
     return "compacted" in (error.details() or "")
 
@@ -445,6 +463,7 @@ class Router:
         self.creating: collections.deque[WatchState] = collections.deque()
         self.watches: dict[int, WatchState] = {}
         self.failed: BaseException | None = None
+        self.stale_token = False  # etcd refused a create for the stream's token
 
     def __len__(self) -> int:
         return len(self.creating) + len(self.watches)
@@ -479,6 +498,10 @@ class Router:
                 return []
             created = self.creating.popleft()
             if response.canceled or watch_id < 0:
+                # The stream's token (its metadata, sent once) expired: the store's next
+                # watches go on a new stream, with a new token.
+                reason = response.cancel_reason
+                self.stale_token |= any(stale in reason for stale in _STALE_TOKEN)
                 created.error = _cancelled(response)
                 woken.append(created)
                 return []
@@ -557,6 +580,16 @@ class Stream:
         self._requests = requests  # what the call sends: put_nowait(request); None ends it
         self.ended = False
         self.call: Any = None
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new watches may go on this stream (it is up, its token valid)."""
+        return not self.ended and not self.router.stale_token
+
+    @property
+    def idle(self) -> bool:
+        """Whether the stream carries no watch any longer and takes no new one."""
+        return not self.accepting and not len(self.router)
 
     def add(self, watch: WatchState) -> None:
         with self._lock:

@@ -90,7 +90,9 @@ class EtcdBackend(Backend):
         self._credentials = settings.credentials
         self._metadata: tuple[tuple[str, str], ...] | None = None
         self._auth_lock = threading.Lock()
-        self._stream: WatchStream | None = None  # carries every watch of the store
+        # The last carries every new watch; an earlier one, its watches until they end.
+        self._streams: list[WatchStream] = []
+        self._streams_lock = threading.Lock()
 
     @property
     def endpoint(self) -> str:
@@ -321,21 +323,33 @@ class EtcdBackend(Backend):
     # -- watching and history -------------------------------------------------------------
 
     def open_feed(self, prefix: str, after: int | None) -> EtcdFeed:
-        """A watch on the store's stream; a new stream (on the member requests go to)
-        if there is none, or the last one broke."""
-        stream = self._stream
-        if stream is None or stream.ended or not _current_loop(stream):
-            index = self._current
-            endpoint = self._endpoints[index].open()
-            metadata = self._authenticate(endpoint, time.monotonic() + self.timeout)
-            stream = self._stream = WatchStream(
-                endpoint.watch,
-                endpoint.address,
-                self.timeout,
-                metadata,
-                lambda details: self._failed(index, details),
-            )
-        return EtcdFeed(stream, prefix, after)
+        with self._streams_lock:
+            return EtcdFeed(self._watch_stream(), prefix, after)
+
+    def _watch_stream(self) -> WatchStream:
+        """The stream new watches go on: the last one, or a new one (on the member
+        requests go to) if it broke or its token expired; those left idle are closed."""
+        for idle in [stream for stream in self._streams if stream.idle]:
+            self._streams.remove(idle)
+            idle.close()
+        self._streams = [stream for stream in self._streams if _current_loop(stream)]
+        last = self._streams[-1] if self._streams else None
+        if last is not None and last.accepting:
+            return last
+        if last is not None and last.router.stale_token:
+            self._metadata = None  # authenticate again
+        index = self._current
+        endpoint = self._endpoints[index].open()
+        metadata = self._authenticate(endpoint, time.monotonic() + self.timeout)
+        stream = WatchStream(
+            endpoint.watch,
+            endpoint.address,
+            self.timeout,
+            metadata,
+            lambda details: self._failed(index, details),
+        )
+        self._streams.append(stream)
+        return stream
 
     def compact(self, revision: int) -> None:
         current = (
@@ -360,8 +374,8 @@ class EtcdBackend(Backend):
 
     def close(self) -> None:
         self.closed = True
-        stream, self._stream = self._stream, None
-        if stream is not None:
+        streams, self._streams = self._streams, []
+        for stream in streams:
             stream.close()
         for endpoint in self._endpoints:
             endpoint.close()

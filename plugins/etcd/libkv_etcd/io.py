@@ -56,7 +56,7 @@ class WatchStream(common.Stream):
         except grpc.RpcError as raised:
             if raised.code() is grpc.StatusCode.UNAVAILABLE:
                 self._failed((raised.details() or "").lower())
-            error = raised
+            error = common.stream_error(raised, self.address)
         except Exception as raised:  # delivered to the watches by their polls
             error = raised
         self.fail(error)

@@ -99,7 +99,10 @@ class AsyncEtcdBackend(AsyncBackend):
         self._metadata: tuple[tuple[str, str], ...] | None = None
         self._auth_lock = asyncio.Lock()  # async-only
         # sync-only: self._auth_lock = threading.Lock()
-        self._stream: AsyncWatchStream | None = None  # carries every watch of the store
+        # The last carries every new watch; an earlier one, its watches until they end.
+        self._streams: list[AsyncWatchStream] = []
+        self._streams_lock = asyncio.Lock()  # async-only
+        # sync-only: self._streams_lock = threading.Lock()
         self._cleanup = AsyncCleanup()  # async-only
 
     @property
@@ -339,21 +342,33 @@ class AsyncEtcdBackend(AsyncBackend):
     # -- watching and history -------------------------------------------------------------
 
     async def open_feed(self, prefix: str, after: int | None) -> AsyncEtcdFeed:
-        """A watch on the store's stream; a new stream (on the member requests go to)
-        if there is none, or the last one broke."""
-        stream = self._stream
-        if stream is None or stream.ended or not _current_loop(stream):
-            index = self._current
-            endpoint = self._endpoints[index].open()
-            metadata = await self._authenticate(endpoint, time.monotonic() + self.timeout)
-            stream = self._stream = AsyncWatchStream(
-                endpoint.watch,
-                endpoint.address,
-                self.timeout,
-                metadata,
-                lambda details: self._failed(index, details),
-            )
-        return AsyncEtcdFeed(stream, prefix, after)
+        async with self._streams_lock:
+            return AsyncEtcdFeed(await self._watch_stream(), prefix, after)
+
+    async def _watch_stream(self) -> AsyncWatchStream:
+        """The stream new watches go on: the last one, or a new one (on the member
+        requests go to) if it broke or its token expired; those left idle are closed."""
+        for idle in [stream for stream in self._streams if stream.idle]:
+            self._streams.remove(idle)
+            await idle.close()
+        self._streams = [stream for stream in self._streams if _current_loop(stream)]
+        last = self._streams[-1] if self._streams else None
+        if last is not None and last.accepting:
+            return last
+        if last is not None and last.router.stale_token:
+            self._metadata = None  # authenticate again
+        index = self._current
+        endpoint = self._endpoints[index].open()
+        metadata = await self._authenticate(endpoint, time.monotonic() + self.timeout)
+        stream = AsyncWatchStream(
+            endpoint.watch,
+            endpoint.address,
+            self.timeout,
+            metadata,
+            lambda details: self._failed(index, details),
+        )
+        self._streams.append(stream)
+        return stream
 
     async def compact(self, revision: int) -> None:
         current = (
@@ -380,10 +395,10 @@ class AsyncEtcdBackend(AsyncBackend):
 
     async def close(self) -> None:
         self.closed = True
-        stream, self._stream = self._stream, None
-        if stream is not None:
+        streams, self._streams = self._streams, []
+        for stream in streams:
             await stream.close()
-        await self._cleanup.wait(self.timeout)  # async-only
+        await self._cleanup.wait()  # async-only
         for endpoint in self._endpoints:
             await endpoint.close()
 

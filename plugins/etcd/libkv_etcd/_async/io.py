@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# How long a store's close() waits for the clean-up of cancelled calls. A grant held by
+# a frozen member is cancelled then (close() stays prompt); its lease ends by its ttl.
+CLEANUP_WAIT = 0.5
+
 
 class AsyncWatchStream(common.Stream):
     """A store's one Watch stream: a grpc.aio call fed from a queue, read by a task."""
@@ -61,7 +65,7 @@ class AsyncWatchStream(common.Stream):
         except grpc.RpcError as raised:
             if raised.code() is grpc.StatusCode.UNAVAILABLE:
                 self._failed((raised.details() or "").lower())
-            error = raised
+            error = common.stream_error(raised, self.address)
         except asyncio.CancelledError:
             error = NotReachableError(f"the watch stream to etcd at {self.address} ended")
         except Exception as raised:  # delivered to the watches by their polls
@@ -163,10 +167,10 @@ class AsyncCleanup:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def wait(self, timeout: float) -> None:
-        """Wait up to ``timeout`` s for the clean-up in progress."""
+    async def wait(self) -> None:
+        """Wait up to CLEANUP_WAIT seconds for the clean-up in progress."""
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+            await asyncio.wait(set(self._tasks), timeout=CLEANUP_WAIT)
 
 
 async def _run(work: Awaitable[None]) -> None:
