@@ -103,6 +103,9 @@ STREAM_STALL = 0.9
 # cancelled on the stream (the others carry on) and created again from its last held
 # revision once the consumer has taken what it holds: etcd's history fills the gap.
 WATCH_BUFFER = 1000
+# Events an async poll decodes at most (whole revisions), so that a callback of the
+# loop stays short (and the garbage collection its allocations may trigger).
+ASYNC_POLL_EVENTS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +396,7 @@ class WatchState:
         self.watch_id: int | None = None  # on the stream; None while created or suspended
         self.held: collections.deque[Any] = collections.deque()
         self.size = 0  # events held
+        self._offset = 0  # events of the first held response already taken
         self.suspended = False  # cancelled on the stream while its consumer lags
         self.answered = False  # heard from etcd since the last batch
         self.error: BaseException | None = None
@@ -415,25 +419,46 @@ class WatchState:
             self.revision = max(self.revision, int(response.header.revision))
         return True
 
-    def take(self) -> FeedBatch | None:
-        """What the watch holds, as one batch (None if it heard nothing); raises its
-        error once the held changes are taken."""
+    def take(self, limit: int | None) -> FeedBatch | None:
+        """What the watch holds, as one batch (None if it heard nothing), at most
+        ``limit`` events but whole revisions; raises its error once the held changes
+        are taken."""
         if not self.held and not self.answered:
             if self.error is not None:
                 error, self.error = self.error, None
                 raise error
             return None
         changes: list[Event] = []
-        revision = self.revision
-        while self.held:
-            self._decode(self.held.popleft(), changes)
-        self.size = 0
+        taken = 0
+        revision = 0  # the last revision taken whole
+        while self.held and (limit is None or taken < limit):
+            response = self.held[0]
+            events = response.events
+            if not events:  # a progress notification
+                revision = max(revision, int(response.header.revision))
+                self.held.popleft()
+                continue
+            start = self._offset
+            end = len(events) if limit is None else min(len(events), start + limit - taken)
+            while (
+                end < len(events) and events[end].kv.mod_revision == events[end - 1].kv.mod_revision
+            ):
+                end += 1  # a revision is never split
+            self._decode(events[start:end], changes)
+            revision = max(revision, int(events[end - 1].kv.mod_revision))
+            taken += end - start
+            self.size -= end - start
+            if end == len(events):
+                self.held.popleft()
+                self._offset = 0
+            else:
+                self._offset = end
         self.answered = False
-        return FeedBatch(revision, changes)
+        return FeedBatch(revision if self.held else self.revision, changes)
 
-    def _decode(self, response: Any, changes: list[Event]) -> None:
+    def _decode(self, events: Any, changes: list[Event]) -> None:
         prefix, check = self.prefix, self.filter
-        for event in response.events:
+        for event in events:
             kv = event.kv
             key = kv.key.decode()
             if check and not in_prefix(key, prefix):
@@ -570,8 +595,11 @@ class Stream:
     opens gets a new stream.
     """
 
-    def __init__(self, address: str, timeout: float, lock: Any, requests: Any) -> None:
+    def __init__(
+        self, address: str, timeout: float, lock: Any, requests: Any, limit: int | None
+    ) -> None:
         self.address = address
+        self._limit = limit  # events a poll decodes at most (async: the loop's time)
         self.router = Router()
         self.stall = min(STREAM_STALL, timeout / 4)
         self.contact: float | None = None  # when etcd last answered on this stream
@@ -608,7 +636,7 @@ class Stream:
         """What ``watch`` holds (see :meth:`WatchState.take`); a watch suspended for
         lagging is created again once it is emptied."""
         with self._lock:
-            batch = watch.take()
+            batch = watch.take(self._limit)
             if watch.suspended and not watch.held:
                 if self.router.failed is not None:
                     watch.suspended = False

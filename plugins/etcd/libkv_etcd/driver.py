@@ -87,6 +87,7 @@ class EtcdBackend(Backend):
         self.closed = False  # set first by close(): a request retrying meanwhile gives up
         self._endpoints = [_Endpoint(address, settings.tls) for address in settings.addresses]
         self._current = 0
+        self._contact: float | None = None  # when a member last answered a request
         self._credentials = settings.credentials
         self._metadata: tuple[tuple[str, str], ...] | None = None
         self._auth_lock = threading.Lock()
@@ -115,7 +116,9 @@ class EtcdBackend(Backend):
             endpoint = self._endpoints[index].open()
             try:
                 metadata = self._authenticate(endpoint, deadline)
-                return send(endpoint, max(deadline - time.monotonic(), 0.001), metadata)
+                result = send(endpoint, max(deadline - time.monotonic(), 0.001), metadata)
+                self._contact = time.monotonic()
+                return result
             except grpc.RpcError as error:
                 retry = common.judge(
                     error,
@@ -366,6 +369,13 @@ class EtcdBackend(Backend):
         except grpc.RpcError as error:
             if not common.is_compacted(error):
                 raise  # compacted at or beyond this revision already: nothing to do
+
+    def last_contact(self) -> float | None:
+        """When etcd last answered this store: a request, or on a watch stream."""
+        heard = [stream.contact for stream in self._streams if stream.contact is not None]
+        if self._contact is not None:
+            heard.append(self._contact)
+        return max(heard, default=None)
 
     # -- errors and closing -----------------------------------------------------------
 

@@ -37,7 +37,7 @@ class WatchStream(common.Stream):
         failed: Callable[[str], None],
     ) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        super().__init__(address, timeout, threading.Lock(), self._queue)
+        super().__init__(address, timeout, threading.Lock(), self._queue, None)
         self._failed = failed
         self.call = stub.Watch(self._send(), metadata=metadata)
         self._reader = threading.Thread(target=self._read, name="libkv-etcd-watch", daemon=True)

@@ -95,6 +95,7 @@ class AsyncEtcdBackend(AsyncBackend):
         self.closed = False  # set first by close(): a request retrying meanwhile gives up
         self._endpoints = [_Endpoint(address, settings.tls) for address in settings.addresses]
         self._current = 0
+        self._contact: float | None = None  # when a member last answered a request
         self._credentials = settings.credentials
         self._metadata: tuple[tuple[str, str], ...] | None = None
         self._auth_lock = asyncio.Lock()  # async-only
@@ -128,7 +129,9 @@ class AsyncEtcdBackend(AsyncBackend):
             endpoint = self._endpoints[index].open()
             try:
                 metadata = await self._authenticate(endpoint, deadline)
-                return await send(endpoint, max(deadline - time.monotonic(), 0.001), metadata)
+                result = await send(endpoint, max(deadline - time.monotonic(), 0.001), metadata)
+                self._contact = time.monotonic()
+                return result
             except grpc.RpcError as error:
                 retry = common.judge(
                     error,
@@ -387,6 +390,13 @@ class AsyncEtcdBackend(AsyncBackend):
         except grpc.RpcError as error:
             if not common.is_compacted(error):
                 raise  # compacted at or beyond this revision already: nothing to do
+
+    def last_contact(self) -> float | None:
+        """When etcd last answered this store: a request, or on a watch stream."""
+        heard = [stream.contact for stream in self._streams if stream.contact is not None]
+        if self._contact is not None:
+            heard.append(self._contact)
+        return max(heard, default=None)
 
     # -- errors and closing -----------------------------------------------------------
 

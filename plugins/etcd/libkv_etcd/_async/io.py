@@ -46,7 +46,9 @@ class AsyncWatchStream(common.Stream):
         failed: Callable[[str], None],
     ) -> None:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        super().__init__(address, timeout, contextlib.nullcontext(), self._queue)
+        super().__init__(
+            address, timeout, contextlib.nullcontext(), self._queue, common.ASYNC_POLL_EVENTS
+        )
         self._failed = failed
         self.loop = asyncio.get_running_loop()
         self.call = stub.Watch(self._send(), metadata=metadata)
