@@ -473,11 +473,12 @@ class TestOneWatchStreamPerStore(ConformanceBase):
         try:
             open_watches(10)
             wait_until(lambda: watchers() == 10, EVENT_TIMEOUT, message=watchers)
-            threads = threading.active_count()
+            threads = set(threading.enumerate())
             assert _metric(stopped_server, "etcd_debugging_mvcc_watch_stream_total") == 1
             open_watches(WATCHES)
             wait_until(lambda: watchers() == WATCHES, EVENT_TIMEOUT, message=watchers)
-            assert threading.active_count() == threads
+            started = set(threading.enumerate()) - threads
+            assert not started, sorted(thread.name for thread in started)
             assert _metric(stopped_server, "etcd_debugging_mvcc_watch_stream_total") == 1
             # Each watch gets its own key's change, and nothing else.
             step = CAPABILITIES.max_transaction_ops
