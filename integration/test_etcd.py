@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import subprocess
@@ -9,17 +10,21 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 
 import pytest
-from libkv_etcd import EtcdBackend
+from libkv_etcd import EtcdBackend, common
 from libkv_etcd.driver import CAPABILITIES
 from pyetcd import etcdrpc
 
 import libkv
+import libkv.aio
 from integration.servers import EtcdServer, free_port
 from libkv import Action, ops
 from libkv.testing import CrossProcessConformance, WatchRecorder
-from libkv.testing.polling import assert_holds_until, wait_until
+from libkv.testing.conformance.base import EVENT_TIMEOUT, ConformanceBase
+from libkv.testing.flavours import underlying
+from libkv.testing.polling import assert_holds_until, async_wait_until, wait_until
 
 
 class TestEtcdConformance(CrossProcessConformance):
@@ -291,133 +296,277 @@ def _bring_back(server: EtcdServer, how: str) -> None:
         server.resume()
 
 
-@pytest.mark.parametrize("how", ["kill", "pause"])
-def test_a_watch_raises_not_reachable_when_the_member_is_gone(
-    stopped_server: EtcdServer, how: str
-) -> None:
-    with libkv.open(f"{stopped_server.url}/w?timeout={STORE_TIMEOUT:g}") as store:
-        store.put("k", b"0")
-        watch = store.watch("", recursive=True)
-        assert watch.next_event(5) is not None  # INIT
-        _stop(stopped_server, how)
-        try:
-            started = time.monotonic()
-            with pytest.raises(libkv.NotReachableError):
-                while time.monotonic() - started < 30:
-                    watch.next_event(0.5)
-            assert time.monotonic() - started < REPORT_BOUND
-        finally:
-            _bring_back(stopped_server, how)
+class TestAMemberGone(ConformanceBase):
+    """A single member killed or frozen, in both flavours (the ``flavour`` fixture)."""
 
-
-@pytest.mark.parametrize("how", ["kill", "pause"])
-def test_wait_for_change_raises_not_reachable_when_the_member_is_gone(
-    stopped_server: EtcdServer, how: str
-) -> None:
-    with libkv.open(f"{stopped_server.url}/w?timeout={STORE_TIMEOUT:g}") as store:
-        version = store.put("k", b"0").version
-        outcome: list[BaseException | libkv.KVPair] = []
-
-        def wait() -> None:
+    @pytest.mark.parametrize("how", ["kill", "pause"])
+    def test_a_watch_raises_not_reachable_when_the_member_is_gone(
+        self, open_url: Callable[..., libkv.Store], stopped_server: EtcdServer, how: str
+    ) -> None:
+        with open_url(f"{stopped_server.url}/w?timeout={STORE_TIMEOUT:g}") as store:
+            store.put("k", b"0")
+            watch = store.watch("", recursive=True)
+            assert watch.next_event(5) is not None  # INIT
+            _stop(stopped_server, how)
             try:
-                outcome.append(store.wait_for_change("k", version, timeout=30))
-            except BaseException as error:
-                outcome.append(error)
+                started = time.monotonic()
+                with pytest.raises(libkv.NotReachableError):
+                    while time.monotonic() - started < 30:
+                        watch.next_event(0.5)
+                assert time.monotonic() - started < REPORT_BOUND
+            finally:
+                _bring_back(stopped_server, how)
 
-        waiter = threading.Thread(target=wait, daemon=True)
-        waiter.start()
-        # The waiter's watch is open once it has polled its feed once (a batch proves it).
-        assert_holds_until(lambda: not outcome, time.monotonic() + 0.5)
-        _stop(stopped_server, how)
+    @pytest.mark.parametrize("how", ["kill", "pause"])
+    def test_wait_for_change_raises_not_reachable_when_the_member_is_gone(
+        self, open_url: Callable[..., libkv.Store], stopped_server: EtcdServer, how: str
+    ) -> None:
+        with open_url(f"{stopped_server.url}/w?timeout={STORE_TIMEOUT:g}") as store:
+            version = store.put("k", b"0").version
+            outcome: list[BaseException | libkv.KVPair] = []
+
+            def wait() -> None:
+                try:
+                    outcome.append(store.wait_for_change("k", version, timeout=30))
+                except BaseException as error:
+                    outcome.append(error)
+
+            waiter = threading.Thread(target=wait, daemon=True)
+            waiter.start()
+            # The waiter's watch is open once it has polled its feed once (a batch proves it).
+            assert_holds_until(lambda: not outcome, time.monotonic() + 0.5)
+            _stop(stopped_server, how)
+            try:
+                started = time.monotonic()
+                waiter.join(REPORT_BOUND + 1)
+                assert outcome and isinstance(outcome[0], libkv.NotReachableError), outcome
+                assert time.monotonic() - started < REPORT_BOUND
+            finally:
+                _bring_back(stopped_server, how)
+
+    def test_lock_acquire_raises_not_reachable_when_the_member_is_frozen(
+        self,
+        open_url: Callable[..., libkv.Store],
+        stopped_server: EtcdServer,
+    ) -> None:
+        """The waiting acquire's watch reports the frozen member like any watch; the Lock
+        then revokes its lease, a request that waits for the store's timeout too."""
+        with (
+            open_url(f"{stopped_server.url}/w?timeout={STORE_TIMEOUT:g}") as holder,
+            open_url(f"{stopped_server.url}/w?timeout={STORE_TIMEOUT:g}") as contender,
+        ):
+            held = holder.lock("lock", ttl=30)
+            assert held.acquire()
+            outcome: list[BaseException | bool] = []
+
+            def acquire() -> None:
+                try:
+                    outcome.append(contender.lock("lock", ttl=30).acquire(timeout=30))
+                except BaseException as error:
+                    outcome.append(error)
+
+            waiter = threading.Thread(target=acquire, daemon=True)
+            waiter.start()
+            assert_holds_until(lambda: not outcome, time.monotonic() + 1.0)  # waiting for release
+            stopped_server.pause()
+            try:
+                started = time.monotonic()
+                waiter.join(REPORT_BOUND + STORE_TIMEOUT + 1)
+                assert outcome and isinstance(outcome[0], libkv.NotReachableError), outcome
+                assert time.monotonic() - started < REPORT_BOUND + STORE_TIMEOUT
+            finally:
+                stopped_server.resume()
+
+    @pytest.mark.parametrize("how", ["kill", "pause"])
+    def test_watch_close_ends_iteration_within_a_second_while_the_member_is_gone(
+        self, open_url: Callable[..., libkv.Store], stopped_server: EtcdServer, how: str
+    ) -> None:
+        with open_url(f"{stopped_server.url}/w?timeout=10") as store:
+            watch = store.watch("", recursive=True)
+            assert watch.next_event(5) is not None  # INIT
+            finished = threading.Event()
+            failures: list[BaseException] = []
+
+            def consume() -> None:
+                try:
+                    for _ in watch:
+                        pass
+                except BaseException as error:
+                    failures.append(error)
+                finished.set()
+
+            consumer = threading.Thread(target=consume, daemon=True)
+            consumer.start()
+            _stop(stopped_server, how)
+            try:
+                # Long enough for the watch to find the member gone and be reconnecting.
+                assert_holds_until(lambda: not finished.is_set(), time.monotonic() + 3.0)
+                started = time.monotonic()
+                watch.close()
+                assert finished.wait(5), "iteration did not end"
+                assert time.monotonic() - started < 1.0
+                assert not failures, failures
+            finally:
+                _bring_back(stopped_server, how)
+
+    def test_a_watch_rides_out_a_short_freeze(
+        self, open_url: Callable[..., libkv.Store], stopped_server: EtcdServer
+    ) -> None:
+        """A freeze shorter than the timeout: the watch reconnects and misses nothing."""
+        with (
+            open_url(f"{stopped_server.url}/w?timeout=10") as store,
+            store.watch("", recursive=True) as watch,
+            WatchRecorder(watch) as recorder,
+        ):
+            wait_until(lambda: len(recorder.events) == 1, 5)  # INIT
+            first = store.put("a", b"1")
+            stopped_server.pause()
+            try:
+                assert_holds_until(lambda: recorder.error is None, time.monotonic() + 3.0)
+            finally:
+                stopped_server.resume()
+            second = store.put("b", b"2")
+            wait_until(lambda: len(recorder.events) == 3 or recorder.error, 15)
+            assert recorder.error is None, repr(recorder.error)
+            assert [event.pair for event in recorder.events[1:]] == [first, second]
+
+
+# -- one Watch stream per store, carrying every watch ----------------------------------
+
+
+WATCHES = 1000
+
+
+def _metric(server: EtcdServer, name: str) -> float:
+    """A gauge of etcd's /metrics (``etcd_debugging_mvcc_watch_stream_total``: the
+    gRPC Watch streams open on the member; ``..._watcher_total``: their watches)."""
+    with urllib.request.urlopen(f"http://{server.endpoint}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"etcd reports no {name}")
+
+
+class TestOneWatchStreamPerStore(ConformanceBase):
+    """Every watch of a store is a watch on the store's one gRPC stream (both flavours:
+    the ``flavour`` fixture), read by one thread (sync) or one task (async)."""
+
+    @pytest.fixture
+    def url(self, stopped_server: EtcdServer) -> str:
+        return f"{stopped_server.url}/shared"
+
+    def test_a_thousand_watches_use_the_threads_and_the_stream_of_ten(
+        self, store: libkv.Store, stopped_server: EtcdServer
+    ) -> None:
+        watches: list[libkv.Watch] = []
+
+        def open_watches(count: int) -> None:
+            while len(watches) < count:
+                watch = store.watch(f"k{len(watches):04d}")
+                watches.append(watch)
+                init = watch.next_event(EVENT_TIMEOUT)  # the feed is open
+                assert init is not None and init.action is Action.INIT
+
+        def watchers() -> float:
+            return _metric(stopped_server, "etcd_debugging_mvcc_watcher_total")
+
         try:
-            started = time.monotonic()
-            waiter.join(REPORT_BOUND + 1)
-            assert outcome and isinstance(outcome[0], libkv.NotReachableError), outcome
-            assert time.monotonic() - started < REPORT_BOUND
+            open_watches(10)
+            wait_until(lambda: watchers() == 10, EVENT_TIMEOUT, message=watchers)
+            threads = set(threading.enumerate())
+            assert _metric(stopped_server, "etcd_debugging_mvcc_watch_stream_total") == 1
+            open_watches(WATCHES)
+            wait_until(lambda: watchers() == WATCHES, EVENT_TIMEOUT, message=watchers)
+            started = set(threading.enumerate()) - threads
+            assert not started, sorted(thread.name for thread in started)
+            assert _metric(stopped_server, "etcd_debugging_mvcc_watch_stream_total") == 1
+            # Each watch gets its own key's change, and nothing else.
+            step = CAPABILITIES.max_transaction_ops
+            written: list[libkv.KVPair] = []
+            for start in range(0, WATCHES, step):
+                keys = range(start, min(start + step, WATCHES))
+                written += store.put_many({f"k{index:04d}": b"v" for index in keys})
+            for watch, pair in zip(watches, written, strict=True):
+                event = watch.next_event(EVENT_TIMEOUT)
+                assert event is not None and event.pair == pair
+            # Closing a watch cancels it on the stream.
+            for watch in watches[10:]:
+                watch.close()
+            wait_until(lambda: watchers() == 10, EVENT_TIMEOUT, message=watchers)
         finally:
-            _bring_back(stopped_server, how)
+            for watch in watches:
+                watch.close()
+        store.close()
+        wait_until(
+            lambda: _metric(stopped_server, "etcd_debugging_mvcc_watch_stream_total") == 0,
+            EVENT_TIMEOUT,
+            message="closing the store left its watch stream open",
+        )
+
+    @pytest.mark.parametrize("compacted", [False, True], ids=["history", "compacted"])
+    def test_a_lagging_watch_delays_no_other_and_misses_nothing(
+        self, store: libkv.Store, monkeypatch: pytest.MonkeyPatch, compacted: bool
+    ) -> None:
+        """A watch whose consumer stops while changes come: once its buffer is full it
+        alone is cancelled on the stream, the other watch's events go on arriving, and
+        when its consumer comes back it gets every change in order (its buffer, then
+        etcd's history), or HistoryLostError if that history was compacted meanwhile."""
+        monkeypatch.setattr(common, "WATCH_BUFFER", 5)
+        monkeypatch.setattr(common, "ASYNC_POLL_EVENTS", 2)  # a revision is never split
+        with (
+            store.watch("slow", recursive=True) as slow,
+            store.watch("fast", recursive=True) as fast,
+        ):
+            for watch in (slow, fast):
+                init = watch.next_event(EVENT_TIMEOUT)
+                assert init is not None and init.action is Action.INIT
+            feed = underlying(slow)._feed
+            assert isinstance(feed, common.WatchState)
+            changes = []
+            for index in range(30):
+                if index % 10 == 3:  # three changes in one revision
+                    changes += store.put_many({f"slow/{index:02d}/{part}": b"x" for part in "abc"})
+                else:
+                    changes.append(store.put(f"slow/{index:02d}", b"x"))
+                # The other watch's change arrives while the slow one lags.
+                written = store.put(f"fast/{index:02d}", b"y")
+                event = fast.next_event(EVENT_TIMEOUT)
+                assert event is not None and event.pair == written
+            wait_until(lambda: feed.suspended, EVENT_TIMEOUT, message="not cancelled on the stream")
+            if compacted:
+                store.compact(store.put("last", b"z").version)
+                held: list[libkv.KVPair | None] = []  # what it held is delivered first
+                with pytest.raises(libkv.HistoryLostError):
+                    while True:
+                        event = slow.next_event(EVENT_TIMEOUT)
+                        assert event is not None
+                        held.append(event.pair)
+                assert held and held == changes[: len(held)]
+                return
+            for pair in changes:
+                event = slow.next_event(EVENT_TIMEOUT)
+                assert event is not None and event.pair == pair
+            assert not feed.suspended  # created again on the stream
+            written = store.put("slow/again", b"x")
+            event = slow.next_event(EVENT_TIMEOUT)
+            assert event is not None and event.pair == written
 
 
-def test_lock_acquire_raises_not_reachable_when_the_member_is_frozen(
+def test_a_grant_cancelled_after_it_was_sent_leaves_no_lease(
     stopped_server: EtcdServer,
 ) -> None:
-    """The waiting acquire's watch reports the frozen member like any watch; the Lock
-    then revokes its lease, a request that waits for the store's timeout too."""
-    with (
-        libkv.open(f"{stopped_server.url}/w?timeout={STORE_TIMEOUT:g}") as holder,
-        libkv.open(f"{stopped_server.url}/w?timeout={STORE_TIMEOUT:g}") as contender,
-    ):
-        held = holder.lock("lock", ttl=30)
-        assert held.acquire()
-        outcome: list[BaseException | bool] = []
+    """grpc.aio cancels the RPC of a cancelled task, but a grant the frozen member
+    holds is applied once it runs again: the driver waits for it and revokes it."""
 
-        def acquire() -> None:
-            try:
-                outcome.append(contender.lock("lock", ttl=30).acquire(timeout=30))
-            except BaseException as error:
-                outcome.append(error)
+    async def scenario() -> None:
+        async with libkv.aio.open(f"{stopped_server.url}/grant?timeout=5") as store:
+            await store.put("k", b"v")  # connected
+            before = _lease_ids(stopped_server)
+            await stopped_server.cancel_while_paused(store.backend.grant_lease(30), sent=0.3)
+            await store.put("k", b"w")  # the member answers again
+            await async_wait_until(
+                lambda: _lease_ids(stopped_server) == before, 10, message="a lease is left"
+            )
 
-        waiter = threading.Thread(target=acquire, daemon=True)
-        waiter.start()
-        assert_holds_until(lambda: not outcome, time.monotonic() + 1.0)  # waiting for release
-        stopped_server.pause()
-        try:
-            started = time.monotonic()
-            waiter.join(REPORT_BOUND + STORE_TIMEOUT + 1)
-            assert outcome and isinstance(outcome[0], libkv.NotReachableError), outcome
-            assert time.monotonic() - started < REPORT_BOUND + STORE_TIMEOUT
-        finally:
-            stopped_server.resume()
-
-
-@pytest.mark.parametrize("how", ["kill", "pause"])
-def test_watch_close_ends_iteration_within_a_second_while_the_member_is_gone(
-    stopped_server: EtcdServer, how: str
-) -> None:
-    with libkv.open(f"{stopped_server.url}/w?timeout=10") as store:
-        watch = store.watch("", recursive=True)
-        assert watch.next_event(5) is not None  # INIT
-        finished = threading.Event()
-        failures: list[BaseException] = []
-
-        def consume() -> None:
-            try:
-                for _ in watch:
-                    pass
-            except BaseException as error:
-                failures.append(error)
-            finished.set()
-
-        consumer = threading.Thread(target=consume, daemon=True)
-        consumer.start()
-        _stop(stopped_server, how)
-        try:
-            # Long enough for the watch to find the member gone and be reconnecting.
-            assert_holds_until(lambda: not finished.is_set(), time.monotonic() + 3.0)
-            started = time.monotonic()
-            watch.close()
-            assert finished.wait(5), "iteration did not end"
-            assert time.monotonic() - started < 1.0
-            assert not failures, failures
-        finally:
-            _bring_back(stopped_server, how)
-
-
-def test_a_watch_rides_out_a_short_freeze(stopped_server: EtcdServer) -> None:
-    """A freeze shorter than the timeout: the watch reconnects and misses nothing."""
-    with (
-        libkv.open(f"{stopped_server.url}/w?timeout=10") as store,
-        store.watch("", recursive=True) as watch,
-        WatchRecorder(watch) as recorder,
-    ):
-        wait_until(lambda: len(recorder.events) == 1, 5)  # INIT
-        first = store.put("a", b"1")
-        stopped_server.pause()
-        try:
-            assert_holds_until(lambda: recorder.error is None, time.monotonic() + 3.0)
-        finally:
-            stopped_server.resume()
-        second = store.put("b", b"2")
-        wait_until(lambda: len(recorder.events) == 3 or recorder.error, 15)
-        assert recorder.error is None, repr(recorder.error)
-        assert [event.pair for event in recorder.events[1:]] == [first, second]
+    libkv.aio.load("etcd")
+    asyncio.run(scenario())

@@ -18,8 +18,8 @@ async code under ``libkv/_async/``; this script writes the sync flavour next to 
 
 The same goes for a driver's modules listed in ``PLUGINS`` (the Redis driver's
 ``libkv_redis/_async/driver.py`` to ``libkv_redis/driver.py``, the ZooKeeper
-driver's likewise), with the renames of its client added (``redis.asyncio`` to
-``redis``).
+driver's and the etcd driver's likewise), with the renames of its client added
+(``redis.asyncio`` to ``redis``, ``grpc.aio`` to ``grpc``).
 
 The output is formatted with ruff. ``--check`` writes nothing and exits 1 when a
 generated file is not current, so CI fails when one flavour changes without the other.
@@ -61,6 +61,7 @@ COMMENTED = re.compile(r"^(\s*)# ?(.*)$")
 
 REDIS = ROOT / "plugins" / "redis" / "libkv_redis"
 ZOOKEEPER = ROOT / "plugins" / "zookeeper" / "libkv_zookeeper"
+ETCD = ROOT / "plugins" / "etcd" / "libkv_etcd"
 # A driver's async source modules and their sync targets, with the renames its client
 # needs first. Its other modules under _async/ (io.py) are hand-written twins.
 PLUGINS: dict[Path, tuple[Path, list[tuple[re.Pattern[str], str]]]] = {
@@ -77,6 +78,14 @@ PLUGINS: dict[Path, tuple[Path, list[tuple[re.Pattern[str], str]]]] = {
         [
             (re.compile(r"\blibkv_zookeeper\._async\b"), "libkv_zookeeper"),
             (re.compile(r"\bopen_zookeeper_async\b"), "open_zookeeper"),
+        ],
+    ),
+    ETCD / "_async" / "driver.py": (
+        ETCD / "driver.py",
+        [
+            (re.compile(r"\bgrpc\.aio\.(?=\w)"), "grpc."),
+            (re.compile(r"\blibkv_etcd\._async\b"), "libkv_etcd"),
+            (re.compile(r"\bopen_etcd_async\b"), "open_etcd"),
         ],
     ),
 }
