@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import threading
 import time
 import uuid
@@ -13,12 +16,13 @@ import pytest
 from libkv_consul import ConsulBackend
 
 import libkv
+import libkv.aio
 from integration.servers import ConsulServer, free_port, http_request
 from libkv import Action, ops
 from libkv.testing import CrossProcessConformance
 from libkv.testing.faults import NOT_REACHABLE_MARGIN
 from libkv.testing.history import WatchRecorder, replay
-from libkv.testing.polling import wait_until
+from libkv.testing.polling import async_wait_until, wait_until
 
 
 def consul_url(server: ConsulServer) -> str:
@@ -513,3 +517,107 @@ def test_frozen_agent_ends_a_watch_with_not_reachable(
             finally:
                 dedicated_consul.resume()
     assert timeout <= took <= timeout + NOT_REACHABLE_MARGIN, f"{took:.2f} s"
+
+
+# -- watches of one prefix share one blocking query ------------------------------------
+
+
+def _connections_to(port: int) -> int:
+    """This process's established TCP connections to ``port`` on the loopback."""
+    inodes = set()
+    for descriptor in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{descriptor}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                established = fields[3] == "01"
+                if remote_port == port and established and fields[9] in inodes:
+                    count += 1
+    return count
+
+
+def _watch_tasks() -> int:
+    return sum(1 for task in asyncio.all_tasks() if task.get_name() == "libkv-consul-watch")
+
+
+def _watch_threads() -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name == "libkv-consul-watch")
+
+
+def _sync_footprint(store: libkv.Store, writer: libkv.Store, count: int) -> tuple[int, int]:
+    """Open ``count`` watches on one prefix; once each has seen one put: the query
+    threads and the connections to the agent; then close them all."""
+    port = int(store.backend.endpoint.rsplit(":", 1)[1])
+    watches = [store.watch("shared", recursive=True) for _ in range(count)]
+    try:
+        for watch in watches:
+            assert watch.next_event(5) is not None  # INIT
+        written = writer.put("shared/k", str(count))
+        for watch in watches:
+            event = watch.next_event(5)
+            assert event is not None and event.pair == written
+        return _watch_threads(), _connections_to(port)
+    finally:
+        for watch in watches:
+            watch.close()
+
+
+def test_hundreds_of_watches_on_one_prefix_share_one_thread_and_connection(
+    consul_server: ConsulServer,
+) -> None:
+    """The sync flavour: 300 watches of a store on one prefix hold the same query
+    threads (one) and connections as 10; closing the last ends the query's thread."""
+    url = consul_url(consul_server)
+    with libkv.open(url) as store, libkv.open(url) as writer:
+        ten = _sync_footprint(store, writer, 10)
+        hundreds = _sync_footprint(store, writer, 300)
+        assert ten[0] == 1
+        assert hundreds == ten
+        wait_until(lambda: _watch_threads() == 0, 5.0, message="the query's thread lives on")
+
+
+def test_hundreds_of_async_watches_on_one_prefix_share_one_task_and_connection(
+    consul_server: ConsulServer,
+) -> None:
+    """The async flavour: 300 watches of a store on one prefix hold the same query
+    tasks (one) and connections as 10, and no thread; closing the last ends the task."""
+    url = consul_url(consul_server)
+    port = consul_server.port
+
+    async def footprint(
+        store: libkv.aio.AsyncStore, writer: libkv.aio.AsyncStore, count: int
+    ) -> tuple[int, int]:
+        watches = [store.watch("shared", recursive=True) for _ in range(count)]
+        try:
+            for watch in watches:
+                assert await watch.next_event(5) is not None  # INIT
+            written = await writer.put("shared/k", str(count))
+            for watch in watches:
+                event = await watch.next_event(5)
+                assert event is not None and event.pair == written
+            return _watch_tasks(), _connections_to(port)
+        finally:
+            for watch in watches:
+                watch.close()
+
+    async def scenario() -> None:
+        threads = threading.active_count()
+        async with libkv.aio.open(url) as store, libkv.aio.open(url) as writer:
+            assert store.capabilities.native_async is True
+            ten = await footprint(store, writer, 10)
+            hundreds = await footprint(store, writer, 300)
+            assert ten[0] == 1
+            assert hundreds == ten
+            assert threading.active_count() == threads
+            await async_wait_until(
+                lambda: _watch_tasks() == 0, 5.0, message="the query's task lives on"
+            )
+
+    libkv.aio.load("consul")
+    asyncio.run(scenario())

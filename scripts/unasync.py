@@ -17,8 +17,8 @@ async code under ``libkv/_async/``; this script writes the sync flavour next to 
   ``# sync-only: begin`` and ``# sync-only: end``.
 
 The same goes for a driver's modules listed in ``PLUGINS`` (the Redis driver's
-``libkv_redis/_async/driver.py`` to ``libkv_redis/driver.py``, the ZooKeeper
-driver's likewise), with the renames of its client added (``redis.asyncio`` to
+``libkv_redis/_async/driver.py`` to ``libkv_redis/driver.py``, the ZooKeeper and
+Consul drivers' likewise), with the renames of its client added (``redis.asyncio`` to
 ``redis``).
 
 The output is formatted with ruff. ``--check`` writes nothing and exits 1 when a
@@ -60,6 +60,7 @@ COMMENTED = re.compile(r"^(\s*)# ?(.*)$")
 
 
 REDIS = ROOT / "plugins" / "redis" / "libkv_redis"
+CONSUL = ROOT / "plugins" / "consul" / "libkv_consul"
 ZOOKEEPER = ROOT / "plugins" / "zookeeper" / "libkv_zookeeper"
 # A driver's async source modules and their sync targets, with the renames its client
 # needs first. Its other modules under _async/ (io.py) are hand-written twins.
@@ -77,6 +78,13 @@ PLUGINS: dict[Path, tuple[Path, list[tuple[re.Pattern[str], str]]]] = {
         [
             (re.compile(r"\blibkv_zookeeper\._async\b"), "libkv_zookeeper"),
             (re.compile(r"\bopen_zookeeper_async\b"), "open_zookeeper"),
+        ],
+    ),
+    CONSUL / "_async" / "driver.py": (
+        CONSUL / "driver.py",
+        [
+            (re.compile(r"\blibkv_consul\._async\b"), "libkv_consul"),
+            (re.compile(r"\bopen_consul(s?)_async\b"), r"open_consul\1"),
         ],
     ),
 }
