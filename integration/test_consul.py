@@ -104,6 +104,7 @@ def test_defaults_and_prefix_option() -> None:
         "consuls://127.0.0.1?ca=/nonexistent/ca.pem",
     ],
 )
+@pytest.mark.usefixtures("both_flavours")
 def test_bad_url_raises_invalid_url(url: str) -> None:
     with pytest.raises(libkv.InvalidURLError):
         libkv.open(url)
@@ -112,6 +113,7 @@ def test_bad_url_raises_invalid_url(url: str) -> None:
 # -- keys, values, versions -------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_empty_value_round_trips(consul_server: ConsulServer) -> None:
     """Consul answers null for an empty value: it still reads back as b"", not missing."""
     with libkv.open(consul_url(consul_server)) as store:
@@ -143,6 +145,7 @@ ODD_KEYS = [
 ]
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_every_valid_key_round_trips(consul_server: ConsulServer) -> None:
     with libkv.open(consul_url(consul_server)) as store:
         pairs = [store.put(key, key) for key in ODD_KEYS]
@@ -160,6 +163,7 @@ def test_every_valid_key_round_trips(consul_server: ConsulServer) -> None:
         assert len(store.list()) == len(ODD_KEYS) - 2
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_namespace_join_keeps_single_slashes(consul_server: ConsulServer) -> None:
     """The namespace and the key are joined with one "/" (Consul collapses "//")."""
     namespace = f"t{uuid.uuid4().hex}"
@@ -170,6 +174,7 @@ def test_namespace_join_keeps_single_slashes(consul_server: ConsulServer) -> Non
         ] == [f"{namespace}/a/b"]
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_versions_are_modify_indexes_and_grow_across_delete_and_recreate(
     consul_server: ConsulServer,
 ) -> None:
@@ -182,6 +187,7 @@ def test_versions_are_modify_indexes_and_grow_across_delete_and_recreate(
         assert again.version > first.version
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_writing_an_identical_value_is_a_new_version_and_an_event(
     consul_server: ConsulServer,
 ) -> None:
@@ -200,6 +206,7 @@ def test_writing_an_identical_value_is_a_new_version_and_an_event(
             assert all(event.action is Action.UPDATE for event in events)
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_versioned_delete_of_a_missing_key_raises_key_not_found(
     consul_server: ConsulServer,
 ) -> None:
@@ -218,6 +225,7 @@ def test_versioned_delete_of_a_missing_key_raises_key_not_found(
 # -- transactions -----------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_largest_transaction_of_updates_fits_consuls_128_ops(consul_server: ConsulServer) -> None:
     """An update is three Consul ops; max_transaction_ops of them still fit in one txn."""
     with libkv.open(consul_url(consul_server)) as store:
@@ -229,6 +237,7 @@ def test_largest_transaction_of_updates_fits_consuls_128_ops(consul_server: Cons
         assert [pair.value for pair in store.list("u")] == [b"1"] * limit
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_transaction_over_the_request_size_limit_is_refused_before_sending(
     consul_server: ConsulServer,
 ) -> None:
@@ -242,6 +251,7 @@ def test_transaction_over_the_request_size_limit_is_refused_before_sending(
         assert [pair.key for pair in store.list()] == ["big"]
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_failed_transaction_names_the_first_failing_op(consul_server: ConsulServer) -> None:
     with libkv.open(consul_url(consul_server)) as store:
         a = store.put("a", b"1")
@@ -266,6 +276,7 @@ def test_failed_transaction_names_the_first_failing_op(consul_server: ConsulServ
 # -- sessions, leases, locks ------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_bookkeeping_sessions_never_appear_in_the_keyspace(consul_server: ConsulServer) -> None:
     with libkv.open(consul_url(consul_server)) as store:
         with store.lease(store.capabilities.ttl_min) as lease:
@@ -277,6 +288,7 @@ def test_bookkeeping_sessions_never_appear_in_the_keyspace(consul_server: Consul
         assert [pair.key for pair in store.list()] == ["ttl"]
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_plain_write_drops_the_session_of_a_ttl_write(consul_server: ConsulServer) -> None:
     with libkv.open(consul_url(consul_server)) as store:
         store.put("k", b"1", ttl=store.capabilities.ttl_min)
@@ -285,6 +297,7 @@ def test_plain_write_drops_the_session_of_a_ttl_write(consul_server: ConsulServe
         assert "Session" not in entry or not entry["Session"]
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_lock_reports_lost_when_its_session_is_destroyed(consul_server: ConsulServer) -> None:
     with libkv.open(consul_url(consul_server)) as store, libkv.open(consul_url(consul_server)) as _:
         ttl = 3.0
@@ -300,6 +313,7 @@ def test_lock_reports_lost_when_its_session_is_destroyed(consul_server: ConsulSe
             lock.release()
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_lease_ttl_is_a_session_of_half_the_ttl(consul_server: ConsulServer) -> None:
     """Consul invalidates a session 2 x its TTL after the last renewal."""
     with libkv.open(consul_url(consul_server)) as store:
@@ -315,6 +329,7 @@ def test_lease_ttl_is_a_session_of_half_the_ttl(consul_server: ConsulServer) -> 
 # -- errors -----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_nothing_listens_raises_not_reachable_within_the_timeout() -> None:
     with libkv.open(f"consul://127.0.0.1:{free_port()}?timeout=0.5") as store:
         started = time.monotonic()
@@ -327,6 +342,7 @@ def test_nothing_listens_raises_not_reachable_within_the_timeout() -> None:
         assert time.monotonic() - started < 0.5 * 2 + 1.0
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_paused_agent_reads_not_reachable_writes_unknown_outcome(
     dedicated_consul: ConsulServer,
 ) -> None:
@@ -346,6 +362,7 @@ def test_paused_agent_reads_not_reachable_writes_unknown_outcome(
         wait_until(lambda: store.exists("k"), 10.0, message="agent did not come back")
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_stopped_agent_ends_a_watch_with_not_reachable_after_the_timeout(
     dedicated_consul: ConsulServer,
 ) -> None:
@@ -361,6 +378,7 @@ def test_stopped_agent_ends_a_watch_with_not_reachable_after_the_timeout(
             assert time.monotonic() - stopped < 2 + 2.0
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_close_is_prompt_while_a_blocking_query_is_in_flight(consul_server: ConsulServer) -> None:
     """A blocking query waits up to the timeout (60 s here); closing aborts it."""
     store = libkv.open(f"{consul_url(consul_server)}&timeout=60")
@@ -384,6 +402,7 @@ def test_close_is_prompt_while_a_blocking_query_is_in_flight(consul_server: Cons
         store.get("k")
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_restored_snapshot_is_history_lost_for_a_watch(dedicated_consul: ConsulServer) -> None:
     """A snapshot restore sends Consul's index back: the watch cannot tell what it missed.
 
@@ -409,6 +428,7 @@ def test_restored_snapshot_is_history_lost_for_a_watch(dedicated_consul: ConsulS
         assert [pair.key for pair in store.list()] == ["a"]
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_agent_killed_and_restarted_during_writes_with_a_watch(
     dedicated_consul: ConsulServer,
 ) -> None:
@@ -482,6 +502,7 @@ def _difference(seen: dict[str, libkv.KVPair], expected: dict[str, libkv.KVPair]
     return f"missing {missing[:5]} ({len(missing)}), extra {extra[:5]}, changed {changed[:5]}"
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_whole_keyspace_without_a_namespace(dedicated_consul: ConsulServer) -> None:
     """Without a namespace, list and delete_tree("") cover every key (Consul's transactions
     refuse an empty key, so the driver deletes one tree per first character)."""
@@ -496,6 +517,7 @@ def test_whole_keyspace_without_a_namespace(dedicated_consul: ConsulServer) -> N
         assert raw(dedicated_consul, "GET", "/v1/kv/?keys") in (None, [])
 
 
+@pytest.mark.usefixtures("both_flavours")
 @pytest.mark.parametrize("timeout", [1.0, 3.0])
 def test_frozen_agent_ends_a_watch_with_not_reachable(
     dedicated_consul: ConsulServer, timeout: float
@@ -618,6 +640,82 @@ def test_hundreds_of_async_watches_on_one_prefix_share_one_task_and_connection(
             await async_wait_until(
                 lambda: _watch_tasks() == 0, 5.0, message="the query's task lives on"
             )
+
+    libkv.aio.load("consul")
+    asyncio.run(scenario())
+
+
+@pytest.mark.usefixtures("both_flavours")
+def test_a_frozen_agent_fails_every_watch_of_a_shared_query(
+    dedicated_consul: ConsulServer,
+) -> None:
+    """Three watches share the query on one prefix, a fourth has its own: a paused
+    agent ends all four with NotReachableError within the timeout plus the contract's
+    margin, and the store's close() is prompt with the agent still paused."""
+    timeout = 2.0
+    store = libkv.open(f"{consul_url(dedicated_consul)}&timeout={timeout}")
+    try:
+        store.put("a/k", b"v")
+        watches = [store.watch("a", recursive=True) for _ in range(3)]
+        watches.append(store.watch("b", recursive=True))
+        for watch in watches:
+            assert watch.next_event(5) is not None
+        recorders = [WatchRecorder(watch).__enter__() for watch in watches]
+        dedicated_consul.pause()
+        try:
+            paused = time.monotonic()
+            for recorder in recorders:  # each watch is consumed all along, by its recorder
+                assert recorder.ended.wait(15), "a watch outlived the paused agent"
+            took = time.monotonic() - paused
+            for recorder in recorders:
+                assert isinstance(recorder.error, libkv.NotReachableError), recorder.error
+            assert took <= timeout + NOT_REACHABLE_MARGIN, f"{took:.2f} s"
+            closing = time.monotonic()
+            store.close()
+            assert time.monotonic() - closing < 1.0
+        finally:
+            dedicated_consul.resume()
+    finally:
+        store.close()
+
+
+def _libkv_sessions(server: ConsulServer) -> list[str]:
+    return [session["ID"] for session in raw(server, "GET", "/v1/session/list") or ()]
+
+
+@pytest.mark.parametrize("call", ["grant", "put with ttl"])
+def test_a_cancelled_call_leaves_no_session(dedicated_consul: ConsulServer, call: str) -> None:
+    """The async flavour: a call creating a session, cancelled while the paused agent
+    holds the request, leaves no session once the agent answers (the store destroys the
+    session the call would have used)."""
+    url = f"{consul_url(dedicated_consul)}&timeout=5"
+
+    async def scenario() -> None:
+        async with libkv.aio.open(url) as store:
+            await store.put("k", b"v")
+            assert _libkv_sessions(dedicated_consul) == []
+
+            async def grant() -> None:
+                await store.lease(4.0)
+
+            dedicated_consul.pause()
+            try:
+                work = asyncio.ensure_future(
+                    grant() if call == "grant" else store.put("t", b"v", ttl=4.0)
+                )
+                done, _ = await asyncio.wait([work], timeout=0.3)
+                assert not done  # the paused agent holds the request
+                work.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await work
+            finally:
+                dedicated_consul.resume()
+            await async_wait_until(
+                lambda: _libkv_sessions(dedicated_consul) == [],
+                5.0,
+                message=lambda: f"sessions left: {_libkv_sessions(dedicated_consul)}",
+            )
+            assert not await store.exists("t")
 
     libkv.aio.load("consul")
     asyncio.run(scenario())
