@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from libkv_consul import ConsulBackend
+from libkv_consul._async.driver import AsyncConsulBackend
 
 import libkv
 import libkv.aio
@@ -716,6 +717,72 @@ def test_a_cancelled_call_leaves_no_session(dedicated_consul: ConsulServer, call
                 message=lambda: f"sessions left: {_libkv_sessions(dedicated_consul)}",
             )
             assert not await store.exists("t")
+
+    libkv.aio.load("consul")
+    asyncio.run(scenario())
+
+
+@pytest.mark.usefixtures("both_flavours")
+def test_a_big_listing_is_read_and_watched(consul_server: ConsulServer) -> None:
+    """A listing over DECODE_INLINE_LIMIT (the async flavour decodes it off the loop,
+    which the debug loop of the async flavour checks): list, a watch's INIT and an
+    event on the prefix."""
+    with libkv.open(consul_url(consul_server)) as store:
+        value = b"v" * 200
+        for start in range(0, 1600, 40):  # 1,600 keys, about 560 KB of listing
+            batch = [ops.put(f"big/{index:05}", value) for index in range(start, start + 40)]
+            store.transaction(batch)
+        listed = store.list("big")
+        assert len(listed) == 1600
+        with store.watch("big", recursive=True) as watch:
+            init = watch.next_event(10)
+            assert init is not None and init.snapshot == tuple(listed)
+            written = store.put("big/00007", b"new")
+            event = watch.next_event(10)
+            assert event is not None and event.pair == written
+
+
+def test_a_feed_that_read_earlier_than_the_shared_query_catches_up(
+    consul_server: ConsulServer,
+) -> None:
+    """Two watches opened at once: the one whose read came first joins a query that
+    waits for changes after the other's later read; it gets a snapshot with the
+    change in between at once, not at the next change (both flavours, at the driver)."""
+    url = consul_url(consul_server)
+    with libkv.open(url) as store:
+        backend = store.backend
+        assert isinstance(backend, ConsulBackend)
+        prefix = backend.namespace + "/c"
+        before = store.put("c/a", b"1").version
+        written = store.put("c/b", b"2")
+        later = backend.open_feed(prefix, written.version)
+        earlier = backend.open_feed(prefix, before)
+        try:
+            batches = [earlier.poll(0), *(earlier.poll(0.2) for _ in range(3))]
+            revisions = [batch.revision for batch in batches if batch is not None]
+            assert revisions and revisions[0] >= written.version, revisions
+        finally:
+            later.close()
+            earlier.close()
+
+    async def scenario() -> None:
+        async with libkv.aio.open(url) as store:
+            backend = store.backend
+            assert isinstance(backend, AsyncConsulBackend)
+            prefix = backend.namespace + "/d"
+            before = (await store.put("d/a", b"1")).version
+            written = await store.put("d/b", b"2")
+            later = await backend.open_feed(prefix, written.version)
+            earlier = await backend.open_feed(prefix, before)
+            try:
+                batches = [await earlier.poll(0)]
+                for _ in range(3):
+                    batches.append(await earlier.poll(0.2))
+                revisions = [batch.revision for batch in batches if batch is not None]
+                assert revisions and revisions[0] >= written.version, revisions
+            finally:
+                later.close()
+                earlier.close()
 
     libkv.aio.load("consul")
     asyncio.run(scenario())

@@ -99,6 +99,12 @@ class ConsulBackend(Backend):
         reply = self.client.request(
             "GET", key_path(prefix), ("recurse", *self._read_query), write=False
         )
+        return self._snapshot(reply, prefix, recursive)
+
+    def _snapshot(
+        self, reply: common.Reply, prefix: str, recursive: bool
+    ) -> tuple[list[KVPair], int]:
+        """The pairs of a listing and its index (see :func:`common.snapshot`)."""
         return common.snapshot(reply, prefix, recursive)
 
     # -- writing ------------------------------------------------------------------------
@@ -308,6 +314,11 @@ class BlockingQuery:
                 pairs, index = self._latest
                 if feed.subscription.offer(pairs, index, reset=False):
                     feed.signal.notify()
+            elif after < self._index:
+                # The query waits for changes after a later index than the feed read at
+                # (its first feed read later): the changes in between would reach this
+                # feed only with the next one. Its first poll reads the prefix itself.
+                feed.catch_up = True
 
     def leave(self, feed: ConsulFeed) -> bool:
         """Remove ``feed``; whether it was the last (the query is then ended)."""
@@ -338,7 +349,7 @@ class BlockingQuery:
                 self.heard = time.monotonic()
                 if reply.index == self._index:
                     continue  # the wait ran out, or a wake-up with nothing new
-                pairs, index = common.snapshot(reply, self.prefix, True)
+                pairs, index = store._snapshot(reply, self.prefix, True)
                 reset = index < self._index
                 if reset:
                     self._check_went_back(index)
@@ -406,6 +417,8 @@ class ConsulFeed:
         # started when the agent went down.
         self._opened = time.monotonic()
         self._first_poll = True
+        self._prefix = prefix
+        self.catch_up = False  # set by the query: the first poll reads the prefix
         self._query = store._join(prefix, self)
 
     def poll(self, timeout: float) -> FeedBatch | None:
@@ -414,6 +427,10 @@ class ConsulFeed:
         if subscription.is_closed():
             return None
         self._query.worker.start()  # the first poll starts the query: none if unpolled
+        if self.catch_up:
+            self.catch_up = False
+            pairs, index = self._store.range(self._prefix, True)
+            subscription.offer(pairs, index, reset=False)
         if not subscription.ready():
             self.signal.wait(timeout)
         if subscription.is_closed():

@@ -26,6 +26,7 @@ the HTTP client (urllib3 or aiohttp) with the query's thread or task is in the
 
 from __future__ import annotations
 
+import asyncio  # async-only
 import logging
 import threading
 import time
@@ -99,6 +100,16 @@ class AsyncConsulBackend(AsyncBackend):
         reply = await self.client.request(
             "GET", key_path(prefix), ("recurse", *self._read_query), write=False
         )
+        return await self._snapshot(reply, prefix, recursive)
+
+    async def _snapshot(
+        self, reply: common.Reply, prefix: str, recursive: bool
+    ) -> tuple[list[KVPair], int]:
+        """The pairs of a listing and its index (see :func:`common.snapshot`)."""
+        # async-only: begin
+        if len(reply.data) > common.DECODE_INLINE_LIMIT:
+            return await asyncio.to_thread(common.snapshot, reply, prefix, recursive)
+        # async-only: end
         return common.snapshot(reply, prefix, recursive)
 
     # -- writing ------------------------------------------------------------------------
@@ -315,6 +326,11 @@ class AsyncBlockingQuery:
                 pairs, index = self._latest
                 if feed.subscription.offer(pairs, index, reset=False):
                     feed.signal.notify()
+            elif after < self._index:
+                # The query waits for changes after a later index than the feed read at
+                # (its first feed read later): the changes in between would reach this
+                # feed only with the next one. Its first poll reads the prefix itself.
+                feed.catch_up = True
 
     def leave(self, feed: AsyncConsulFeed) -> bool:
         """Remove ``feed``; whether it was the last (the query is then ended)."""
@@ -345,7 +361,7 @@ class AsyncBlockingQuery:
                 self.heard = time.monotonic()
                 if reply.index == self._index:
                     continue  # the wait ran out, or a wake-up with nothing new
-                pairs, index = common.snapshot(reply, self.prefix, True)
+                pairs, index = await store._snapshot(reply, self.prefix, True)
                 reset = index < self._index
                 if reset:
                     await self._check_went_back(index)
@@ -413,6 +429,8 @@ class AsyncConsulFeed:
         # started when the agent went down.
         self._opened = time.monotonic()
         self._first_poll = True
+        self._prefix = prefix
+        self.catch_up = False  # set by the query: the first poll reads the prefix
         self._query = store._join(prefix, self)
 
     async def poll(self, timeout: float) -> FeedBatch | None:
@@ -421,6 +439,10 @@ class AsyncConsulFeed:
         if subscription.is_closed():
             return None
         self._query.worker.start()  # the first poll starts the query: none if unpolled
+        if self.catch_up:
+            self.catch_up = False
+            pairs, index = await self._store.range(self._prefix, True)
+            subscription.offer(pairs, index, reset=False)
         if not subscription.ready():
             await self.signal.wait(timeout)
         if subscription.is_closed():

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from libkv.driver import StoreClosedError
 from libkv_consul.common import Agents, Failure, Reply, Settings, reply_of
 
 __all__ = ["AsyncBackground", "AsyncBlockingConnection", "AsyncConsulHTTP", "AsyncSignal"]
@@ -45,6 +46,8 @@ class AsyncConsulHTTP(Agents):
 
     def session(self) -> aiohttp.ClientSession:
         """The running loop's HTTP session, made at its first request."""
+        if self._closed:
+            raise StoreClosedError("store is closed")
         loop = asyncio.get_running_loop()
         if self._session is None or self._loop is not loop:
             # A store used by one loop after another (asyncio.run twice): the old
