@@ -11,6 +11,8 @@ from typing import TypeVar
 
 import pytest
 
+import libkv
+
 # `running`: the clustered-fault fixture of test_cluster_faults.py and
 # test_cluster_linearizability.py.
 from integration.cluster_faults import running  # noqa: F401
@@ -26,8 +28,30 @@ from integration.servers import (
     ZooKeeperEnsemble,
     ZooKeeperServer,
 )
+from libkv.testing.flavours import Portal, open_blocking, portal_checks
 
 ServerType = TypeVar("ServerType", bound=Server)
+
+
+@pytest.fixture(params=["sync", "async"])
+def both_flavours(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run a driver test written against :func:`libkv.open` in both flavours: in
+    "async", ``libkv.open`` opens the async flavour (``libkv.aio.open``) behind the
+    blocking facade of :mod:`libkv.testing.flavours`, whose loop runs in debug mode (the
+    test fails if a callback held it over 50 ms), as the conformance suite does."""
+    if request.param == "sync":
+        yield "sync"
+        return
+    portal = Portal()
+    try:
+        with portal_checks(portal):
+            monkeypatch.setattr(
+                libkv, "open", lambda url, **options: open_blocking(url, portal, **options)
+            )
+            yield "async"
+            monkeypatch.undo()
+    finally:
+        portal.close()
 
 
 def _run(factory: Callable[[], ServerType]) -> Iterator[ServerType]:

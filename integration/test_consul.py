@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import threading
 import time
 import uuid
@@ -11,14 +14,16 @@ from typing import Any
 
 import pytest
 from libkv_consul import ConsulBackend
+from libkv_consul._async.driver import AsyncConsulBackend
 
 import libkv
+import libkv.aio
 from integration.servers import ConsulServer, free_port, http_request
 from libkv import Action, ops
 from libkv.testing import CrossProcessConformance
 from libkv.testing.faults import NOT_REACHABLE_MARGIN
 from libkv.testing.history import WatchRecorder, replay
-from libkv.testing.polling import wait_until
+from libkv.testing.polling import async_wait_until, wait_until
 
 
 def consul_url(server: ConsulServer) -> str:
@@ -100,6 +105,7 @@ def test_defaults_and_prefix_option() -> None:
         "consuls://127.0.0.1?ca=/nonexistent/ca.pem",
     ],
 )
+@pytest.mark.usefixtures("both_flavours")
 def test_bad_url_raises_invalid_url(url: str) -> None:
     with pytest.raises(libkv.InvalidURLError):
         libkv.open(url)
@@ -108,6 +114,7 @@ def test_bad_url_raises_invalid_url(url: str) -> None:
 # -- keys, values, versions -------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_empty_value_round_trips(consul_server: ConsulServer) -> None:
     """Consul answers null for an empty value: it still reads back as b"", not missing."""
     with libkv.open(consul_url(consul_server)) as store:
@@ -139,6 +146,7 @@ ODD_KEYS = [
 ]
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_every_valid_key_round_trips(consul_server: ConsulServer) -> None:
     with libkv.open(consul_url(consul_server)) as store:
         pairs = [store.put(key, key) for key in ODD_KEYS]
@@ -156,6 +164,7 @@ def test_every_valid_key_round_trips(consul_server: ConsulServer) -> None:
         assert len(store.list()) == len(ODD_KEYS) - 2
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_namespace_join_keeps_single_slashes(consul_server: ConsulServer) -> None:
     """The namespace and the key are joined with one "/" (Consul collapses "//")."""
     namespace = f"t{uuid.uuid4().hex}"
@@ -166,6 +175,7 @@ def test_namespace_join_keeps_single_slashes(consul_server: ConsulServer) -> Non
         ] == [f"{namespace}/a/b"]
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_versions_are_modify_indexes_and_grow_across_delete_and_recreate(
     consul_server: ConsulServer,
 ) -> None:
@@ -178,6 +188,7 @@ def test_versions_are_modify_indexes_and_grow_across_delete_and_recreate(
         assert again.version > first.version
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_writing_an_identical_value_is_a_new_version_and_an_event(
     consul_server: ConsulServer,
 ) -> None:
@@ -196,6 +207,7 @@ def test_writing_an_identical_value_is_a_new_version_and_an_event(
             assert all(event.action is Action.UPDATE for event in events)
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_versioned_delete_of_a_missing_key_raises_key_not_found(
     consul_server: ConsulServer,
 ) -> None:
@@ -214,6 +226,7 @@ def test_versioned_delete_of_a_missing_key_raises_key_not_found(
 # -- transactions -----------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_largest_transaction_of_updates_fits_consuls_128_ops(consul_server: ConsulServer) -> None:
     """An update is three Consul ops; max_transaction_ops of them still fit in one txn."""
     with libkv.open(consul_url(consul_server)) as store:
@@ -225,6 +238,7 @@ def test_largest_transaction_of_updates_fits_consuls_128_ops(consul_server: Cons
         assert [pair.value for pair in store.list("u")] == [b"1"] * limit
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_transaction_over_the_request_size_limit_is_refused_before_sending(
     consul_server: ConsulServer,
 ) -> None:
@@ -238,6 +252,7 @@ def test_transaction_over_the_request_size_limit_is_refused_before_sending(
         assert [pair.key for pair in store.list()] == ["big"]
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_failed_transaction_names_the_first_failing_op(consul_server: ConsulServer) -> None:
     with libkv.open(consul_url(consul_server)) as store:
         a = store.put("a", b"1")
@@ -262,6 +277,7 @@ def test_failed_transaction_names_the_first_failing_op(consul_server: ConsulServ
 # -- sessions, leases, locks ------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_bookkeeping_sessions_never_appear_in_the_keyspace(consul_server: ConsulServer) -> None:
     with libkv.open(consul_url(consul_server)) as store:
         with store.lease(store.capabilities.ttl_min) as lease:
@@ -273,6 +289,7 @@ def test_bookkeeping_sessions_never_appear_in_the_keyspace(consul_server: Consul
         assert [pair.key for pair in store.list()] == ["ttl"]
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_plain_write_drops_the_session_of_a_ttl_write(consul_server: ConsulServer) -> None:
     with libkv.open(consul_url(consul_server)) as store:
         store.put("k", b"1", ttl=store.capabilities.ttl_min)
@@ -281,6 +298,7 @@ def test_plain_write_drops_the_session_of_a_ttl_write(consul_server: ConsulServe
         assert "Session" not in entry or not entry["Session"]
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_lock_reports_lost_when_its_session_is_destroyed(consul_server: ConsulServer) -> None:
     with libkv.open(consul_url(consul_server)) as store, libkv.open(consul_url(consul_server)) as _:
         ttl = 3.0
@@ -296,6 +314,7 @@ def test_lock_reports_lost_when_its_session_is_destroyed(consul_server: ConsulSe
             lock.release()
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_lease_ttl_is_a_session_of_half_the_ttl(consul_server: ConsulServer) -> None:
     """Consul invalidates a session 2 x its TTL after the last renewal."""
     with libkv.open(consul_url(consul_server)) as store:
@@ -311,6 +330,7 @@ def test_lease_ttl_is_a_session_of_half_the_ttl(consul_server: ConsulServer) -> 
 # -- errors -----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_nothing_listens_raises_not_reachable_within_the_timeout() -> None:
     with libkv.open(f"consul://127.0.0.1:{free_port()}?timeout=0.5") as store:
         started = time.monotonic()
@@ -323,6 +343,7 @@ def test_nothing_listens_raises_not_reachable_within_the_timeout() -> None:
         assert time.monotonic() - started < 0.5 * 2 + 1.0
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_paused_agent_reads_not_reachable_writes_unknown_outcome(
     dedicated_consul: ConsulServer,
 ) -> None:
@@ -342,6 +363,7 @@ def test_paused_agent_reads_not_reachable_writes_unknown_outcome(
         wait_until(lambda: store.exists("k"), 10.0, message="agent did not come back")
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_stopped_agent_ends_a_watch_with_not_reachable_after_the_timeout(
     dedicated_consul: ConsulServer,
 ) -> None:
@@ -357,6 +379,7 @@ def test_stopped_agent_ends_a_watch_with_not_reachable_after_the_timeout(
             assert time.monotonic() - stopped < 2 + 2.0
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_close_is_prompt_while_a_blocking_query_is_in_flight(consul_server: ConsulServer) -> None:
     """A blocking query waits up to the timeout (60 s here); closing aborts it."""
     store = libkv.open(f"{consul_url(consul_server)}&timeout=60")
@@ -380,6 +403,7 @@ def test_close_is_prompt_while_a_blocking_query_is_in_flight(consul_server: Cons
         store.get("k")
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_restored_snapshot_is_history_lost_for_a_watch(dedicated_consul: ConsulServer) -> None:
     """A snapshot restore sends Consul's index back: the watch cannot tell what it missed.
 
@@ -405,6 +429,7 @@ def test_restored_snapshot_is_history_lost_for_a_watch(dedicated_consul: ConsulS
         assert [pair.key for pair in store.list()] == ["a"]
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_agent_killed_and_restarted_during_writes_with_a_watch(
     dedicated_consul: ConsulServer,
 ) -> None:
@@ -478,6 +503,7 @@ def _difference(seen: dict[str, libkv.KVPair], expected: dict[str, libkv.KVPair]
     return f"missing {missing[:5]} ({len(missing)}), extra {extra[:5]}, changed {changed[:5]}"
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_whole_keyspace_without_a_namespace(dedicated_consul: ConsulServer) -> None:
     """Without a namespace, list and delete_tree("") cover every key (Consul's transactions
     refuse an empty key, so the driver deletes one tree per first character)."""
@@ -492,6 +518,7 @@ def test_whole_keyspace_without_a_namespace(dedicated_consul: ConsulServer) -> N
         assert raw(dedicated_consul, "GET", "/v1/kv/?keys") in (None, [])
 
 
+@pytest.mark.usefixtures("both_flavours")
 @pytest.mark.parametrize("timeout", [1.0, 3.0])
 def test_frozen_agent_ends_a_watch_with_not_reachable(
     dedicated_consul: ConsulServer, timeout: float
@@ -513,3 +540,249 @@ def test_frozen_agent_ends_a_watch_with_not_reachable(
             finally:
                 dedicated_consul.resume()
     assert timeout <= took <= timeout + NOT_REACHABLE_MARGIN, f"{took:.2f} s"
+
+
+# -- watches of one prefix share one blocking query ------------------------------------
+
+
+def _connections_to(port: int) -> int:
+    """This process's established TCP connections to ``port`` on the loopback."""
+    inodes = set()
+    for descriptor in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{descriptor}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                established = fields[3] == "01"
+                if remote_port == port and established and fields[9] in inodes:
+                    count += 1
+    return count
+
+
+def _watch_tasks() -> int:
+    return sum(1 for task in asyncio.all_tasks() if task.get_name() == "libkv-consul-watch")
+
+
+def _watch_threads() -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name == "libkv-consul-watch")
+
+
+def _sync_footprint(store: libkv.Store, writer: libkv.Store, count: int) -> tuple[int, int]:
+    """Open ``count`` watches on one prefix; once each has seen one put: the query
+    threads and the connections to the agent; then close them all."""
+    port = int(store.backend.endpoint.rsplit(":", 1)[1])
+    watches = [store.watch("shared", recursive=True) for _ in range(count)]
+    try:
+        for watch in watches:
+            assert watch.next_event(5) is not None  # INIT
+        written = writer.put("shared/k", str(count))
+        for watch in watches:
+            event = watch.next_event(5)
+            assert event is not None and event.pair == written
+        return _watch_threads(), _connections_to(port)
+    finally:
+        for watch in watches:
+            watch.close()
+
+
+def test_hundreds_of_watches_on_one_prefix_share_one_thread_and_connection(
+    consul_server: ConsulServer,
+) -> None:
+    """The sync flavour: 300 watches of a store on one prefix hold the same query
+    threads (one) and connections as 10; closing the last ends the query's thread."""
+    url = consul_url(consul_server)
+    with libkv.open(url) as store, libkv.open(url) as writer:
+        ten = _sync_footprint(store, writer, 10)
+        hundreds = _sync_footprint(store, writer, 300)
+        assert ten[0] == 1
+        assert hundreds == ten
+        wait_until(lambda: _watch_threads() == 0, 5.0, message="the query's thread lives on")
+
+
+def test_hundreds_of_async_watches_on_one_prefix_share_one_task_and_connection(
+    consul_server: ConsulServer,
+) -> None:
+    """The async flavour: 300 watches of a store on one prefix hold the same query
+    tasks (one) and connections as 10, and no thread; closing the last ends the task."""
+    url = consul_url(consul_server)
+    port = consul_server.port
+
+    async def footprint(
+        store: libkv.aio.AsyncStore, writer: libkv.aio.AsyncStore, count: int
+    ) -> tuple[int, int]:
+        watches = [store.watch("shared", recursive=True) for _ in range(count)]
+        try:
+            for watch in watches:
+                assert await watch.next_event(5) is not None  # INIT
+            written = await writer.put("shared/k", str(count))
+            for watch in watches:
+                event = await watch.next_event(5)
+                assert event is not None and event.pair == written
+            return _watch_tasks(), _connections_to(port)
+        finally:
+            for watch in watches:
+                watch.close()
+
+    async def scenario() -> None:
+        threads = threading.active_count()
+        async with libkv.aio.open(url) as store, libkv.aio.open(url) as writer:
+            assert store.capabilities.native_async is True
+            ten = await footprint(store, writer, 10)
+            hundreds = await footprint(store, writer, 300)
+            assert ten[0] == 1
+            assert hundreds == ten
+            assert threading.active_count() == threads
+            await async_wait_until(
+                lambda: _watch_tasks() == 0, 5.0, message="the query's task lives on"
+            )
+
+    libkv.aio.load("consul")
+    asyncio.run(scenario())
+
+
+@pytest.mark.usefixtures("both_flavours")
+def test_a_frozen_agent_fails_every_watch_of_a_shared_query(
+    dedicated_consul: ConsulServer,
+) -> None:
+    """Three watches share the query on one prefix, a fourth has its own: a paused
+    agent ends all four with NotReachableError within the timeout plus the contract's
+    margin, and the store's close() is prompt with the agent still paused."""
+    timeout = 2.0
+    store = libkv.open(f"{consul_url(dedicated_consul)}&timeout={timeout}")
+    try:
+        store.put("a/k", b"v")
+        watches = [store.watch("a", recursive=True) for _ in range(3)]
+        watches.append(store.watch("b", recursive=True))
+        for watch in watches:
+            assert watch.next_event(5) is not None
+        recorders = [WatchRecorder(watch).__enter__() for watch in watches]
+        dedicated_consul.pause()
+        try:
+            paused = time.monotonic()
+            for recorder in recorders:  # each watch is consumed all along, by its recorder
+                assert recorder.ended.wait(15), "a watch outlived the paused agent"
+            took = time.monotonic() - paused
+            for recorder in recorders:
+                assert isinstance(recorder.error, libkv.NotReachableError), recorder.error
+            assert took <= timeout + NOT_REACHABLE_MARGIN, f"{took:.2f} s"
+            closing = time.monotonic()
+            store.close()
+            assert time.monotonic() - closing < 1.0
+        finally:
+            dedicated_consul.resume()
+    finally:
+        store.close()
+
+
+def _libkv_sessions(server: ConsulServer) -> list[str]:
+    return [session["ID"] for session in raw(server, "GET", "/v1/session/list") or ()]
+
+
+@pytest.mark.parametrize("call", ["grant", "put with ttl"])
+def test_a_cancelled_call_leaves_no_session(dedicated_consul: ConsulServer, call: str) -> None:
+    """The async flavour: a call creating a session, cancelled while the paused agent
+    holds the request, leaves no session once the agent answers (the store destroys the
+    session the call would have used)."""
+    url = f"{consul_url(dedicated_consul)}&timeout=5"
+
+    async def scenario() -> None:
+        async with libkv.aio.open(url) as store:
+            await store.put("k", b"v")
+            assert _libkv_sessions(dedicated_consul) == []
+
+            async def grant() -> None:
+                await store.lease(4.0)
+
+            dedicated_consul.pause()
+            try:
+                work = asyncio.ensure_future(
+                    grant() if call == "grant" else store.put("t", b"v", ttl=4.0)
+                )
+                done, _ = await asyncio.wait([work], timeout=0.3)
+                assert not done  # the paused agent holds the request
+                work.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await work
+            finally:
+                dedicated_consul.resume()
+            await async_wait_until(
+                lambda: _libkv_sessions(dedicated_consul) == [],
+                5.0,
+                message=lambda: f"sessions left: {_libkv_sessions(dedicated_consul)}",
+            )
+            assert not await store.exists("t")
+
+    libkv.aio.load("consul")
+    asyncio.run(scenario())
+
+
+@pytest.mark.usefixtures("both_flavours")
+def test_a_big_listing_is_read_and_watched(consul_server: ConsulServer) -> None:
+    """A listing over DECODE_INLINE_LIMIT (the async flavour decodes it off the loop,
+    which the debug loop of the async flavour checks): list, a watch's INIT and an
+    event on the prefix."""
+    with libkv.open(consul_url(consul_server)) as store:
+        value = b"v" * 200
+        for start in range(0, 1600, 40):  # 1,600 keys, about 560 KB of listing
+            batch = [ops.put(f"big/{index:05}", value) for index in range(start, start + 40)]
+            store.transaction(batch)
+        listed = store.list("big")
+        assert len(listed) == 1600
+        with store.watch("big", recursive=True) as watch:
+            init = watch.next_event(10)
+            assert init is not None and init.snapshot == tuple(listed)
+            written = store.put("big/00007", b"new")
+            event = watch.next_event(10)
+            assert event is not None and event.pair == written
+
+
+def test_a_feed_that_read_earlier_than_the_shared_query_catches_up(
+    consul_server: ConsulServer,
+) -> None:
+    """Two watches opened at once: the one whose read came first joins a query that
+    waits for changes after the other's later read; it gets a snapshot with the
+    change in between at once, not at the next change (both flavours, at the driver)."""
+    url = consul_url(consul_server)
+    with libkv.open(url) as store:
+        backend = store.backend
+        assert isinstance(backend, ConsulBackend)
+        prefix = backend.namespace + "/c"
+        before = store.put("c/a", b"1").version
+        written = store.put("c/b", b"2")
+        later = backend.open_feed(prefix, written.version)
+        earlier = backend.open_feed(prefix, before)
+        try:
+            batches = [earlier.poll(0), *(earlier.poll(0.2) for _ in range(3))]
+            revisions = [batch.revision for batch in batches if batch is not None]
+            assert revisions and revisions[0] >= written.version, revisions
+        finally:
+            later.close()
+            earlier.close()
+
+    async def scenario() -> None:
+        async with libkv.aio.open(url) as store:
+            backend = store.backend
+            assert isinstance(backend, AsyncConsulBackend)
+            prefix = backend.namespace + "/d"
+            before = (await store.put("d/a", b"1")).version
+            written = await store.put("d/b", b"2")
+            later = await backend.open_feed(prefix, written.version)
+            earlier = await backend.open_feed(prefix, before)
+            try:
+                batches = [await earlier.poll(0)]
+                for _ in range(3):
+                    batches.append(await earlier.poll(0.2))
+                revisions = [batch.revision for batch in batches if batch is not None]
+                assert revisions and revisions[0] >= written.version, revisions
+            finally:
+                later.close()
+                earlier.close()
+
+    libkv.aio.load("consul")
+    asyncio.run(scenario())

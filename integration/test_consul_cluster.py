@@ -10,15 +10,19 @@ from collections.abc import Iterator
 
 import pytest
 from libkv_consul import ConsulBackend
-from libkv_consul.http import first_read_wait
+from libkv_consul._async.driver import AsyncConsulBackend
+from libkv_consul.common import first_read_wait
 
 import libkv
 from integration.servers import ConsulCluster
 from libkv import Action
 from libkv.testing import CrossProcessConformance
 from libkv.testing.conformance.base import EVENT_TIMEOUT
+from libkv.testing.flavours import underlying
 from libkv.testing.history import WatchRecorder, replay
 from libkv.testing.polling import wait_until
+
+BACKENDS = (ConsulBackend, AsyncConsulBackend)  # the sync flavour's, the async one's
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +42,7 @@ class TestConsulCluster(CrossProcessConformance):
         return f"{shared_consul_cluster.url}/t{uuid.uuid4().hex}?session_ttl_min=1"
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_store_carries_on_after_the_leader_is_killed(consul_cluster: ConsulCluster) -> None:
     """Writes go on through the election (failing only with NotReachableError or
     UnknownOutcomeError), every acknowledged write survives, a watch converges, and a
@@ -92,12 +97,14 @@ def test_store_carries_on_after_the_leader_is_killed(consul_cluster: ConsulClust
             )
             assert recorder.error is None and not watch.closed
         assert (
-            isinstance(store.backend, ConsulBackend) and store.backend.endpoint != leader.endpoint
+            isinstance(underlying(store).backend, BACKENDS)
+            and underlying(store).backend.endpoint != leader.endpoint
         )
         assert not lease.lost.is_set()
         assert store.get("service").value == b"up"
 
 
+@pytest.mark.usefixtures("both_flavours")
 def test_a_frozen_agent_holds_no_read_or_watch_for_the_whole_timeout(
     consul_cluster: ConsulCluster,
 ) -> None:
@@ -115,8 +122,8 @@ def test_a_frozen_agent_holds_no_read_or_watch_for_the_whole_timeout(
     timeout = 3.0
     bound = first_read_wait(timeout) + 1.0  # one abandoned attempt, then an answer
     with libkv.open(f"{url}/t{uuid.uuid4().hex}?session_ttl_min=1&timeout={timeout}") as store:
-        assert isinstance(store.backend, ConsulBackend)
-        assert store.backend.endpoint == frozen.endpoint
+        assert isinstance(underlying(store).backend, BACKENDS)
+        assert underlying(store).backend.endpoint == frozen.endpoint
         frozen.pause()
         try:
             started = time.monotonic()
@@ -125,7 +132,7 @@ def test_a_frozen_agent_holds_no_read_or_watch_for_the_whole_timeout(
                 took = time.monotonic() - started
                 assert init is not None and init.action is Action.INIT
                 assert took < bound, f"INIT took {took:.2f} s (bound {bound:.2f} s)"
-                assert store.backend.endpoint != frozen.endpoint
+                assert underlying(store).backend.endpoint != frozen.endpoint
                 written = store.put("after-the-freeze", b"v")
                 event = watch.next_event(EVENT_TIMEOUT)
                 assert event is not None and event.pair == written

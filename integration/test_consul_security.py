@@ -22,6 +22,9 @@ from integration.servers import ConsulServer, make_test_certificates
 from libkv import Action
 from libkv.testing.polling import wait_until
 
+# Every test here runs in both flavours (libkv and libkv.aio).
+pytestmark = pytest.mark.usefixtures("both_flavours")
+
 
 def _namespace() -> str:
     return f"t{uuid.uuid4().hex}?session_ttl_min=1"

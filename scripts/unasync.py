@@ -17,9 +17,9 @@ async code under ``libkv/_async/``; this script writes the sync flavour next to 
   ``# sync-only: begin`` and ``# sync-only: end``.
 
 The same goes for a driver's modules listed in ``PLUGINS`` (the Redis driver's
-``libkv_redis/_async/driver.py`` to ``libkv_redis/driver.py``, the ZooKeeper
-driver's and the etcd driver's likewise), with the renames of its client added
-(``redis.asyncio`` to ``redis``, ``grpc.aio`` to ``grpc``).
+``libkv_redis/_async/driver.py`` to ``libkv_redis/driver.py``, the ZooKeeper, etcd and
+Consul drivers' likewise), with the renames of its client added (``redis.asyncio`` to
+``redis``, ``grpc.aio`` to ``grpc``).
 
 The output is formatted with ruff. ``--check`` writes nothing and exits 1 when a
 generated file is not current, so CI fails when one flavour changes without the other.
@@ -60,6 +60,7 @@ COMMENTED = re.compile(r"^(\s*)# ?(.*)$")
 
 
 REDIS = ROOT / "plugins" / "redis" / "libkv_redis"
+CONSUL = ROOT / "plugins" / "consul" / "libkv_consul"
 ZOOKEEPER = ROOT / "plugins" / "zookeeper" / "libkv_zookeeper"
 ETCD = ROOT / "plugins" / "etcd" / "libkv_etcd"
 # A driver's async source modules and their sync targets, with the renames its client
@@ -86,6 +87,13 @@ PLUGINS: dict[Path, tuple[Path, list[tuple[re.Pattern[str], str]]]] = {
             (re.compile(r"\bgrpc\.aio\.(?=\w)"), "grpc."),
             (re.compile(r"\blibkv_etcd\._async\b"), "libkv_etcd"),
             (re.compile(r"\bopen_etcd_async\b"), "open_etcd"),
+        ],
+    ),
+    CONSUL / "_async" / "driver.py": (
+        CONSUL / "driver.py",
+        [
+            (re.compile(r"\blibkv_consul\._async\b"), "libkv_consul"),
+            (re.compile(r"\bopen_consul(s?)_async\b"), r"open_consul\1"),
         ],
     ),
 }

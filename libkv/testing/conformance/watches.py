@@ -431,6 +431,67 @@ class WatchConformance(ConformanceBase):
             event = self.next_event(watch)
         assert (event.action, event.pair) == (Action.UPDATE, created)
 
+    def test_watches_on_one_prefix_each_converge_and_a_slow_one_holds_up_none(
+        self, store: Store, other_store: Store
+    ) -> None:
+        """Many watches of one store on one prefix (a driver may serve them with one
+        query): each converges to list(prefix); one that is not consumed holds up none
+        of the others, and converges once it is read; a watch of the prefix's own key
+        sees that key only; closing some of them leaves the others watching."""
+        store.put("s/a", b"0")
+        watches = [store.watch("s", recursive=True) for _ in range(12)]
+        slow = store.watch("s", recursive=True)
+        single = store.watch("s")
+        recorders: list[WatchRecorder] = []
+
+        def converge(recorder: WatchRecorder, truth: dict[str, KVPair]) -> None:
+            init = self.recorded_init(recorder)
+            wait_until(
+                lambda: replay(init, recorder.events[1:]) == truth,
+                CONVERGENCE_BOUND,
+                message=lambda: "\n".join(map(describe, recorder.events)),
+            )
+            assert recorder.error is None
+
+        try:
+            recorders = [WatchRecorder(watch).__enter__() for watch in watches]
+            for recorder in recorders:
+                self.recorded_init(recorder)
+            slow_init = self.first_event(slow)
+            self.first_event(single)
+            for index in range(20):
+                other_store.put(f"s/k{index % 5}", str(index))
+            other_store.delete("s/a")
+            top = other_store.put("s", b"top")
+            truth = {pair.key: pair for pair in other_store.list("s")}
+            for recorder in recorders:
+                converge(recorder, truth)
+            # The slow watch held none of the others up; read now, it converges too.
+            slow_events: list[Event] = []
+
+            def slow_converged() -> bool:
+                slow_events.extend(iter(lambda: slow.next_event(timeout=0.05), None))
+                return replay(slow_init, slow_events) == truth
+
+            wait_until(
+                slow_converged,
+                CONVERGENCE_BOUND,
+                message=lambda: "\n".join(map(describe, slow_events)),
+            )
+            event = self.next_event(single)
+            assert (event.action, event.key, event.pair) == (Action.UPDATE, "s", top)
+            for watch in watches[6:]:
+                watch.close()
+            truth["s/late"] = other_store.put("s/late", b"1")
+            for recorder in recorders[:6]:
+                converge(recorder, truth)
+            assert single.next_event(timeout=0.2) is None  # s/late is not its key
+        finally:
+            for recorder in recorders:
+                recorder.stop()
+            for watch in [*watches, slow, single]:
+                watch.close()
+
     def test_watch_close_ends_a_blocked_iteration_within_one_second(self, store: Store) -> None:
         """close() from another thread ends iteration (StopIteration) within 1 s and
         unblocks next_event (None); after it, the watch yields nothing."""

@@ -1,27 +1,24 @@
-"""The one HTTP client of the Consul driver: urllib3 connection pools, one per agent.
+"""The sync Consul driver's I/O: its HTTP client on urllib3, and the thread and wake-up
+of a shared blocking query. Hand-written, as its async twin
+:mod:`libkv_consul._async.http` (aiohttp, tasks) is; the rules both follow (which
+failure is retried where, which is an unknown outcome, the error messages) are
+:class:`libkv_consul.common.Agents` and :class:`~libkv_consul.common.Attempts`.
 
-Every request of the driver goes through :class:`ConsulHTTP`: plain calls through a
-keep-alive pool per agent address, blocking queries of watches through a
-:class:`BlockingConnection` of their own (made by the same client, with the same TLS
-context and token), so that closing a watch can abort its query at once.
-
-This is also the driver's error boundary: urllib3 failures and HTTP error statuses
-become libkv errors here, with the original chained as ``__cause__`` and the ACL
-token scrubbed from every message.
+Plain calls go through a keep-alive pool per agent address; each shared blocking
+query through a :class:`BlockingConnection` of its own (same TLS context and token),
+so that ending a query can abort it at once. This is the driver's error boundary:
+urllib3 failures and HTTP error statuses become libkv errors here, with the original
+chained as ``__cause__`` and the ACL token scrubbed from every message.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import math
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from urllib.parse import quote
+from collections.abc import Callable, Sequence
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -34,100 +31,43 @@ from urllib3.exceptions import (
 )
 from urllib3.response import BaseHTTPResponse
 
-from libkv.driver import (
-    AuthenticationError,
-    KVError,
-    NotReachableError,
-    StoreClosedError,
-    UnknownOutcomeError,
-    ValueTooLargeError,
+from libkv_consul.common import (
+    Agents,
+    Failure,
+    Reply,
+    Settings,
+    first_read_wait,
+    key_path,
+    reply_of,
 )
 
-__all__ = ["BlockingConnection", "ConsulHTTP", "Reply", "first_read_wait", "key_path"]
+# key_path and first_read_wait: where the benchmark and older tests import them from.
+__all__ = [
+    "BlockingConnection",
+    "ConsulHTTP",
+    "Signal",
+    "Worker",
+    "first_read_wait",
+    "key_path",
+]
 
-log = logging.getLogger(__name__)
-
-ANSWERED = (200, 404, 409)
-"""Statuses handed back to the caller: success, no such key or session, failed txn."""
-_LEADERLESS = ("No cluster leader", "no leader", "rpc error: No path to datacenter")
 _POOL_SIZE = 16  # concurrent requests per agent kept alive; more are made and dropped
-# A read's first attempt waits for its answer a quarter of the timeout, within these
-# bounds (seconds), then goes to the next agent; see ConsulHTTP.request.
-_SHORTEST_READ_WAIT = 0.5
-_LONGEST_READ_WAIT = 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """An answered request: status, body, ``X-Consul-Index`` (0 if absent), and whether
-    Consul left out results the ACL token may not read."""
+class ConsulHTTP(Agents):
+    """Requests to a list of Consul agents (HTTP or HTTPS), with the ACL token; see
+    :class:`~libkv_consul.common.Attempts` for how a request moves between agents."""
 
-    status: int
-    data: bytes
-    index: int
-    filtered: bool = False
-
-
-def key_path(key: str) -> str:
-    """``/v1/kv/<key>`` with every character but ``/`` percent-encoded (UTF-8)."""
-    return "/v1/kv/" + quote(key, safe="/")
-
-
-class ConsulHTTP:
-    """Requests to a list of Consul agents (HTTP or HTTPS), with the ACL token.
-
-    A request goes to the current agent; when the agent cannot be reached or has no
-    leader (so the request was certainly not applied), it moves to the next one and
-    retries until ``timeout`` seconds have passed. A write that may have reached the
-    server raises UnknownOutcomeError rather than being sent twice. A read unanswered
-    after ``first_read_wait(timeout)`` is sent again to the next agent, each such retry
-    waiting twice as long, so that neither a frozen agent nor a follower holding the
-    read until it learns a new leader takes the whole timeout.
-
-    ``last_contact`` is the ``time.monotonic()`` of the latest answer from any agent to
-    any request of this client (blocking queries included), 0.0 before the first.
-    """
-
-    def __init__(
-        self,
-        addresses: Sequence[tuple[str, int]],
-        *,
-        tls: ssl.SSLContext | None,
-        token: str | None,
-        datacenter: str | None,
-        timeout: float,
-    ) -> None:
-        self.addresses = list(addresses)
-        self.timeout = timeout
-        self._tls = tls
-        self._token = token
-        self._headers = {"X-Consul-Token": token} if token else {}
-        self._datacenter = datacenter
-        self._current = 0
-        self._closed = False
-        self.last_contact = 0.0
-        self._lock = threading.Lock()
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
         self._pools: list[urllib3.HTTPConnectionPool] = [
             urllib3.HTTPSConnectionPool(
-                host, port, maxsize=_POOL_SIZE, retries=False, ssl_context=tls
+                host, port, maxsize=_POOL_SIZE, retries=False, ssl_context=self._tls
             )
-            if tls is not None
+            if self._tls is not None
             else urllib3.HTTPConnectionPool(host, port, maxsize=_POOL_SIZE, retries=False)
             for host, port in self.addresses
         ]
-
-    @property
-    def endpoint(self) -> str:
-        """``host:port`` of the agent requests currently go to."""
-        host, port = self.addresses[self._current]
-        return f"{host}:{port}"
-
-    def url_of(self, path: str, query: Sequence[str]) -> str:
-        """``path?query`` with the datacenter added when one was chosen."""
-        parameters = list(query)
-        if self._datacenter:
-            parameters.append("dc=" + quote(self._datacenter, safe=""))
-        return path + ("?" + "&".join(parameters) if parameters else "")
 
     def request(
         self,
@@ -149,19 +89,11 @@ class ConsulHTTP:
         AuthenticationError on 403, ValueTooLargeError on 413, KVError otherwise.
         """
         url = self.url_of(path, query)
-        deadline = time.monotonic() + self.timeout
-        attempt = 0
-        # A write waits for its answer until the deadline (sending it again could apply
-        # it twice); a read gives up on an agent sooner and asks the next one.
-        read_wait = math.inf if write else first_read_wait(self.timeout)
+        attempts = self.attempts(write=write, persist=persist)
         while True:
-            if self._closed:
-                raise StoreClosedError("store is closed")
-            index = self._current
-            remaining = max(deadline - time.monotonic(), 0.001)
-            cause: BaseException | None = None
+            agent, connect, read = attempts.next()
             try:
-                response = self._pools[index].urlopen(
+                response = self._pools[agent].urlopen(
                     method,
                     url,
                     body=body,
@@ -169,89 +101,18 @@ class ConsulHTTP:
                     retries=False,
                     redirect=False,
                     assert_same_host=False,
-                    timeout=urllib3.Timeout(connect=remaining, read=min(remaining, read_wait)),
+                    timeout=urllib3.Timeout(connect=connect, read=read),
                 )
             except HTTPError as error:
-                sent = not isinstance(error, (NewConnectionError, ConnectTimeoutError))
-                if isinstance(error, SSLError) or (sent and write):
-                    raise self.failure(error, write=write) from error
-                if isinstance(error, ReadTimeoutError):
-                    read_wait *= 2  # a read that is merely slow still gets its answer
-                cause, failure = error, self.failure(error, write=False)
+                attempts.failed(_kind(error), error)
             else:
-                reply = _reply(response)
-                if reply.status in ANSWERED:
-                    self.last_contact = time.monotonic()
-                if reply.status in ANSWERED and not reply.filtered:
+                reply = attempts.reply(_reply(response))
+                if reply is not None:
                     return reply
-                failure = self.status_error(reply, write=write)
-                if type(failure) is not NotReachableError:
-                    raise failure
-            self._next_agent(index, str(failure))
-            attempt += 1
-            pause = 0.0 if attempt % len(self._pools) else min(0.05 * attempt, 0.5)
-            # Give up only once the whole timeout has passed (a last attempt at the
-            # deadline), so that "unreachable for the timeout" is true when raised: the
-            # watch engine fails a watch only after that long without the agent.
-            now = time.monotonic()
-            if now >= deadline or (not persist and attempt >= len(self._pools)):
-                raise failure from cause
-            time.sleep(min(pause, deadline - now))
-
-    def status_error(self, reply: Reply, *, write: bool) -> KVError:
-        """The libkv error for an HTTP status other than 200, 404 and 409."""
-        text = self.scrub(reply.data.decode("utf-8", "replace").strip())
-        where = f"Consul at {self.endpoint}"
-        if reply.filtered:
-            # A listing without the keys the token may not read would be a false answer.
-            return AuthenticationError(f"{where}: the ACL token may not read every key asked for")
-        if reply.status in (401, 403):
-            return AuthenticationError(f"{where} refused the ACL token: {text}")
-        if reply.status == 413:
-            return ValueTooLargeError(f"{where}: request too large: {text}")
-        if reply.status == 429 or any(reason in text for reason in _LEADERLESS):
-            # Refused before being applied (rate limit, no leader): safe to retry.
-            return NotReachableError(f"{where} cannot serve requests now: {text}")
-        if reply.status >= 500 and not text.startswith("Invalid"):
-            if write:
-                return UnknownOutcomeError(
-                    f"{where}: write may or may not be applied: {reply.status} {text}"
-                )
-            return NotReachableError(f"{where}: {reply.status} {text}")
-        return KVError(f"{where}: {reply.status} {text}")
-
-    def failure(self, error: BaseException, *, write: bool) -> KVError:
-        """The libkv error for a request that got no answer."""
-        where = f"Consul at {self.endpoint}"
-        text = self.scrub(str(error))
-        if self._closed:
-            return StoreClosedError("store is closed")
-        if isinstance(error, SSLError):
-            # TLS failed, so Consul's HTTP server never read the request: not applied.
-            if "alert" in text and "certificate" in text:
-                return AuthenticationError(f"{where} refused our client certificate: {text}")
-            return NotReachableError(f"{where}: TLS handshake failed: {text}")
-        if write:
-            return UnknownOutcomeError(f"{where}: write may or may not be applied: {text}")
-        return NotReachableError(f"{where} not reachable within {self.timeout} s: {text}")
-
-    def scrub(self, text: str) -> str:
-        """``text`` with the ACL token replaced by ``***``."""
-        return text.replace(self._token, "***") if self._token else text
-
-    def _next_agent(self, index: int, reason: str) -> None:
-        with self._lock:
-            if len(self._pools) > 1 and self._current == index:
-                self._current = (index + 1) % len(self._pools)
-                log.info(
-                    "Consul agent %s:%s unavailable (%s); trying %s",
-                    *self.addresses[index],
-                    reason,
-                    self.endpoint,
-                )
+            time.sleep(attempts.pause)
 
     def blocking_connection(self) -> BlockingConnection:
-        """A connection of its own to the current agent, for one watch's blocking queries."""
+        """A connection of its own to the current agent, for one query's blocking reads."""
         return BlockingConnection(self, self._current)
 
     def close(self) -> None:
@@ -292,20 +153,11 @@ class BlockingConnection:
                 # existed to be shut down: the query would wait out its whole timeout.
                 raise ConnectionAbortedError("watch closed")
             reply = _reply(connection.getresponse())
-            if reply.status in ANSWERED:
-                client.last_contact = time.monotonic()
         except (HTTPError, OSError) as error:
             connection.close()
-            if isinstance(error, SSLError):
-                raise client.failure(error, write=False) from error
-            if not self._aborted:  # the next watch connection goes to the next agent
-                client._next_agent(self._agent, str(error))
-            raise NotReachableError(
-                f"Consul at {self.endpoint}: blocking query failed: {client.scrub(str(error))}"
-            ) from error
-        if reply.status not in ANSWERED or reply.filtered:
-            raise client.status_error(reply, write=False)
-        return reply
+            kind = _kind(error)
+            raise client.watch_failure(kind, error, self._agent, aborted=self._aborted) from error
+        return client.watch_reply(reply)
 
     def abort(self) -> None:
         """Close the connection; a query blocked in another thread fails at once."""
@@ -317,27 +169,65 @@ class BlockingConnection:
         self._connection.close()
 
 
-def first_read_wait(timeout: float) -> float:
-    """How long the first attempt of a read waits for its answer (seconds): a quarter
-    of the store's timeout, 0.5 to 2 s. Consul answers a read at once unless the agent is
-    frozen or, without a leader, holds it (up to its rpc_hold_timeout of 7 s, answering
-    it only some time after a new leader is known); a new attempt is answered as soon
-    as there is a leader."""
-    return min(max(timeout / 4, _SHORTEST_READ_WAIT), _LONGEST_READ_WAIT)
+class Signal:
+    """Wakes a watch's poll when its query offers a snapshot or ends (from any thread).
+    A notify that comes before the wait is not lost: the next wait returns at once."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._set = False
+
+    def notify(self) -> None:
+        with self._condition:
+            self._set = True
+            self._condition.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for a notify (one since the last wait counts)."""
+        with self._condition:
+            if not self._set:
+                self._condition.wait(timeout)
+            self._set = False
+
+
+class Worker:
+    """A shared blocking query's loop, in a daemon thread (its async twin: a task)."""
+
+    def __init__(self, target: Callable[[], None], name: str) -> None:
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
+        self._started = False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the loop, once."""
+        with self._lock:
+            if not self._started:
+                self._started = True
+                self._thread.start()
+
+    def foreign(self) -> bool:
+        """Whether the loop belongs to another event loop (never, in threads)."""
+        return False
+
+    def stop(self) -> None:
+        """Nothing to do: aborting the query's connection ends the loop."""
+
+
+def _kind(error: BaseException) -> Failure:
+    if isinstance(error, (SSLError, ssl.SSLError)):
+        return Failure.TLS
+    if isinstance(error, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError)):
+        return Failure.NOT_SENT
+    if isinstance(error, (ReadTimeoutError, TimeoutError)):
+        return Failure.READ_TIMEOUT
+    return Failure.LOST
 
 
 def _reply(response: BaseHTTPResponse) -> Reply:
     headers = response.headers
-    return Reply(
+    return reply_of(
         response.status,
         response.data,
-        _index(headers.get("X-Consul-Index")),
-        headers.get("X-Consul-Results-Filtered-By-ACLs") == "true",
+        headers.get("X-Consul-Index"),
+        headers.get("X-Consul-Results-Filtered-By-ACLs"),
     )
-
-
-def _index(header: str | None) -> int:
-    try:
-        return int(header) if header else 0
-    except ValueError:
-        return 0

@@ -1,0 +1,1 @@
+"""The async flavour of the Consul driver: the source of the sync one."""
