@@ -51,7 +51,7 @@ class ChangeDedup:
 
     def __init__(self, after: int) -> None:
         self.revision = after + 1
-        self.keys: set[str] = set()
+        self.keys: set[str] | None = None  # made by the first change (an idle watch: none)
 
     def fresh(self, changes: Sequence[Event]) -> list[Event]:
         """The changes not delivered before, which count as delivered from now on."""
@@ -62,10 +62,13 @@ class ChangeDedup:
                 continue  # delivered already (a replay after reconnect)
             if revision > self.revision:
                 self.revision = revision
-                self.keys = set()
-            elif event.key in self.keys:
+                self.keys = None
+            elif self.keys is not None and event.key in self.keys:
                 continue
-            self.keys.add(event.key)
+            if self.keys is None:
+                self.keys = {event.key}
+            else:
+                self.keys.add(event.key)
             fresh.append(event)
         return fresh
 

@@ -21,7 +21,6 @@ plus a constant, however many keys have come and gone.
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -103,9 +102,13 @@ class Watch:
         self._recursive = recursive
         self._root = store._root
         self._prefix = store._driver_prefix(key) if recursive else store._root + key
-        # Events not yet returned, each with the revision that is safe once it is.
-        self._pending: collections.deque[tuple[Event, int]] = collections.deque()
-        self._closed = concurrency.Event()
+        # Events not yet returned, each with the revision that is safe once it is, from
+        # _pending[_head] on: a list and an index, not a deque, which holds 760 bytes
+        # even empty (an idle watch should hold little; 1,000 of them, 1,000 times that).
+        self._pending: list[tuple[Event, int]] = []
+        self._head = 0
+        self._closed = False
+        self._closing: concurrency.Event | None = None  # made for a backoff wait
         self._lock = threading.Lock()
         self._feed: Feed | None = None
         self._since = since
@@ -152,7 +155,7 @@ class Watch:
             event = self.next_event(None)
             if event is not None:
                 return event
-            if self._closed.is_set():
+            if self._closed:
                 raise StopIteration
 
     def __enter__(self) -> Watch:
@@ -168,7 +171,7 @@ class Watch:
     @property
     def closed(self) -> bool:
         """True once the watch is closed (by close(), its store, or a failure)."""
-        return self._closed.is_set()
+        return self._closed
 
     def next_event(self, timeout: float | None = None) -> Event | None:
         """The next event, or None if ``timeout`` seconds pass or the watch is closed.
@@ -181,15 +184,19 @@ class Watch:
         deadline = None if timeout is None else time.monotonic() + timeout
         polled = False
         while True:
-            if self._pending:
-                event, resume = self._pending.popleft()
+            if self._head < len(self._pending):
+                event, resume = self._pending[self._head]
+                self._head += 1
+                if self._head == len(self._pending):
+                    self._pending.clear()
+                    self._head = 0
                 self.revision = max(self.revision, resume)
                 return event
             if self._failure is not None:
                 failure, self._failure = self._failure, None
                 self.close()
                 raise failure
-            if self._closed.is_set():
+            if self._closed:
                 return None
             remaining = _POLL_SLICE if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
@@ -208,10 +215,13 @@ class Watch:
 
         Completes at once; in the async flavour it may also be awaited.
         """
-        self._closed.set()
-        self._store._watches.discard(self)
         with self._lock:
+            self._closed = True
+            closing = self._closing
             feed, self._feed = self._feed, None
+        if closing is not None:
+            closing.set()
+        self._store._watches.discard(self)
         if feed is not None:
             _close_feed(feed)
 
@@ -249,7 +259,7 @@ class Watch:
     def _adopt(self, feed: Feed) -> None:
         """Keep ``feed``, or close it if the watch was closed while it was opened."""
         with self._lock:
-            if not self._closed.is_set():
+            if not self._closed:
                 self._feed = feed
                 return
         _close_feed(feed)
@@ -258,7 +268,7 @@ class Watch:
         """One poll of the feed (or one attempt to reopen it), for up to ``timeout``."""
         feed = self._feed
         if feed is None:
-            if not self._closed.is_set():
+            if not self._closed:
                 self._reconnect(timeout)
             return
         started = time.monotonic()
@@ -329,8 +339,15 @@ class Watch:
             return
         wait = self._next_attempt - time.monotonic()
         # Back off between attempts; close() interrupts the wait.
-        if wait > 0 and (concurrency.wait(self._closed, min(wait, timeout)) or wait > timeout):
-            return
+        if wait > 0:
+            with self._lock:
+                if self._closed:
+                    return
+                if self._closing is None:
+                    self._closing = concurrency.Event()
+                closing = self._closing
+            if concurrency.wait(closing, min(wait, timeout)) or wait > timeout:
+                return
         started = time.monotonic()
         feed: Feed | None = None
         reread = False
@@ -353,7 +370,7 @@ class Watch:
                 self._failure = error
             return
         with self._lock:
-            if self._closed.is_set():
+            if self._closed:
                 _close_feed(feed)
                 return
             self._feed = feed
@@ -397,7 +414,7 @@ class Watch:
         after the batch's last.
         """
         if not events:
-            if self._pending:
+            if self._head < len(self._pending):
                 last, resume = self._pending[-1]
                 self._pending[-1] = (last, max(resume, revision))
             else:

@@ -19,7 +19,6 @@ plus a constant, however many keys have come and gone.
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -101,9 +100,13 @@ class AsyncWatch:
         self._recursive = recursive
         self._root = store._root
         self._prefix = store._driver_prefix(key) if recursive else store._root + key
-        # Events not yet returned, each with the revision that is safe once it is.
-        self._pending: collections.deque[tuple[Event, int]] = collections.deque()
-        self._closed = concurrency.AsyncEvent()
+        # Events not yet returned, each with the revision that is safe once it is, from
+        # _pending[_head] on: a list and an index, not a deque, which holds 760 bytes
+        # even empty (an idle watch should hold little; 1,000 of them, 1,000 times that).
+        self._pending: list[tuple[Event, int]] = []
+        self._head = 0
+        self._closed = False
+        self._closing: concurrency.AsyncEvent | None = None  # made for a backoff wait
         self._lock = threading.Lock()
         self._feed: AsyncFeed | None = None
         self._since = since
@@ -150,11 +153,11 @@ class AsyncWatch:
             event = await self.next_event(None)
             if event is not None:
                 return event
-            if self._closed.is_set():
+            if self._closed:
                 raise StopAsyncIteration
 
     async def __aenter__(self) -> AsyncWatch:
-        if not self._closed.is_set():  # async-only
+        if not self._closed:  # async-only
             await self._start()  # async-only
         return self
 
@@ -168,7 +171,7 @@ class AsyncWatch:
     @property
     def closed(self) -> bool:
         """True once the watch is closed (by close(), its store, or a failure)."""
-        return self._closed.is_set()
+        return self._closed
 
     async def next_event(self, timeout: float | None = None) -> Event | None:
         """The next event, or None if ``timeout`` seconds pass or the watch is closed.
@@ -179,19 +182,23 @@ class AsyncWatch:
         timeout.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._started and not self._closed.is_set():  # async-only
+        if not self._started and not self._closed:  # async-only
             await self._start()  # async-only
         polled = False
         while True:
-            if self._pending:
-                event, resume = self._pending.popleft()
+            if self._head < len(self._pending):
+                event, resume = self._pending[self._head]
+                self._head += 1
+                if self._head == len(self._pending):
+                    self._pending.clear()
+                    self._head = 0
                 self.revision = max(self.revision, resume)
                 return event
             if self._failure is not None:
                 failure, self._failure = self._failure, None
                 self.close()
                 raise failure
-            if self._closed.is_set():
+            if self._closed:
                 return None
             remaining = _POLL_SLICE if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
@@ -215,10 +222,13 @@ class AsyncWatch:
 
         Completes at once; in the async flavour it may also be awaited.
         """
-        self._closed.set()
-        self._store._watches.discard(self)
         with self._lock:
+            self._closed = True
+            closing = self._closing
             feed, self._feed = self._feed, None
+        if closing is not None:
+            closing.set()
+        self._store._watches.discard(self)
         if feed is not None:
             _close_feed(feed)
         return concurrency.DONE  # async-only
@@ -257,7 +267,7 @@ class AsyncWatch:
     def _adopt(self, feed: AsyncFeed) -> None:
         """Keep ``feed``, or close it if the watch was closed while it was opened."""
         with self._lock:
-            if not self._closed.is_set():
+            if not self._closed:
                 self._feed = feed
                 return
         _close_feed(feed)
@@ -266,7 +276,7 @@ class AsyncWatch:
         """One poll of the feed (or one attempt to reopen it), for up to ``timeout``."""
         feed = self._feed
         if feed is None:
-            if not self._closed.is_set():
+            if not self._closed:
                 await self._reconnect(timeout)
             return
         started = time.monotonic()
@@ -337,10 +347,15 @@ class AsyncWatch:
             return
         wait = self._next_attempt - time.monotonic()
         # Back off between attempts; close() interrupts the wait.
-        if wait > 0 and (
-            await concurrency.async_wait(self._closed, min(wait, timeout)) or wait > timeout
-        ):
-            return
+        if wait > 0:
+            with self._lock:
+                if self._closed:
+                    return
+                if self._closing is None:
+                    self._closing = concurrency.AsyncEvent()
+                closing = self._closing
+            if await concurrency.async_wait(closing, min(wait, timeout)) or wait > timeout:
+                return
         started = time.monotonic()
         feed: AsyncFeed | None = None
         reread = False
@@ -365,7 +380,7 @@ class AsyncWatch:
                 self._failure = error
             return
         with self._lock:
-            if self._closed.is_set():
+            if self._closed:
                 _close_feed(feed)
                 return
             self._feed = feed
@@ -409,7 +424,7 @@ class AsyncWatch:
         after the batch's last.
         """
         if not events:
-            if self._pending:
+            if self._head < len(self._pending):
                 last, resume = self._pending[-1]
                 self._pending[-1] = (last, max(resume, revision))
             else:
