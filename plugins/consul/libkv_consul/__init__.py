@@ -1,7 +1,9 @@
 """libkv's Consul driver: ``libkv.open("consul://token@host:8500/prefix")``.
 
 Installed, it registers the ``consul`` and ``consuls`` (HTTPS) schemes through the
-``libkv.stores`` entry points; see :mod:`libkv_consul.driver`.
+``libkv.stores`` entry points (:mod:`libkv_consul.driver`, on urllib3) and the
+``libkv.aio.stores`` ones (:mod:`libkv_consul._async.driver`, on aiohttp, the source
+the sync driver is generated from).
 """
 
 from libkv_consul.driver import (
