@@ -614,3 +614,27 @@ def test_a_grant_cancelled_after_it_was_sent_leaves_no_lease(
 
     libkv.aio.load("etcd")
     asyncio.run(scenario())
+
+
+def test_the_async_store_serves_one_loop_after_another(etcd_server: EtcdServer) -> None:
+    """Opened outside any loop, an async store serves asyncio.run() after asyncio.run()
+    (its channels and watch stream are made again in the new loop) and closes in a
+    third; it starts no thread."""
+    libkv.aio.load("etcd")
+    before = set(threading.enumerate())
+    store = libkv.aio.open(f"{etcd_server.url}/t{uuid.uuid4().hex}")
+    assert store.capabilities.native_async is True
+
+    async def use(turn: int) -> None:
+        async with store.watch("k") as watch:
+            init = await watch.next_event(EVENT_TIMEOUT)
+            assert init is not None and init.action is Action.INIT
+            written = await store.put("k", str(turn))
+            event = await watch.next_event(EVENT_TIMEOUT)
+            assert event is not None and event.pair == written
+
+    asyncio.run(use(1))
+    asyncio.run(use(2))
+    asyncio.run(store.close())
+    started = {thread for thread in set(threading.enumerate()) - before if thread.is_alive()}
+    assert not [thread.name for thread in started if thread.name.startswith("libkv")]
