@@ -12,6 +12,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 
+import grpc
 import pytest
 from libkv_etcd import EtcdBackend, common
 from libkv_etcd.driver import CAPABILITIES
@@ -552,6 +553,49 @@ class TestOneWatchStreamPerStore(ConformanceBase):
             assert event is not None and event.pair == written
 
 
+class _ShortTokenEtcdServer(EtcdServer):
+    """Authentication on (``auth=True``), with tokens that expire after 2 s unused."""
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--auth-token-ttl", "2"]
+
+
+class TestAStreamWhoseTokenExpired(ConformanceBase):
+    """etcd checks a watch stream's token (sent once, when it opens) at each create."""
+
+    def test_a_new_watch_goes_on_a_new_stream_and_the_old_one_carries_on(
+        self, open_url: Callable[..., libkv.Store]
+    ) -> None:
+        with _ShortTokenEtcdServer(auth=True) as server:
+            store = open_url(server.credentials_url)
+            first = store.watch("a")
+            init = first.next_event(EVENT_TIMEOUT)
+            assert init is not None and init.action is Action.INIT
+            token = underlying(store).backend._metadata
+            kv = etcdrpc.KVStub(grpc.insecure_channel(server.endpoint))
+
+            def expired() -> bool:  # the store's token, which its watch stream has
+                try:
+                    kv.Range(etcdrpc.RangeRequest(key=b"libkv/a"), metadata=token, timeout=5)
+                except grpc.RpcError as error:
+                    return error.code() is grpc.StatusCode.UNAUTHENTICATED
+                return False
+
+            # Each check uses the token, which keeps it alive: check less often than its ttl.
+            wait_until(expired, 20, interval=3.0, message="the token did not expire")
+            second = store.watch("b")
+            init = second.next_event(EVENT_TIMEOUT)
+            assert init is not None and init.action is Action.INIT
+            for watch, key in ((second, "b"), (first, "a")):
+                written = store.put(key, b"v")
+                event = watch.next_event(EVENT_TIMEOUT)
+                assert event is not None and event.pair == written
+            streams = _metric(server, "etcd_debugging_mvcc_watch_stream_total")
+            assert streams == 2  # the old stream still carries the first watch
+            first.close()
+            second.close()
+
+
 def test_a_grant_cancelled_after_it_was_sent_leaves_no_lease(
     stopped_server: EtcdServer,
 ) -> None:
@@ -570,3 +614,27 @@ def test_a_grant_cancelled_after_it_was_sent_leaves_no_lease(
 
     libkv.aio.load("etcd")
     asyncio.run(scenario())
+
+
+def test_the_async_store_serves_one_loop_after_another(etcd_server: EtcdServer) -> None:
+    """Opened outside any loop, an async store serves asyncio.run() after asyncio.run()
+    (its channels and watch stream are made again in the new loop) and closes in a
+    third; it starts no thread."""
+    libkv.aio.load("etcd")
+    before = set(threading.enumerate())
+    store = libkv.aio.open(f"{etcd_server.url}/t{uuid.uuid4().hex}")
+    assert store.capabilities.native_async is True
+
+    async def use(turn: int) -> None:
+        async with store.watch("k") as watch:
+            init = await watch.next_event(EVENT_TIMEOUT)
+            assert init is not None and init.action is Action.INIT
+            written = await store.put("k", str(turn))
+            event = await watch.next_event(EVENT_TIMEOUT)
+            assert event is not None and event.pair == written
+
+    asyncio.run(use(1))
+    asyncio.run(use(2))
+    asyncio.run(store.close())
+    started = {thread for thread in set(threading.enumerate()) - before if thread.is_alive()}
+    assert not [thread.name for thread in started if thread.name.startswith("libkv")]

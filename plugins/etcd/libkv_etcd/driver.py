@@ -332,10 +332,11 @@ class EtcdBackend(Backend):
     def _watch_stream(self) -> WatchStream:
         """The stream new watches go on: the last one, or a new one (on the member
         requests go to) if it broke or its token expired; those left idle are closed."""
+        # A stream of an earlier loop ended with it.
+        self._streams = [stream for stream in self._streams if _current_loop(stream)]
         for idle in [stream for stream in self._streams if stream.idle]:
             self._streams.remove(idle)
             idle.close()
-        self._streams = [stream for stream in self._streams if _current_loop(stream)]
         last = self._streams[-1] if self._streams else None
         if last is not None and last.accepting:
             return last
@@ -386,7 +387,8 @@ class EtcdBackend(Backend):
         self.closed = True
         streams, self._streams = self._streams, []
         for stream in streams:
-            stream.close()
+            if _current_loop(stream):
+                stream.close()
         for endpoint in self._endpoints:
             endpoint.close()
 

@@ -81,6 +81,10 @@ class _Endpoint:
         self.auth = etcdrpc.AuthStub(self.channel)
 
     async def close(self) -> None:
+        # async-only: begin
+        if self._loop is not asyncio.get_running_loop():
+            return  # its loop has ended, and its channel with it
+        # async-only: end
         if self.channel is not None:
             await self.channel.close()
 
@@ -351,10 +355,11 @@ class AsyncEtcdBackend(AsyncBackend):
     async def _watch_stream(self) -> AsyncWatchStream:
         """The stream new watches go on: the last one, or a new one (on the member
         requests go to) if it broke or its token expired; those left idle are closed."""
+        # A stream of an earlier loop ended with it.
+        self._streams = [stream for stream in self._streams if _current_loop(stream)]
         for idle in [stream for stream in self._streams if stream.idle]:
             self._streams.remove(idle)
             await idle.close()
-        self._streams = [stream for stream in self._streams if _current_loop(stream)]
         last = self._streams[-1] if self._streams else None
         if last is not None and last.accepting:
             return last
@@ -407,7 +412,8 @@ class AsyncEtcdBackend(AsyncBackend):
         self.closed = True
         streams, self._streams = self._streams, []
         for stream in streams:
-            await stream.close()
+            if _current_loop(stream):
+                await stream.close()
         await self._cleanup.wait()  # async-only
         for endpoint in self._endpoints:
             await endpoint.close()
