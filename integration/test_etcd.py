@@ -22,6 +22,8 @@ import libkv
 import libkv.aio
 from integration.servers import EtcdServer, free_port
 from libkv import Action, ops
+from libkv._async.sharing import AsyncSubscription
+from libkv.sharing import Subscription
 from libkv.testing import CrossProcessConformance, WatchRecorder
 from libkv.testing.conformance.base import EVENT_TIMEOUT, ConformanceBase
 from libkv.testing.flavours import underlying
@@ -521,7 +523,9 @@ class TestOneWatchStreamPerStore(ConformanceBase):
             for watch in (slow, fast):
                 init = watch.next_event(EVENT_TIMEOUT)
                 assert init is not None and init.action is Action.INIT
-            feed = underlying(slow)._feed
+            subscription = underlying(slow)._feed  # the store's shared feed of the prefix
+            assert isinstance(subscription, (Subscription, AsyncSubscription))
+            feed = subscription.source
             assert isinstance(feed, common.WatchState)
             changes = []
             for index in range(30):

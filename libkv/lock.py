@@ -21,6 +21,7 @@ from libkv.errors import (
     KeyModifiedError,
     KeyNotFoundError,
     KVError,
+    LeaseNotFoundError,
     LockError,
     NotReachableError,
 )
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from libkv.lease import Lease
 
 __all__ = ["Lock"]
+
+_LEASE_REPLACEMENTS = 3  # leases lost before use that one acquire replaces, at most
 
 
 class Lock:
@@ -78,6 +81,7 @@ class Lock:
             seconds = check_timeout(timeout)
             deadline = None if seconds is None or seconds < 0 else time.monotonic() + seconds
             lease = self.store.lease(self.ttl)
+            replaced = 0
             try:
                 while True:
                     try:
@@ -86,6 +90,16 @@ class Lock:
                         if not blocking or not self._wait_for_release(deadline):
                             lease.revoke()
                             return False
+                        continue
+                    except LeaseNotFoundError:
+                        # The lease went before its key was written: it expired while
+                        # this waited, or a failover lost its grant (Redis replicates
+                        # asynchronously). Nothing is attached to it: take a new one.
+                        if replaced == _LEASE_REPLACEMENTS:
+                            raise
+                        replaced += 1
+                        lease.abandon()
+                        lease = self.store.lease(self.ttl)
                         continue
                     break
             except NotReachableError:

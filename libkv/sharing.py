@@ -198,6 +198,11 @@ class Subscription:
         self._overflowed = False
         self._closed = False
 
+    @property
+    def source(self) -> Feed:
+        """The backend feed this subscription shares (for a driver's own tests)."""
+        return self._shared._feed
+
     def _receive(self, batch: FeedBatch, size: int, backwards: bool) -> None:
         """Buffer ``batch`` (under the shared feed's lock); ``backwards``: its revision is
         below one handed out before (kept whatever its age, so the watch sees it)."""

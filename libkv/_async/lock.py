@@ -19,6 +19,7 @@ from libkv.errors import (
     KeyModifiedError,
     KeyNotFoundError,
     KVError,
+    LeaseNotFoundError,
     LockError,
     NotReachableError,
 )
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from libkv._async.lease import AsyncLease
 
 __all__ = ["AsyncLock"]
+
+_LEASE_REPLACEMENTS = 3  # leases lost before use that one acquire replaces, at most
 
 
 class AsyncLock:
@@ -76,6 +79,7 @@ class AsyncLock:
             seconds = check_timeout(timeout)
             deadline = None if seconds is None or seconds < 0 else time.monotonic() + seconds
             lease = await self.store.lease(self.ttl)
+            replaced = 0
             try:
                 while True:
                     try:
@@ -84,6 +88,16 @@ class AsyncLock:
                         if not blocking or not await self._wait_for_release(deadline):
                             await lease.revoke()
                             return False
+                        continue
+                    except LeaseNotFoundError:
+                        # The lease went before its key was written: it expired while
+                        # this waited, or a failover lost its grant (Redis replicates
+                        # asynchronously). Nothing is attached to it: take a new one.
+                        if replaced == _LEASE_REPLACEMENTS:
+                            raise
+                        replaced += 1
+                        await lease.abandon()
+                        lease = await self.store.lease(self.ttl)
                         continue
                     break
             except NotReachableError:
