@@ -65,14 +65,14 @@ NOTES: dict[tuple[str, str], str] = {
     ("zookeeper", "watch p50"): "libkv: recursive persistent watch; raw: one-key DataWatch",
     ("zookeeper", "lock cycle"): _LOCK_NOTE + " (TTL znode + attached entry)",
     ("zookeeper", "get_many(100)"): "one multiRead vs 100 getData calls",
-    ("redis", "100 watchers"): "libkv: each watch blocks in XREAD on the log stream on a"
-    " connection of its own; raw: 100 pub/sub connections",
-    ("etcd", "100 watchers"): "libkv: a watch stream and reader thread per watch; raw: 100"
-    " callbacks on python-etcd3's one shared watch stream",
-    ("etcd", "idle watch"): "libkv: a watch stream and reader thread per watch; raw: a"
-    " callback on python-etcd3's one shared watch stream",
-    ("zookeeper", "idle watch"): "libkv: a recursive persistent watch and its bookkeeping;"
-    " raw: a one-key DataWatch",
+    ("redis", "100 watchers"): "libkv: the 100 watches share one XREAD on the log stream"
+    " (one feed per watched prefix); raw: 100 pub/sub connections",
+    ("etcd", "100 watchers"): "libkv: the 100 watches share one etcd watch on the store's"
+    " one watch stream; raw: 100 callbacks on python-etcd3's one shared watch stream",
+    ("etcd", "idle watch"): "libkv: the engine's state of a watch sharing one etcd watch;"
+    " raw: a callback on python-etcd3's one shared watch stream",
+    ("zookeeper", "idle watch"): "libkv: the engine's state of a watch sharing one"
+    " recursive persistent watch; raw: a one-key DataWatch",
     ("consul", "put"): "PUT /v1/txn (delete + set: a new ModifyIndex for every write)",
     ("consul", "cas update"): "PUT /v1/txn (check-index + delete + set)",
     ("consul", "lock cycle"): _LOCK_NOTE + " (a session, like raw)",
