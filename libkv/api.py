@@ -33,6 +33,7 @@ from libkv.errors import (
     _ConditionError,
 )
 from libkv.keepalive import Keepalive
+from libkv.lock import Lock, LockLeases
 from libkv.model import MAX_REVISION, Capabilities, KVPair
 from libkv.ops import Op, OpKind
 from libkv.sharing import SharedFeeds
@@ -40,7 +41,6 @@ from libkv.sharing import SharedFeeds
 if TYPE_CHECKING:
     from libkv.backend import Backend
     from libkv.lease import Lease
-    from libkv.lock import Lock
     from libkv.url import StoreURL
     from libkv.watching import Watch
 
@@ -73,6 +73,7 @@ class Store:
         self._shared_feeds = SharedFeeds(self)  # one backend feed per watched prefix
         self._leases: weakref.WeakSet[Lease] = weakref.WeakSet()
         self._keepalive = Keepalive(f"libkv-keepalive-{self.url.scheme}")
+        self._lock_leases = LockLeases(self)  # the leases its locks share
         self._close_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -324,12 +325,14 @@ class Store:
 
     def lock(self, key: str, *, ttl: float = 15.0, value: object = b"") -> Lock:
         """A distributed lock on ``key`` (not acquired yet); see :class:`Lock`."""
-        from libkv.lock import Lock
-
         if self._closed:
             self._raise_closed()
         return Lock(
-            self, keyspace.normalize_key(key), self._check_ttl(ttl), keyspace.to_bytes(value)
+            self,
+            keyspace.normalize_key(key),
+            self._check_ttl(ttl),
+            keyspace.to_bytes(value),
+            leases=self._lock_leases,
         )
 
     def compact(self, revision: int) -> None:

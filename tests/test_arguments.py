@@ -209,6 +209,21 @@ def test_lease_listeners_hear_every_keepalive_and_the_loss(store: libkv.Store) -
     assert heard[-1] is False and heard.count(False) == 1
 
 
+def test_a_removed_lease_listener_hears_no_more(store: libkv.Store) -> None:
+    kept: list[bool] = []
+    removed: list[bool] = []
+    lease = store.lease(0.3)
+    lease.add_listener(kept.append)
+    lease.add_listener(removed.append)
+    wait_until(lambda: len(removed) >= 1, 5)
+    lease.remove_listener(removed.append)
+    lease.remove_listener(print)  # never added: no error
+    heard = len(removed)
+    wait_until(lambda: len(kept) >= heard + 2, 5)
+    assert len(removed) == heard
+    lease.revoke()
+
+
 @pytest.mark.parametrize(
     ("url", "options"),
     [

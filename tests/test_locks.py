@@ -1,4 +1,5 @@
-"""A lock's own recovery, in isolation: a lease lost before its key was written."""
+"""A lock's leases, in isolation: shared by the locks of a store, disposed of when
+unused, replaced when lost before a key was written."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import pytest
 
 import libkv
 from libkv import LeaseNotFoundError
+from libkv.testing.polling import wait_until
+
+TTL = 1.0
 
 
 def lose_grants(store: libkv.Store, monkeypatch: pytest.MonkeyPatch, count: int) -> list[int]:
@@ -44,3 +48,84 @@ def test_an_acquire_gives_up_when_every_lease_vanishes(monkeypatch: pytest.Monke
             store.lock("resource").acquire(timeout=5)
         assert len(granted) == 4  # the first lease and three replacements
         assert store.list("") == []
+
+
+def count_leases(
+    store: libkv.Store, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[int], list[int]]:
+    """Record every lease id the backend grants and every one it is asked to revoke."""
+    backend = store.backend
+    grant, revoke = backend.grant_lease, backend.revoke_lease
+    granted: list[int] = []
+    revoked: list[int] = []
+
+    def granting(ttl: float) -> int:
+        granted.append(grant(ttl))
+        return granted[-1]
+
+    def revoking(lease_id: int) -> None:
+        revoked.append(lease_id)
+        revoke(lease_id)
+
+    monkeypatch.setattr(backend, "grant_lease", granting)
+    monkeypatch.setattr(backend, "revoke_lease", revoking)
+    return granted, revoked
+
+
+def test_locks_of_one_store_and_ttl_share_one_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    with libkv.open("memory://") as store:
+        granted, revoked = count_leases(store, monkeypatch)
+        kept = store.lock("kept", ttl=TTL)
+        assert kept.acquire(timeout=5)
+        for _ in range(5):
+            cycled = store.lock("cycled", ttl=TTL)
+            assert cycled.acquire(timeout=5)
+            cycled.release()
+        other = store.lock("other", ttl=2 * TTL)
+        assert other.acquire(timeout=5)
+        assert len(granted) == 2 and revoked == []  # one lease per ttl
+        kept.release()
+        other.release()
+
+
+def test_an_acquire_that_finds_the_lock_taken_leaves_no_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with libkv.open("memory://locks") as store, libkv.open("memory://locks") as waiting:
+        holder = store.lock("resource", ttl=TTL)
+        assert holder.acquire(timeout=5)
+        granted, revoked = count_leases(waiting, monkeypatch)
+        assert waiting.lock("resource", ttl=TTL).acquire(timeout=0.2) is False
+        assert len(granted) == 1 and revoked == granted
+        holder.release()
+
+
+def test_a_lease_unused_for_a_keepalive_period_is_revoked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with libkv.open("memory://") as store:
+        granted, revoked = count_leases(store, monkeypatch)
+        lock = store.lock("resource", ttl=TTL)
+        assert lock.acquire(timeout=5)
+        lock.release()
+        assert revoked == []  # kept for the next acquire...
+        wait_until(lambda: revoked == granted, 2 * TTL)  # ...for a keep-alive period at most
+        assert lock.acquire(timeout=5)  # and a new one is granted after that
+        assert len(granted) == 2
+        lock.release()
+
+
+def test_a_lock_whose_lease_is_lost_is_lost_and_the_next_takes_a_new_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with libkv.open("memory://") as store:
+        granted, _ = count_leases(store, monkeypatch)
+        lock = store.lock("resource", ttl=TTL)
+        assert lock.acquire(timeout=5)
+        store.backend.revoke_lease(granted[0])  # as a backend that dropped it would
+        wait_until(lock.lost.is_set, 2 * TTL)
+        with pytest.raises(libkv.LockError):
+            lock.release()
+        assert lock.acquire(timeout=5)
+        assert len(granted) == 2 and store.get("resource").version == lock.token
+        lock.release()

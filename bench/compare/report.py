@@ -37,8 +37,8 @@ OPERATIONS: dict[str, tuple[str, str]] = {
 }
 
 _LOCK_NOTE = (
-    "libkv lock = lease grant + create under the lease + delete + lease revoke, "
-    "and returns a fencing token"
+    "libkv lock = create under the lease its store's locks share (granted once, kept "
+    "alive) + delete, and returns a fencing token"
 )
 
 # Why a libkv write does more than the raw one, from the drivers' READMEs.
@@ -58,8 +58,9 @@ NOTES: dict[tuple[str, str], str] = {
     ("redis", "cas update"): "one Lua script that also bumps the revision and XADDs the log stream",
     ("redis", "get_many(100)"): "one MGET vs 100 GETs",
     ("redis", "watch p50"): "raw: keyspace notifications (no value, lost on disconnect)",
-    ("redis", "lock cycle"): _LOCK_NOTE + " (4 scripts); raw redis-py Lock is SET NX PX + Lua",
-    ("etcd", "lock cycle"): _LOCK_NOTE + "; raw python-etcd3 Lock leaves its lease to expire",
+    ("redis", "lock cycle"): _LOCK_NOTE + " (2 scripts); raw redis-py Lock is SET NX PX + Lua",
+    ("etcd", "lock cycle"): _LOCK_NOTE
+    + "; raw python-etcd3 Lock grants a lease per acquire and leaves it to expire",
     ("etcd", "get_many(100)"): "one Txn of 100 ranges vs 100 Range calls",
     ("zookeeper", "cas update"): "reads node and ancestors (multiRead), then one multi",
     ("zookeeper", "watch p50"): "libkv: recursive persistent watch; raw: one-key DataWatch",
@@ -75,7 +76,7 @@ NOTES: dict[tuple[str, str], str] = {
     " recursive persistent watch; raw: a one-key DataWatch",
     ("consul", "put"): "PUT /v1/txn (delete + set: a new ModifyIndex for every write)",
     ("consul", "cas update"): "PUT /v1/txn (check-index + delete + set)",
-    ("consul", "lock cycle"): _LOCK_NOTE + " (a session, like raw)",
+    ("consul", "lock cycle"): _LOCK_NOTE + " (a Consul session, like raw)",
     ("consul", "get_many(100)"): "the driver has no batched read: 100 GETs on both sides",
     ("consul", "get"): "raw py-consul (requests) with consistency=consistent, like libkv",
 }

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 from libkv import concurrency
 from libkv import keys as keyspace
 from libkv._async.keepalive import AsyncKeepalive
+from libkv._async.lock import AsyncLock, AsyncLockLeases
 from libkv._async.sharing import AsyncSharedFeeds
 from libkv.errors import (
     InvalidArgumentError,
@@ -39,7 +40,6 @@ from libkv.ops import Op, OpKind
 if TYPE_CHECKING:
     from libkv._async.backend import AsyncBackend
     from libkv._async.lease import AsyncLease
-    from libkv._async.lock import AsyncLock
     from libkv._async.watching import AsyncWatch
     from libkv.url import StoreURL
 
@@ -77,6 +77,7 @@ class AsyncStore:
         self._shared_feeds = AsyncSharedFeeds(self)  # one backend feed per watched prefix
         self._leases: weakref.WeakSet[AsyncLease] = weakref.WeakSet()
         self._keepalive = AsyncKeepalive(f"libkv-keepalive-{self.url.scheme}")
+        self._lock_leases = AsyncLockLeases(self)  # the leases its locks share
         self._close_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -346,12 +347,14 @@ class AsyncStore:
 
     def lock(self, key: str, *, ttl: float = 15.0, value: object = b"") -> AsyncLock:
         """A distributed lock on ``key`` (not acquired yet); see :class:`Lock`."""
-        from libkv._async.lock import AsyncLock
-
         if self._closed:
             self._raise_closed()
         return AsyncLock(
-            self, keyspace.normalize_key(key), self._check_ttl(ttl), keyspace.to_bytes(value)
+            self,
+            keyspace.normalize_key(key),
+            self._check_ttl(ttl),
+            keyspace.to_bytes(value),
+            leases=self._lock_leases,
         )
 
     async def compact(self, revision: int) -> None:

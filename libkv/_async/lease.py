@@ -122,6 +122,12 @@ class AsyncLease:
             except Exception:
                 log.exception("lease %s: a listener failed", self.id)
 
+    def remove_listener(self, listener: concurrency.AsyncListener) -> None:
+        """Call ``listener`` no more; no error if it was not added."""
+        with self._listeners_lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
     async def _stop(self) -> None:
         """Stop the keep-alive without revoking (the store is closing)."""
         self._stopped.set()

@@ -233,6 +233,38 @@ class LockConformance(ConformanceBase):
         assert contender.acquire(blocking=False) is False
         lock.release()
 
+    def test_locks_of_one_store_hold_and_release_independently(
+        self, store: Store, other_store: Store
+    ) -> None:
+        """Locks of one store and one ttl share one lease: a lock taken and released over
+        and over, or refused, never frees another, and every held lock outlives its ttl."""
+        ttl = self.ttl_for(store)
+        kept = store.lock("locks/kept", ttl=ttl, value=b"kept")
+        assert kept.acquire(timeout=EVENT_TIMEOUT)
+        for _ in range(3):
+            cycled = store.lock("locks/cycled", ttl=ttl, value=b"cycled")
+            assert cycled.acquire(timeout=EVENT_TIMEOUT)
+            cycled.release()
+        taken = other_store.lock("locks/taken", ttl=ttl, value=b"other")
+        assert taken.acquire(timeout=EVENT_TIMEOUT)
+        assert store.lock("locks/taken", ttl=ttl).acquire(blocking=False) is False
+        again = store.lock("locks/cycled", ttl=ttl, value=b"again")
+        assert again.acquire(timeout=EVENT_TIMEOUT)
+        assert_holds_until(
+            lambda: (
+                [(pair.key, pair.value) for pair in other_store.list("locks")]
+                == [("locks/cycled", b"again"), ("locks/kept", b"kept"), ("locks/taken", b"other")]
+                and kept.locked()
+                and again.locked()
+            ),
+            time.monotonic() + ttl + store.capabilities.ttl_slack + 0.5,
+            message="a held lock of the store was freed",
+        )
+        kept.release()
+        again.release()
+        taken.release()
+        assert other_store.list("locks") == []
+
     def test_lock_of_a_stopped_holder_is_freed_after_its_ttl(
         self, open_client: Callable[[], Store], other_store: Store
     ) -> None:
