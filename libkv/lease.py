@@ -191,4 +191,6 @@ class Lease:
             return None, reachable
         self._alive_until = time.monotonic() + remaining
         self._notify(True)
+        if self._stopped.is_set():  # a listener revoked it
+            return None, reachable
         return self._next_due(), reachable

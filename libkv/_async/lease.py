@@ -201,4 +201,6 @@ class AsyncLease:
             return None, reachable
         self._alive_until = time.monotonic() + remaining
         await self._notify(True)
+        if self._stopped.is_set():  # a listener revoked it
+            return None, reachable
         return self._next_due(), reachable

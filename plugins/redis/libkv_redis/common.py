@@ -119,6 +119,7 @@ class Script:
 
 COMMIT = Script(scripts.COMMIT)
 PUT = Script(scripts.PUT)
+WRITE_ONE = Script(scripts.WRITE_ONE)
 RANGE = Script(scripts.RANGE)
 DELETE_RANGE = Script(scripts.DELETE_RANGE)
 REAP = Script(scripts.REAP)
@@ -293,11 +294,20 @@ class Layout:
         return [*self.arguments, prefix, "[" + prefix + "/", "(" + prefix + "0"]
 
     def commit(self, ops: Sequence[Op]) -> tuple[Script, list[Argument]]:
-        """The script and arguments applying ``ops``: PUT for one plain put, else COMMIT."""
-        if len(ops) == 1:
+        """The script and arguments applying ``ops``: PUT for one plain put, WRITE_ONE
+        for any other write without ttl, else COMMIT."""
+        if len(ops) == 1 and ops[0].ttl is None and ops[0].kind is not OpKind.CHECK:
             op = ops[0]
-            if op.kind is OpKind.PUT and op.ttl is None and op.lease is None:
+            if op.kind is OpKind.PUT and op.lease is None:
                 return PUT, [*self.arguments, op.key, op.value]
+            return WRITE_ONE, [
+                *self.arguments,
+                _KIND_CODES[op.kind],
+                "" if op.version is None else str(op.version),
+                "" if op.lease is None else str(op.lease.id),
+                op.key,
+                op.value,
+            ]
         arguments: list[Argument] = [*self.arguments]
         for op in ops:
             header = "|".join(

@@ -35,6 +35,7 @@ from __future__ import annotations
 __all__ = [
     "COMMIT",
     "PUT",
+    "WRITE_ONE",
     "DELETE_RANGE",
     "GRANT_LEASE",
     "KEEPALIVE_LEASE",
@@ -266,23 +267,26 @@ return {revision}
 )
 """Apply a transaction atomically (see the comment at its top for ARGV and reply)."""
 
-PUT = (
+# The head of the lean scripts (PUT, WRITE_ONE): reap only when something is due, so
+# the prelude's functions are made only then; ``now``, ``t`` (the server's TIME) and P.
+_REAP_IF_DUE = (
     r"""
--- The common case, kept lean: one unconditional write without ttl or lease.
--- ARGV[3]: key, ARGV[4]: value. Returns the new revision. The log entry is the first
--- write (see the module docstring).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local P, key = ARGV[1], ARGV[3]
+local P = ARGV[1]
 if #redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', now, 'LIMIT', 0, 1) > 0 then
 """
     + _PRELUDE
     + r"""
   reap(now)
 end
+"""
+)
+
+# Log ``payload`` as the next revision, the log entry first (see the module docstring);
+# sets ``revision`` and its ``text``.
+_LOG_NEXT = r"""
 local current = redis.call('GET', KEYS[1])
-local value = ARGV[4]
-local payload = 'u' .. #key .. ':' .. key .. #value .. ':' .. value
 local revision, text
 if current then
   revision = tonumber(current) + 1
@@ -294,10 +298,11 @@ else  -- a new or wiped key space: start at the server clock in microseconds (se
   redis.call('XADD', P .. 'log', 'MAXLEN', ARGV[2], text .. '-0', 'c', payload, 'f', '1')
 end
 redis.call('SET', KEYS[1], text)
-local previous = redis.call('SET', P .. 'v:' .. key, text .. ':' .. value, 'GET')
-if not previous then
-  redis.call('ZADD', P .. 'index', 0, key)
-elseif string.byte(previous, 1) == 126 then  -- '~': detach it from its ttl or lease
+"""
+
+# Detach ``key`` from its ttl or lease if its ``previous`` data was marked '~'.
+_DETACH_MARKED = r"""
+if previous and string.byte(previous, 1) == 126 then
   local attachment = redis.call('HGET', P .. 'attached', key)
   redis.call('HDEL', P .. 'attached', key)
   if attachment == 't' then
@@ -306,10 +311,82 @@ elseif string.byte(previous, 1) == 126 then  -- '~': detach it from its ttl or l
     redis.call('SREM', P .. 'lease:' .. attachment, key)
   end
 end
+"""
+
+PUT = (
+    r"""
+-- The common case, kept lean: one unconditional write without ttl or lease.
+-- ARGV[3]: key, ARGV[4]: value. Returns the new revision.
+"""
+    + _REAP_IF_DUE
+    + r"""
+local key, value = ARGV[3], ARGV[4]
+local payload = 'u' .. #key .. ':' .. key .. #value .. ':' .. value
+"""
+    + _LOG_NEXT
+    + r"""
+local previous = redis.call('SET', P .. 'v:' .. key, text .. ':' .. value, 'GET')
+if not previous then redis.call('ZADD', P .. 'index', 0, key) end
+"""
+    + _DETACH_MARKED
+    + r"""
 return revision
 """
 )
 """Write one key unconditionally, with no ttl or lease (what ``put`` does most)."""
+
+WRITE_ONE = (
+    r"""
+-- One conditional write without ttl, kept lean: what a lock's create and release are.
+-- ARGV[3]: kind (p c u d, as in COMMIT), ARGV[4]: the expected version or '',
+-- ARGV[5]: a lease id or '', ARGV[6]: key, ARGV[7]: value. Replies as COMMIT does.
+"""
+    + _REAP_IF_DUE
+    + r"""
+local kind, expected, lease, key, value = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local data_key = P .. 'v:' .. key
+local previous = redis.call('GET', data_key)
+local version = 0
+if previous then version = tonumber(string.match(previous, '^~?(%d+):')) end
+if kind == 'c' then
+  if version ~= 0 then return {0, version} end
+elseif kind ~= 'p' and (version == 0 or (expected ~= '' and tonumber(expected) ~= version)) then
+  return {0, version}
+end
+local deadline
+if lease ~= '' then
+  deadline = redis.call('ZSCORE', P .. 'expiry', 'l' .. lease)
+  if not deadline then return {-1, 0} end
+  deadline = tonumber(deadline)
+  if deadline > 9007199254740992 then return {-2, 0} end
+end
+local payload
+if kind == 'd' then
+  payload = 'd' .. #key .. ':' .. key .. '0:'
+else
+  payload = 'u' .. #key .. ':' .. key .. #value .. ':' .. value
+end
+"""
+    + _LOG_NEXT
+    + _DETACH_MARKED
+    + r"""
+if kind == 'd' then
+  redis.call('DEL', data_key)
+  redis.call('ZREM', P .. 'index', key)
+elseif lease ~= '' then
+  redis.call('SET', data_key, '~' .. text .. ':' .. value)
+  redis.call('ZADD', P .. 'index', 0, key)
+  redis.call('HSET', P .. 'attached', key, lease)
+  redis.call('SADD', P .. 'lease:' .. lease, key)
+  redis.call('PEXPIREAT', data_key, string.format('%d', deadline))
+else
+  redis.call('SET', data_key, text .. ':' .. value)
+  redis.call('ZADD', P .. 'index', 0, key)
+end
+return {revision}
+"""
+)
+"""Apply one write without ttl (see the comment at its top for ARGV); COMMIT's reply."""
 
 RANGE = (
     _PRELUDE
