@@ -28,12 +28,14 @@ __all__ = [
     "Done",
     "async_checkpoint",
     "async_finish",
+    "async_loop",
     "async_running",
     "async_shielded",
     "async_spawn",
     "async_wait",
     "checkpoint",
     "finish",
+    "loop",
     "running",
     "shielded",
     "spawn",
@@ -73,6 +75,17 @@ async def async_wait(event: asyncio.Event, timeout: float | None) -> bool:
 def wait(event: threading.Event, timeout: float | None) -> bool:
     """Wait up to ``timeout`` seconds (None: no limit) for ``event``; whether it is set."""
     return event.wait(None if timeout is None else min(max(timeout, 0.0), _LONGEST_WAIT))
+
+
+def async_loop() -> object:
+    """What state tied to the flavour's background work belongs to: the running loop
+    (a task of it ends with it)."""
+    return asyncio.get_running_loop()
+
+
+def loop() -> object:
+    """The sync twin of :func:`async_loop`: no loop, so None (threads outlive none)."""
+    return None
 
 
 async def async_checkpoint() -> None:

@@ -47,14 +47,6 @@ __all__ = ["Lock", "LockLeases"]
 _LEASE_REPLACEMENTS = 3  # shared leases lost before use that one acquire replaces, at most
 
 
-def _event_loop() -> object:
-    """What a shared lease is bound to: the running event loop (async), nothing (sync).
-
-    A lease granted on one loop is refreshed by a task of that loop, which ends with it.
-    """
-    return None
-
-
 class _Shared:
     """A lease shared by the locks of one store and one ttl, with its bookkeeping."""
 
@@ -63,7 +55,7 @@ class _Shared:
     def __init__(self, lease: Lease, ttl: float) -> None:
         self.lease = lease
         self.ttl = ttl
-        self.loop = _event_loop()
+        self.loop = concurrency.loop()  # its keep-alive task ends with it
         self.users = 1  # acquires creating a key under it, and locks holding one
         self.held = False  # a lock has held its key under it
         self.idle_since = 0.0  # when its users last fell to none
@@ -139,7 +131,7 @@ class LockLeases:
 
     def _usable(self, ttl: float) -> _Shared | None:
         shared = self._current.get(ttl)
-        if shared is None or shared.retired or shared.loop is not _event_loop():
+        if shared is None or shared.retired or shared.loop is not concurrency.loop():
             return None
         if shared.lease.lost.is_set() or shared.lease.revoked:
             return None

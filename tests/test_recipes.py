@@ -1,5 +1,6 @@
 """The recipes (libkv.recipes) on the memory and SQLite drivers."""
 
+import threading
 import uuid
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import libkv
 from libkv import Action, Store, cli
 from libkv.recipes import ServiceRegistry
 from libkv.testing.flavours import Recipes
+from libkv.testing.polling import wait_until
 from libkv.testing.recipes import CrossProcessRecipeConformance, RecipeConformance
 from scripts.docs_site import python_blocks
 
@@ -93,3 +95,21 @@ def test_service_discovery_example_prints_each_membership(tmp_path: Path) -> Non
     assert lines[0] == "[]" and lines[-1] == "[]", result.stdout
     assert "address='10.0.0.7:8080', metadata={'zone': 'eu-1'}" in lines[1]
     assert lines[2] == "['api'] 10.0.0.7:8080"
+
+
+def test_the_caches_of_a_store_run_one_thread(tmp_path: Path) -> None:
+    """However many caches a store has, they add one thread, which ends with the last."""
+
+    def cache_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("libkv-caches")]
+
+    with libkv.open(f"sqlite:///{tmp_path}/caches.db") as store:
+        caches = [libkv.recipes.Cache(store, prefix) for prefix in ("a", "b", "b/c", "")]
+        for cache in caches:
+            assert cache.wait_synced(5)
+        assert cache_threads() == ["libkv-caches-sqlite"]
+        store.put("b/c/d", b"1")
+        wait_until(lambda: all("b/c/d" in cache for cache in caches[1:]), 5)
+        for cache in caches:
+            cache.close()
+        assert cache_threads() == []

@@ -23,6 +23,19 @@ from libkv.testing.recipes.base import RecipeConformanceBase
 __all__ = ["CacheRecipeConformance"]
 
 
+def _replayed(events: list[Event]) -> list[KVPair]:
+    """The state a listener's events rebuild (each INIT replaces it), sorted by key."""
+    state: dict[str, KVPair] = {}
+    for event in events:
+        if event.action is Action.INIT:
+            state = {pair.key: pair for pair in event.snapshot}
+        elif event.pair is not None:
+            state[event.key] = event.pair
+        else:
+            del state[event.key]
+    return sorted(state.values(), key=lambda pair: pair.key)
+
+
 def _failing_listener(event: Event) -> None:
     raise RuntimeError(f"a listener that fails on {event}")
 
@@ -208,6 +221,44 @@ class CacheRecipeConformance(RecipeConformanceBase):
         finally:
             cache.close()
 
+    def test_caches_of_one_store_follow_together(
+        self, recipes: Recipes, store: Store, other_store: Store
+    ) -> None:
+        """Caches of one store on nested and unrelated prefixes share its follower: each
+        mirrors its own prefix, and one joining while another follows makes the other
+        neither miss nor repeat a change (where the backend watches every change, its
+        listener gets each one in order; elsewhere what it got rebuilds the store)."""
+        store.put("app/a/1", b"1")
+        store.put("other/1", b"1")
+        seen: list[Event] = []
+        first = self.synced(recipes.Cache(store, "app/a", listener=seen.append))
+        other_store.put("app/a/2", b"2")
+        second = recipes.Cache(store, "app")
+        other_store.put("app/a/3", b"3")
+        third = recipes.Cache(store, "other")
+        other_store.put("app/a/2", b"changed")
+        other_store.delete("app/a/1")
+        other_store.put("other/2", b"2")
+        other_store.put("app/b", b"b")
+        try:
+            for cache, prefix in ((first, "app/a"), (second, "app"), (third, "other")):
+                self.synced(cache)
+                self.converged(cache, store, prefix)
+            assert "app/b" not in first and "other/1" not in second and "app/a/1" not in third
+            changes = [(event.action, event.key) for event in seen[1:]]
+            if store.capabilities.watch_every_change:
+                assert changes == [
+                    (Action.UPDATE, "app/a/2"),
+                    (Action.UPDATE, "app/a/3"),
+                    (Action.UPDATE, "app/a/2"),
+                    (Action.DELETE, "app/a/1"),
+                ], seen
+            assert _replayed(seen) == store.list("app/a")
+        finally:
+            for cache in (first, second, third):
+                cache.close()
+        assert first.closed and second.closed and third.closed
+
     def fall_behind_compaction(
         self, recipes: Recipes, store: Store, other_store: Store
     ) -> list[Event]:
@@ -258,15 +309,7 @@ class CacheRecipeConformance(RecipeConformanceBase):
             )
             assert cache.revision >= last.version
             # Whatever the listener saw rebuilds the same state: INITs replace it.
-            state: dict[str, KVPair] = {}
-            for event in events:
-                if event.action is Action.INIT:
-                    state = {pair.key: pair for pair in event.snapshot}
-                elif event.pair is not None:
-                    state[event.key] = event.pair
-                else:
-                    del state[event.key]
-            assert sorted(state.values(), key=lambda pair: pair.key) == store.list("app")
+            assert _replayed(events) == store.list("app")
             return events
         finally:
             release.set()
