@@ -256,6 +256,8 @@ class _Follower:
         with self._lock:
             caches = builtins.list(self._caches)
         for cache in caches:
+            if cache.closed:  # by a listener of this batch
+                continue
             if init is not None:
                 cache._apply(cache._news_of(init), init.revision)
                 cache._after = init.revision
