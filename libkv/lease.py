@@ -9,6 +9,7 @@ refreshing it, for instance because its process died.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -54,6 +55,7 @@ class Lease:
         self.keepalive = keepalive
         self.lost = concurrency.Event()
         self._revoked = False
+        self._revoke_pending = False  # revoke_in_background() was called
         self._stopped = concurrency.Event()
         self._alive_until = time.monotonic() + ttl
         self._listeners: list[concurrency.Listener] = []
@@ -84,6 +86,17 @@ class Lease:
             return
         self._revoked = True
         self.store.revoke_lease(self.id)
+
+    def revoke_in_background(self) -> None:
+        """Revoke the lease (and delete its keys) soon, by the store's keep-alive worker,
+        without waiting: for a caller being cancelled, which must not wait for a backend
+        that may not answer. If the revoke fails, the lease expires by itself."""
+        if self._revoked:
+            return
+        self._revoked = True
+        self._revoke_pending = True
+        self._scheduler.cancel(self)
+        self._scheduler.schedule(self, time.monotonic())
 
     def abandon(self) -> None:
         """Stop refreshing the lease without revoking it.
@@ -161,6 +174,11 @@ class Lease:
         without an answer.
         """
         if self._stopped.is_set():
+            return None, reachable
+        if self._revoke_pending:
+            self._stopped.set()
+            with contextlib.suppress(KVError):  # if it fails, the lease expires by itself
+                self.store.revoke_lease(self.id)
             return None, reachable
         alive, remaining = False, 0.0
         if reachable:

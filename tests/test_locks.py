@@ -3,10 +3,16 @@ unused, replaced when lost before a key was written."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Sequence
+
 import pytest
 
 import libkv
+import libkv.aio
 from libkv import LeaseNotFoundError
+from libkv.ops import Op
 from libkv.testing.polling import wait_until
 
 TTL = 1.0
@@ -129,3 +135,50 @@ def test_a_lock_whose_lease_is_lost_is_lost_and_the_next_takes_a_new_lease(
         assert lock.acquire(timeout=5)
         assert len(granted) == 2 and store.get("resource").version == lock.token
         lock.release()
+
+
+def test_a_cancelled_acquire_does_not_wait_for_a_frozen_backend_to_clean_up() -> None:
+    """An acquire cancelled while its create is in flight, on a backend that answers
+    nothing (as a SIGSTOPped server): CancelledError within 1 s; once the backend
+    answers again, the key it wrote goes with its lease, revoked in the background."""
+
+    async def scenario() -> None:
+        async with libkv.aio.open("memory://") as store:
+            warm = store.lock("resource", ttl=TTL)
+            assert await warm.acquire(timeout=5)  # the store's lock lease is granted
+            await warm.release()  # and kept for the next acquire
+            backend = store.backend
+            commit, revoke = backend.commit, backend.revoke_lease
+            thawed = asyncio.Event()
+
+            async def frozen_commit(ops: Sequence[Op]) -> list[libkv.KVPair | None]:
+                written = await commit(ops)  # applied, but the answer does not come back
+                await thawed.wait()
+                return written
+
+            async def frozen_revoke(lease_id: int) -> None:
+                await thawed.wait()
+                await revoke(lease_id)
+
+            backend.commit = frozen_commit  # type: ignore[method-assign]
+            backend.revoke_lease = frozen_revoke  # type: ignore[method-assign]
+            task = asyncio.ensure_future(store.lock("resource", ttl=TTL).acquire(timeout=5))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            started = time.monotonic()
+            done, _ = await asyncio.wait({task}, timeout=2.0)
+            elapsed = time.monotonic() - started
+            if not done:  # waiting for the frozen backend: let it answer, then fail
+                thawed.set()
+                await asyncio.wait({task})
+            assert done and task.cancelled() and elapsed < 1.0, (task, elapsed)
+            backend.commit = commit  # type: ignore[method-assign]
+            assert await store.exists("resource")  # written, under a lease still granted
+            thawed.set()  # the background revoke goes through
+            for _ in range(100):
+                if not await store.exists("resource"):
+                    break
+                await asyncio.sleep(0.05)
+            assert await store.list() == []
+
+    asyncio.run(scenario())

@@ -93,10 +93,16 @@ class AsyncLockLeases:
         return fresh
 
     async def give_back(
-        self, shared: _Shared, *, retire: bool = False, reachable: bool = True
+        self,
+        shared: _Shared,
+        *,
+        retire: bool = False,
+        reachable: bool = True,
+        cancelled: bool = False,
     ) -> None:
         """One user fewer. ``retire``: the lease may hold a key nobody owns, so no later
-        acquire uses it. A retired lease without users is revoked, or abandoned (to
+        acquire uses it. A retired lease without users is revoked; in the background if
+        the caller is ``cancelled`` (it must not wait for the backend); abandoned (to
         expire by itself) when the backend is not ``reachable`` or the store closed."""
         with self._mutex:
             shared.users -= 1
@@ -108,10 +114,12 @@ class AsyncLockLeases:
             if shared.held and not shared.retired:
                 return
             self._retire(shared)
-        if reachable and not self._store.closed:
-            await concurrency.async_shielded(shared.lease.revoke)
-        else:
+        if not reachable or self._store.closed:
             await shared.lease.abandon()
+        elif cancelled:
+            shared.lease.revoke_in_background()
+        else:
+            await concurrency.async_shielded(shared.lease.revoke)
 
     def _retire(self, shared: _Shared) -> None:
         shared.retired = True
@@ -178,8 +186,9 @@ class AsyncLock:
     async def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take the lock; return False if not blocking (or ``timeout`` passed) and it is held.
 
-        Cancelled (async flavour), it leaves nothing behind: a key it may have written
-        goes with its lease, which is retired.
+        Cancelled (async flavour), it raises CancelledError at once and leaves nothing
+        behind: a key it may have written goes with its lease, which is retired and,
+        once no lock of the store holds a key under it, revoked in the background.
         """
         async with self._mutex:
             if self.token is not None:
@@ -215,7 +224,7 @@ class AsyncLock:
                     await leases.give_back(shared)  # refused: nothing was written
                     raise
                 except BaseException:
-                    await leases.give_back(shared, retire=True)
+                    await leases.give_back(shared, retire=True, cancelled=True)
                     raise
                 break
             shared.held = True  # so the lease is kept for the next acquire
@@ -243,7 +252,7 @@ class AsyncLock:
                 await leases.give_back(shared, retire=True, reachable=False)
                 raise
             except BaseException:
-                await leases.give_back(shared, retire=True)
+                await leases.give_back(shared, retire=True, cancelled=True)
                 raise
             await leases.give_back(shared)
             if was_lost:
