@@ -387,6 +387,36 @@ class TestRedisTLSConformance(CrossProcessConformance):
         return _url(redis_tls_server)
 
 
+def test_the_async_tls_store_builds_its_tls_context_off_the_event_loop(
+    redis_tls_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading the CA bundle and the client certificate takes tens of ms of CPU: the
+    async store does it on a worker thread, never on the loop (which it would hold)."""
+    import redis.utils
+
+    loading: list[str] = []
+    load = ssl.SSLContext.load_verify_locations
+
+    def spy(context: ssl.SSLContext, *arguments: object, **options: object) -> None:
+        loading.append(threading.current_thread().name)
+        load(context, *arguments, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", spy)
+    shared = getattr(redis.utils, "_SHARED_SSL_CONTEXTS", None)
+    if shared is not None:
+        shared.clear()  # redis-py shares contexts: make this store build its own
+
+    async def scenario() -> str:
+        async with libkv.aio.open(_url(redis_tls_server)) as store:
+            await store.put("k", b"v")
+            async with store.watch("k") as watch:
+                assert await watch.next_event(5) is not None
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(scenario())
+    assert loading and loop_thread not in loading, loading
+
+
 def test_tls_with_a_client_certificate(redis_tls_server: RedisServer) -> None:
     assert redis_tls_server.url.startswith("rediss://")
     with libkv.open(_url(redis_tls_server)) as store:

@@ -24,6 +24,7 @@ flavour.
 
 from __future__ import annotations
 
+import asyncio  # async-only
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
@@ -73,6 +74,11 @@ class AsyncRedisBackend(AsyncBackend):
         # The reaper: a thread started now (sync), a task started by the first call (async).
         self._background = AsyncBackground(self._tick, "libkv-redis-reaper")
         self._background.moved = self._forget_connections  # async-only
+        # async-only: begin
+        self._tls_template = _tls_template(pool)  # None: no TLS, or built already
+        self._tls_building: asyncio.Future[Any] | None = None
+        self._tls_context: Any = None  # held, so redis-py keeps sharing it
+        # async-only: end
         # sync-only: self._background.start()
 
     # -- reading ------------------------------------------------------------------
@@ -211,11 +217,15 @@ class AsyncRedisBackend(AsyncBackend):
     # -- calling Redis --------------------------------------------------------------
 
     async def _command(self, *arguments: Argument) -> Any:
+        if self._tls_template is not None:  # async-only
+            await self._prepare_tls()  # async-only
         self._background.start()  # async-only
         return await cancellable(self._execute(*arguments))  # async-only
         # sync-only: return self._execute(*arguments)
 
     async def _run_script(self, script: Script, arguments: Sequence[Argument]) -> Any:
+        if self._tls_template is not None:  # async-only
+            await self._prepare_tls()  # async-only
         self._background.start()  # async-only
         return await cancellable(self._evalsha(script, arguments))  # async-only
         # sync-only: return self._evalsha(script, arguments)
@@ -276,6 +286,21 @@ class AsyncRedisBackend(AsyncBackend):
             self._failing = False
 
     # async-only: begin
+    async def _prepare_tls(self) -> None:
+        """Build the TLS context on a worker thread, once, before the first connection.
+
+        Loading the CA bundle and a certificate chain takes tens of ms of CPU, too long
+        to hold the event loop; redis-py shares one context among the connections with
+        the same settings while one is held, and the backend holds it for its life.
+        """
+        template = self._tls_template
+        if template is None:
+            return
+        if self._tls_building is None or self._tls_building.get_loop().is_closed():
+            self._tls_building = asyncio.ensure_future(asyncio.to_thread(template.ssl_context.get))
+        self._tls_context = await asyncio.shield(self._tls_building)
+        self._tls_template = None
+
     def _forget_connections(self) -> None:
         """The store's calls moved to another loop (``asyncio.run`` after
         ``asyncio.run``): the pooled connections belonged to the loop gone."""
@@ -293,6 +318,20 @@ class AsyncRedisBackend(AsyncBackend):
         await self._client.aclose()
 
 
+# async-only: begin
+def _tls_template(pool: Any) -> Any:
+    """A connection of ``pool``, never connected, whose TLS context is built off the
+    loop before the first (see ``_prepare_tls``); None without TLS."""
+    if pool is None or not issubclass(pool.connection_class, redis.asyncio.SSLConnection):
+        return None
+    try:
+        return pool.connection_class(**pool.connection_kwargs)
+    except Exception:  # a pool whose connections need more: they build it themselves
+        log.debug("no TLS context built ahead for %r", pool, exc_info=True)
+        return None
+
+
+# async-only: end
 def open_redis_async(url: StoreURL) -> AsyncBackend:
     """The initializer of the ``redis`` and ``rediss`` schemes.
 
