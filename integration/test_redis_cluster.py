@@ -16,6 +16,7 @@ import pytest
 
 import libkv
 from integration.servers import RedisCluster, RedisClusterNode
+from integration.test_redis import check_large_writes_go_in_slices
 from libkv.testing import CrossProcessConformance
 from libkv.testing.faults import FAULT_TIMEOUT, NOT_REACHABLE_MARGIN, RECOVERY_BOUND
 from libkv.testing.polling import wait_until
@@ -29,6 +30,12 @@ class TestRedisCluster(CrossProcessConformance):
     @pytest.fixture
     def url(self, redis_cluster: RedisCluster) -> str:
         return f"{redis_cluster.url}&hashtag={_hashtag()}"
+
+
+def test_the_async_store_writes_a_large_value_a_slice_per_step_of_the_loop(
+    redis_cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check_large_writes_go_in_slices(f"{redis_cluster.url}&hashtag={_hashtag()}", monkeypatch)
 
 
 @pytest.fixture

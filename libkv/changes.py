@@ -8,13 +8,21 @@ constant, however many keys have come and gone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from libkv.errors import HistoryLostError
 from libkv.model import Action, Event, KVPair
 
-__all__ = ["ChangeDedup", "FeedBatch", "SnapshotDiff"]
+__all__ = ["BATCH_CHANGES", "ChangeDedup", "FeedBatch", "SnapshotDiff", "take_batch"]
+
+T = TypeVar("T")
+
+BATCH_CHANGES = 1024
+"""How many changes a feed's batch should hold at most (but one revision's, whole).
+A watch handles one batch per step, so however far behind it reads, a step's work
+(an async watch's time holding its event loop) stays bounded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +45,21 @@ class FeedBatch:
     snapshot: Sequence[KVPair] | None = None
     epoch: str | None = None
     keys: Sequence[str] | None = None
+
+
+def take_batch(
+    changes: Iterable[T], revision_of: Callable[[T], int], limit: int = BATCH_CHANGES
+) -> tuple[list[T], bool]:
+    """The leading changes of ``changes`` (in revision order) that make one batch, and
+    whether any is left: ``limit`` changes, and then the rest of the last one's
+    revision (a batch never splits a revision). Reads no further than one change past
+    the batch, so ``changes`` may be a lazy cursor over a long history."""
+    taken: list[T] = []
+    for change in changes:
+        if len(taken) >= limit and revision_of(change) != revision_of(taken[-1]):
+            return taken, True
+        taken.append(change)
+    return taken, False
 
 
 class ChangeDedup:

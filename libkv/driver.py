@@ -25,6 +25,7 @@ from libkv._async.backend import AsyncBackend
 from libkv._async.watching import AsyncFeed
 from libkv.aio.bridge import InlineBackend, LocalBackend, ThreadedBackend
 from libkv.backend import Backend
+from libkv.changes import BATCH_CHANGES, take_batch
 from libkv.concurrency import Wakers
 from libkv.errors import (
     AuthenticationError,
@@ -53,6 +54,7 @@ from libkv.url import StoreURL, parse_bool, parse_positive_int, parse_seconds
 from libkv.watching import Feed, FeedBatch
 
 __all__ = [
+    "BATCH_CHANGES",
     "MAX_REVISION",
     "Action",
     "AsyncBackend",
@@ -93,4 +95,5 @@ __all__ = [
     "parse_bool",
     "parse_positive_int",
     "parse_seconds",
+    "take_batch",
 ]

@@ -37,6 +37,7 @@ from libkv.driver import (
     first_failure,
     in_prefix,
     parse_positive_int,
+    take_batch,
 )
 
 __all__ = ["MemoryBackend", "open_memory", "open_memory_async"]
@@ -194,10 +195,13 @@ class _MemoryFeed:
                 )
             if database.revision <= self._after:
                 return None
-            log = database.log
+            log, prefix = database.log, self._prefix
             start = bisect.bisect_right(log, self._after, key=_revision_of)
-            found = [change for change in log[start:] if in_prefix(change[1], self._prefix)]
-            self._after = database.revision
+            tail = (log[index] for index in range(start, len(log)))
+            found, more = take_batch(
+                (change for change in tail if in_prefix(change[1], prefix)), _revision_of
+            )
+            self._after = found[-1][0] if more else database.revision
         changes = [
             Event(Action.DELETE if pair is None else Action.UPDATE, key, pair, revision)
             for revision, key, pair in found

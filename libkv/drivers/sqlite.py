@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import os
 import sqlite3
 import threading
@@ -45,6 +46,7 @@ from libkv.driver import (
     first_failure,
     parse_positive_int,
     parse_seconds,
+    take_batch,
 )
 
 __all__ = ["SQLiteBackend", "open_sqlite", "open_sqlite_async"]
@@ -162,11 +164,16 @@ class _SQLiteFeed:
                 )
             if revision <= self._after:
                 return None
-            rows = cursor.execute(
-                f"SELECT revision, key, value FROM changes WHERE revision > ? AND {self._clause}"
-                " ORDER BY revision, key",
-                (self._after, *self._arguments),
-            ).fetchall()
+            rows, more = take_batch(
+                cursor.execute(
+                    "SELECT revision, key, value FROM changes"
+                    f" WHERE revision > ? AND {self._clause} ORDER BY revision, key",
+                    (self._after, *self._arguments),
+                ),
+                operator.itemgetter(0),
+            )
+        if more:
+            revision = rows[-1][0]
         self._after = revision
         changes = [
             Event(Action.DELETE, key, None, change)

@@ -204,11 +204,12 @@ class RedisBackend(Backend):
     def _evalsha(self, script: Script, arguments: Sequence[Argument]) -> Any:
         """Run ``script`` with EVALSHA; load it on NOSCRIPT (after a restart or flush)."""
         keys = self._layout.script_keys
+        execute = self._execute
         try:
-            return self._execute("EVALSHA", script.sha, len(keys), *keys, *arguments)
+            return execute("EVALSHA", script.sha, len(keys), *keys, *arguments)
         except redis.exceptions.NoScriptError:
             self._client.script_load(script.source)
-            return self._execute("EVALSHA", script.sha, len(keys), *keys, *arguments)
+            return execute("EVALSHA", script.sha, len(keys), *keys, *arguments)
 
     def _run_write(self, script: Script, arguments: Sequence[Argument]) -> Any:
         """Run a writing script; a failure after it may have been sent is UnknownOutcome."""
