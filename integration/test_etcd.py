@@ -458,6 +458,26 @@ class TestOneWatchStreamPerStore(ConformanceBase):
     def url(self, stopped_server: EtcdServer) -> str:
         return f"{stopped_server.url}/shared"
 
+    def test_a_watch_left_unpolled_past_the_stall_allowance_keeps_its_stream(
+        self, store: libkv.Store
+    ) -> None:
+        """A stream nobody polled for longer than ``stall`` is asked for a progress
+        report by the next poll, not failed for its silence (which cost every watch on
+        it a reconnection, and the change 0.1-0.2 s): the change comes on the same
+        stream."""
+        watch = store.watch("k")
+        init = watch.next_event(EVENT_TIMEOUT)
+        assert init is not None and init.action is Action.INIT
+        backend = underlying(store).backend
+        stream = backend._streams[-1]
+        time.sleep(3 * common.STREAM_STALL)  # the scenario: nobody polls meanwhile
+        assert watch.next_event(0.1) is None
+        written = store.put("k", b"v")
+        event = watch.next_event(EVENT_TIMEOUT)
+        assert event is not None and event.pair == written
+        assert not stream.ended and backend._streams == [stream]
+        watch.close()
+
     def test_a_thousand_watches_use_the_threads_and_the_stream_of_ten(
         self, store: libkv.Store, stopped_server: EtcdServer
     ) -> None:

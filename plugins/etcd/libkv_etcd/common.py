@@ -588,11 +588,12 @@ class Stream:
     """One gRPC Watch stream of a store and the watches it carries; the flavour's
     stream subclasses it with the call, the reader and the request queue.
 
-    Contact is the stream's: a watch polling finds the stream stalled when etcd said
-    nothing on it for ``stall`` seconds (since the watch opened, if later), asks for a
-    progress report (answered for every watch) after half of that, and a stalled
-    stream fails every watch on it with NotReachableError; the next feed the store
-    opens gets a new stream.
+    Contact is the stream's: a watch polling on a stream etcd has said nothing on for
+    half of ``stall`` seconds (since the watch opened, if later) asks for a progress
+    report (answered for every watch), and finds the stream stalled if that goes
+    unanswered for the other half; a stalled stream fails every watch on it with
+    NotReachableError, and the next feed the store opens gets a new stream. Silence
+    alone fails nothing: a stream nobody polled for a minute is asked first.
     """
 
     def __init__(
@@ -658,21 +659,29 @@ class Stream:
         return None, self._wait_bound(watch.opened, timeout, time.monotonic())
 
     def _wait_bound(self, opened: float, timeout: float, now: float) -> float:
+        """How long a poll may wait for news; asks etcd for a progress report once it
+        has been silent (since ``opened``, if later) for half of ``stall``, and fails
+        the stream if that goes unanswered for the other half. A stream nobody polled
+        for a while is asked first, never failed on its silence alone."""
         heard = max(self.contact or 0.0, opened)
-        silent = now - heard
-        if silent > self.stall:
-            error = NotReachableError(
-                f"etcd at {self.address} did not answer on a watch stream for {silent:.1f} s"
-            )
-            self.fail(error)
-            raise error
-        if silent > self.stall / 2 and (self._probed is None or self._probed < heard):
-            self._probed = now
+        probed = self._probed
+        if probed is None or probed < heard:  # no request since etcd last answered
+            if now - heard <= self.stall / 2:
+                return max(0.0, min(timeout, heard + self.stall / 2 - now))
+            self._probed = probed = now
             with self._lock:
                 if not self.ended:
                     self._requests.put_nowait(PROGRESS_REQUEST)
+        unanswered = now - probed
+        if unanswered > self.stall / 2:
+            error = NotReachableError(
+                f"etcd at {self.address} did not answer on a watch stream for "
+                f"{now - heard:.1f} s ({unanswered:.1f} s after a progress request)"
+            )
+            self.fail(error)
+            raise error
         # Return by the stall deadline, so the next poll can report it.
-        return max(0.0, min(timeout, heard + self.stall - now))
+        return max(0.0, min(timeout, probed + self.stall / 2 - now))
 
     def deliver(self, response: Any, now: float) -> None:
         """A response read from the stream: route it, wake its watches."""
