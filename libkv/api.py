@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from libkv import keys as keyspace
+from libkv.changes import FeedBatch
 from libkv.errors import (
     InvalidArgumentError,
     KeyNotFoundError,
@@ -34,7 +35,7 @@ from libkv.errors import (
 )
 from libkv.keepalive import Keepalive
 from libkv.lock import Lock, LockLeases
-from libkv.model import MAX_REVISION, Capabilities, KVPair
+from libkv.model import MAX_REVISION, Capabilities, Event, KVPair
 from libkv.ops import Op, OpKind
 from libkv.sharing import SharedFeeds
 
@@ -74,6 +75,8 @@ class Store:
         self._leases: weakref.WeakSet[Lease] = weakref.WeakSet()
         self._keepalive = Keepalive(f"libkv-keepalive-{self.url.scheme}")
         self._lock_leases = LockLeases(self)  # the leases its locks share
+        # The last change batch on relative keys, which every watch taking it shares.
+        self._relative_batch: tuple[FeedBatch, builtins.list[Event]] | None = None
         self._close_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -499,6 +502,22 @@ class Store:
         if not self._root:
             return pair
         return KVPair(pair.key[len(self._root) :], pair.value, pair.version)
+
+    def _relative_event(self, event: Event) -> Event:
+        if not self._root:
+            return event
+        pair = event.pair if event.pair is None else self._relative_pair(event.pair)
+        return Event(event.action, event.key[len(self._root) :], pair, event.revision)
+
+    def _relative_events(self, batch: FeedBatch) -> builtins.list[Event]:
+        """The changes of ``batch`` on relative keys, made once for all the watches of
+        the store that take it whole (the watches of one prefix share its batches)."""
+        made = self._relative_batch
+        if made is not None and made[0] is batch:
+            return made[1]
+        events = [self._relative_event(event) for event in batch.changes]
+        self._relative_batch = (batch, events)
+        return events
 
     def _relative_pairs(self, pairs: Iterable[KVPair]) -> builtins.list[KVPair]:
         if not self._root:

@@ -402,22 +402,29 @@ class AsyncWatch:
                 )
                 return
             self._epoch = batch.epoch
-        bookkeeping = self._bookkeeping
+        bookkeeping, store = self._bookkeeping, self._store
         if isinstance(bookkeeping, SnapshotDiff):
             snapshot = [pair for pair in batch.snapshot or () if self._wanted(pair.key)]
             keys = None if batch.keys is None else [k for k in batch.keys if self._wanted(k)]
             try:
-                events = bookkeeping.diff(snapshot, batch.revision, keys)
+                found = bookkeeping.diff(snapshot, batch.revision, keys)
             except HistoryLostError as error:
                 self._failure = error
                 return
+            events = [store._relative_event(event) for event in found]
         else:
-            events = bookkeeping.fresh([e for e in batch.changes if self._wanted(e.key)])
+            changes = batch.changes
+            fresh = bookkeeping.fresh([e for e in changes if self._wanted(e.key)])
+            if len(fresh) == len(changes):  # every one: the store makes them once for all
+                events = store._relative_events(batch)
+            else:
+                events = [store._relative_event(event) for event in fresh]
         self._feed_revision = max(self._feed_revision, batch.revision)
         self._enqueue(events, self._feed_revision)
 
     def _enqueue(self, events: list[Event], revision: int) -> None:
-        """Queue events (full keys, in revision order) from a batch consistent to ``revision``.
+        """Queue events (relative keys, in revision order) from a batch consistent to
+        ``revision``.
 
         Each carries the resume point that is safe once it is returned: just below the
         next event's revision (a transaction's events share one), and ``revision``
@@ -430,13 +437,10 @@ class AsyncWatch:
             else:
                 self.revision = max(self.revision, revision)
             return
-        store, cut = self._store, len(self._root)
+        pending = self._pending
         for index, event in enumerate(events):
             resume = events[index + 1].revision - 1 if index + 1 < len(events) else revision
-            pair = event.pair if event.pair is None else store._relative_pair(event.pair)
-            self._pending.append(
-                (Event(event.action, event.key[cut:], pair, event.revision), resume)
-            )
+            pending.append((event, resume))
 
     def _wanted(self, key: str) -> bool:
         return in_prefix(key, self._prefix) if self._recursive else key == self._prefix
